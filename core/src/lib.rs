@@ -1,1 +1,17 @@
-//! placeholder
+//! shardgate's core: the config model, the route table, the shard runtime and the relay.
+//!
+//! Layers, from the outside in:
+//! - [`config`]: the TOML file as users write it, checked all at once into a typed [`config::Config`];
+//! - [`route`]: a config's routes indexed for per-connection lookup (port, client, SNI);
+//! - [`runtime`]: one glommio executor per shard CPU plus a control core, the typed messages
+//!   between them, listeners, reload and graceful stop;
+//! - [`proxy`]: what a shard does with a TCP connection (route, balance, connect, PROXY header);
+//! - [`relay`]: moving bytes between two sockets with `splice(2)`.
+//!
+//! Protocol rules (TLS ClientHello, DNS, SMTP, RADIUS) live in the sans-I/O crates under
+//! `protocols/`; this crate only moves their bytes.
+
+pub mod config;
+pub mod route;
+pub mod runtime;
+pub mod relay;

@@ -1,0 +1,752 @@
+//! The appliance config: loading a TOML file, checking all of it, and the typed result.
+//!
+//! Owns: the config schema ([`schema`], as written), validation into [`Config`] (every value
+//! typed and checked, so nothing downstream re-checks raw text), the embedded default config,
+//! and problem reporting ([`ConfigErrors`]: file, route or section, field, what is wrong — all
+//! problems at once). Does not own: what the runtime does with a config (see `runtime`) or how
+//! routes are looked up per connection (see `route`).
+
+mod ports;
+mod problems;
+mod schema;
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+pub use ports::PortSet;
+pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
+use problems::ProblemList;
+use schema::{CpuChoice, OneOrMany, RawAction, RawMatch, RawProxy, RawRoute, RawRuntime, RawSecurity, TargetPortValue};
+
+use crate::route::DomainPattern;
+use crate::runtime::cpu::{allowed_cpus, CpuLayout};
+
+/// The config used by `shardgate run` when no `--config` is given: unprivileged ports,
+/// a demo route, data in `./shardgate-data`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// The name problems in the embedded default are reported under.
+pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded default>";
+
+/// Most listening ports all routes together may ask for (each is one socket per shard).
+pub const MAX_LISTEN_PORTS: usize = 4096;
+
+/// A checked config: everything typed, every reference resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (a path, or [`EMBEDDED_DEFAULT_NAME`]).
+    pub source: String,
+    /// Shard and control-core placement, data folder, drain deadline.
+    pub runtime: RuntimeSettings,
+    /// Where route ports are listened on.
+    pub proxy: ProxySettings,
+    /// The routes, ordered by priority (highest first), then by position in the file.
+    pub routes: Vec<Route>,
+}
+
+/// `[runtime]`: where shards and the control core run, where data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Which CPUs run shards and which runs the control core.
+    pub layout: CpuLayout,
+    /// The data folder (queue, certificates, sessions, state).
+    pub data_dir: PathBuf,
+    /// How long a graceful stop waits for open connections before closing them.
+    pub drain_timeout: Duration,
+}
+
+/// `[proxy]`: the addresses route ports are listened on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Listen addresses; every route port is opened on each.
+    pub listen: Vec<IpAddr>,
+}
+
+/// One route: when it applies and what it does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The route's unique name (used in logs, stats and errors).
+    pub name: String,
+    /// Higher is tried first; equal priorities keep file order.
+    pub priority: i64,
+    /// What a connection must look like for this route to apply.
+    pub matcher: RouteMatch,
+    /// What is done with a matching connection.
+    pub action: RouteAction,
+    /// Client address rules checked after the route is chosen.
+    pub security: Security,
+}
+
+/// The `match` of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch {
+    /// Ports the route listens on (required).
+    pub ports: PortSet,
+    /// Server names (TLS SNI); `None` matches any connection, with or without SNI.
+    pub domains: Option<Vec<DomainPattern>>,
+    /// Client networks; `None` matches every client.
+    pub client_ip: Option<Vec<IpNet>>,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    /// Relay the connection to one of the targets.
+    Forward(Forward),
+    /// Close the connection at once.
+    Reject,
+}
+
+/// The `forward` action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// Backends, tried in balancing order with failover.
+    pub targets: Vec<Target>,
+    /// How a target is chosen for a new connection.
+    pub balance: Balance,
+    /// How long a connect to a target may take before trying the next.
+    pub connect_timeout: Duration,
+    /// A relayed connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most concurrent connections on this route (across all shards), if limited.
+    pub max_connections: Option<u32>,
+    /// Send a PROXY protocol header to the target first.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// What is done with TLS on this route.
+    pub tls: TlsMode,
+}
+
+/// A forward target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The host as written (name or address), for logs.
+    pub host: String,
+    /// The addresses the host resolved to when the config was loaded.
+    pub addresses: Vec<IpAddr>,
+    /// The port to connect to.
+    pub port: TargetPort,
+}
+
+impl Target {
+    /// The socket address for a connection that arrived on `local_port`.
+    pub fn socket_addr(&self, local_port: u16) -> Option<SocketAddr> {
+        let port = match self.port {
+            TargetPort::Fixed(p) => p,
+            TargetPort::Preserve => local_port,
+        };
+        self.addresses.first().map(|ip| SocketAddr::new(*ip, port))
+    }
+}
+
+/// A target's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetPort {
+    /// Always this port.
+    Fixed(u16),
+    /// The port the client connected to.
+    Preserve,
+}
+
+/// Load-balancing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each new connection goes to the next target in turn.
+    RoundRobin,
+    /// Each new connection goes to the target with the fewest open connections.
+    LeastConnections,
+}
+
+/// PROXY protocol header version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// What a route does with TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Not TLS-aware: bytes are relayed as they come.
+    None,
+    /// Route on the ClientHello's SNI, then relay the bytes untouched (ClientHello included).
+    Passthrough,
+}
+
+/// `security`: client address rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    /// If non-empty, only these networks may use the route.
+    pub ip_allow: Vec<IpNet>,
+    /// These networks are refused (checked before `ip_allow`).
+    pub ip_block: Vec<IpNet>,
+}
+
+impl Security {
+    /// Whether `client` may use the route.
+    pub fn permits(&self, client: IpAddr) -> bool {
+        let client = canonical_ip(client);
+        if self.ip_block.iter().any(|n| n.contains(&client)) {
+            return false;
+        }
+        self.ip_allow.is_empty() || self.ip_allow.iter().any(|n| n.contains(&client))
+    }
+}
+
+/// Maps IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) to plain IPv4 so v4 CIDRs match them.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &name),
+            Err(e) => {
+                let mut problems = ProblemList::new(&name);
+                problems.push(ProblemScope::File, "", format!("cannot read the file: {e}"));
+                problems.into_result(Config::empty(&name))
+            }
+        }
+    }
+
+    /// The embedded default config, checked like any other.
+    pub fn embedded_default() -> Result<Config, ConfigErrors> {
+        Config::parse(EMBEDDED_DEFAULT, EMBEDDED_DEFAULT_NAME)
+    }
+
+    /// Checks config text; `source` names it in problems.
+    pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+        let mut problems = ProblemList::new(source);
+        let doc: toml::Table = match text.parse() {
+            Ok(doc) => doc,
+            Err(e) => {
+                problems.push(ProblemScope::File, "", format!("not valid TOML: {}", e.to_string().trim()));
+                return problems.into_result(Config::empty(source));
+            }
+        };
+        let mut config = Config::empty(source);
+        for (key, value) in &doc {
+            match key.as_str() {
+                "runtime" => {
+                    if let Some(raw) = section::<RawRuntime>(&mut problems, "runtime", value) {
+                        config.runtime = validate_runtime(&mut problems, raw);
+                    }
+                }
+                "proxy" => {
+                    if let Some(raw) = section::<RawProxy>(&mut problems, "proxy", value) {
+                        config.proxy = validate_proxy(&mut problems, raw);
+                    }
+                }
+                "routes" => config.routes = validate_routes(&mut problems, value),
+                other => problems.push(
+                    ProblemScope::File,
+                    other,
+                    "unknown section (known: runtime, proxy, routes)",
+                ),
+            }
+        }
+        check_conflicts(&mut problems, &config.routes);
+        let ports: usize = distinct_route_ports(&config.routes).len();
+        if ports > MAX_LISTEN_PORTS {
+            problems.section(
+                "routes",
+                "match.ports",
+                format!("routes ask for {ports} listening ports; at most {MAX_LISTEN_PORTS} are allowed"),
+            );
+        }
+        config.routes.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        problems.into_result(config)
+    }
+
+    fn empty(source: &str) -> Config {
+        Config {
+            source: source.to_string(),
+            runtime: RuntimeSettings {
+                layout: CpuLayout::automatic(&allowed_cpus()),
+                data_dir: PathBuf::from("./shardgate-data"),
+                drain_timeout: Duration::from_secs(10),
+            },
+            proxy: ProxySettings { listen: vec![IpAddr::from([0, 0, 0, 0])] },
+            routes: Vec::new(),
+        }
+    }
+
+    /// Every port some route listens on, ascending.
+    pub fn route_ports(&self) -> Vec<u16> {
+        distinct_route_ports(&self.routes)
+    }
+}
+
+fn distinct_route_ports(routes: &[Route]) -> Vec<u16> {
+    let mut all: Vec<u16> = routes.iter().flat_map(|r| r.matcher.ports.iter()).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Deserialises one section, reporting unknown keys and type errors under `scope_name`.
+fn section<T: for<'de> Deserialize<'de>>(problems: &mut ProblemList, scope_name: &str, value: &toml::Value) -> Option<T> {
+    let mut unknown = Vec::new();
+    let result: Result<T, _> =
+        serde_ignored::deserialize(value.clone(), |path| unknown.push(clean_path(&path)));
+    for path in unknown {
+        problems.section(scope_name, &path, "unknown field");
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.section(scope_name, "", e.to_string().trim().to_string());
+            None
+        }
+    }
+}
+
+/// A serde_ignored path as users write it: `match.speed`, not `match.?.speed`.
+fn clean_path(path: &serde_ignored::Path<'_>) -> String {
+    path.to_string().split('.').filter(|seg| *seg != "?").collect::<Vec<_>>().join(".")
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like \"5s\" or \"2m\": {e}"))
+}
+
+fn validate_runtime(problems: &mut ProblemList, raw: RawRuntime) -> RuntimeSettings {
+    let allowed = allowed_cpus();
+    let automatic = CpuLayout::automatic(&allowed);
+    let check_cpu = |field: &str, cpu: i64, problems: &mut ProblemList| -> Option<usize> {
+        match usize::try_from(cpu) {
+            Ok(c) if allowed.contains(&c) => Some(c),
+            _ => {
+                problems.section(
+                    "runtime",
+                    field,
+                    format!("CPU {cpu} is not available to this process (available: {allowed:?})"),
+                );
+                None
+            }
+        }
+    };
+    let shards_given = raw.shards.is_some();
+    let shard_cpus = match raw.shards {
+        None => automatic.shard_cpus.clone(),
+        Some(CpuChoice::Word(w)) if w == "auto" => automatic.shard_cpus.clone(),
+        Some(CpuChoice::Word(w)) => {
+            problems.section("runtime", "shards", format!("`{w}` is not \"auto\" or a list of CPU ids"));
+            automatic.shard_cpus.clone()
+        }
+        Some(CpuChoice::One(n)) => check_cpu("shards", n, problems).into_iter().collect(),
+        Some(CpuChoice::List(list)) => {
+            let mut cpus = Vec::new();
+            for n in list {
+                if let Some(c) = check_cpu("shards", n, problems) {
+                    if cpus.contains(&c) {
+                        problems.section("runtime", "shards", format!("CPU {c} is listed twice"));
+                    } else {
+                        cpus.push(c);
+                    }
+                }
+            }
+            if cpus.is_empty() {
+                problems.section("runtime", "shards", "no shard CPU: give at least one");
+            }
+            cpus
+        }
+    };
+    let control_cpu = match raw.control_cpu {
+        None => {
+            if !shards_given { automatic.control_cpu } else { CpuLayout::automatic_control(&allowed, &shard_cpus) }
+        }
+        Some(CpuChoice::Word(w)) if w == "auto" => CpuLayout::automatic_control(&allowed, &shard_cpus),
+        Some(CpuChoice::Word(w)) if w == "none" => None,
+        Some(CpuChoice::One(n)) => check_cpu("control_cpu", n, problems),
+        Some(other) => {
+            problems.section("runtime", "control_cpu", format!("{other:?} is not \"auto\", \"none\" or one CPU id"));
+            None
+        }
+    };
+    let drain_timeout = match raw.drain_timeout.as_deref().map(parse_duration) {
+        None => Duration::from_secs(10),
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            problems.section("runtime", "drain_timeout", e);
+            Duration::from_secs(10)
+        }
+    };
+    let data_dir = match raw.data_dir {
+        Some(d) if d.trim().is_empty() => {
+            problems.section("runtime", "data_dir", "is empty");
+            PathBuf::from("./shardgate-data")
+        }
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from("./shardgate-data"),
+    };
+    RuntimeSettings { layout: CpuLayout { shard_cpus, control_cpu }, data_dir, drain_timeout }
+}
+
+fn validate_proxy(problems: &mut ProblemList, raw: RawProxy) -> ProxySettings {
+    let mut listen = Vec::new();
+    for text in raw.listen.unwrap_or_else(|| vec!["0.0.0.0".into()]) {
+        match text.trim().parse::<IpAddr>() {
+            Ok(ip) if listen.contains(&ip) => {
+                problems.section("proxy", "listen", format!("address {ip} is listed twice"))
+            }
+            Ok(ip) => listen.push(ip),
+            Err(_) => problems.section("proxy", "listen", format!("`{text}` is not an IP address")),
+        }
+    }
+    if listen.is_empty() {
+        problems.section("proxy", "listen", "no listen address: give at least one");
+    }
+    ProxySettings { listen }
+}
+
+fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<Route> {
+    let Some(entries) = value.as_array() else {
+        problems.section("routes", "", "must be an array of tables: write each route as [[routes]]");
+        return Vec::new();
+    };
+    let mut routes = Vec::new();
+    let mut seen_names: Vec<String> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        // Name the route as early as possible so every problem can say which one it is.
+        let label = entry
+            .get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("#{}", index + 1));
+        let mut unknown = Vec::new();
+        let raw: Result<RawRoute, _> =
+            serde_ignored::deserialize(entry.clone(), |path| unknown.push(clean_path(&path)));
+        for path in unknown {
+            problems.route(&label, &path, "unknown field");
+        }
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.route(&label, "", e.to_string().trim().to_string());
+                continue;
+            }
+        };
+        match raw.name.as_deref().map(str::trim) {
+            None | Some("") => problems.route(&label, "name", "every route needs a non-empty name"),
+            Some(name) if seen_names.iter().any(|n| n == name) => {
+                problems.route(&label, "name", "another route already has this name")
+            }
+            Some(name) => seen_names.push(name.to_string()),
+        }
+        if let Some(route) = validate_route(problems, &label, raw) {
+            routes.push(route);
+        }
+    }
+    routes
+}
+
+fn validate_route(problems: &mut ProblemList, label: &str, raw: RawRoute) -> Option<Route> {
+    let before = problems.len();
+    let matcher = match raw.matcher {
+        Some(m) => validate_match(problems, label, m),
+        None => {
+            problems.route(label, "match", "missing: a route needs at least `match.ports`");
+            None
+        }
+    };
+    let action = match raw.action {
+        Some(a) => validate_action(problems, label, a),
+        None => {
+            problems.route(label, "action", "missing: give `action.type` (forward or reject)");
+            None
+        }
+    };
+    let security = raw.security.map(|s| validate_security(problems, label, s)).unwrap_or_default();
+    if let (Some(RouteAction::Forward(f)), Some(m)) = (&action, &matcher) {
+        if f.tls == TlsMode::None && m.domains.is_some() {
+            problems.route(
+                label,
+                "match.domains",
+                "domains are matched against TLS SNI: set `action.tls = { mode = \"passthrough\" }`",
+            );
+        }
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(Route {
+        name: label.to_string(),
+        priority: raw.priority.unwrap_or(0),
+        matcher: matcher?,
+        action: action?,
+        security,
+    })
+}
+
+fn parse_networks(problems: &mut ProblemList, label: &str, field: &str, items: &[&str]) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for item in items {
+        let text = item.trim();
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => problems.route(label, field, format!("`{text}` is not an IP address or CIDR like 10.0.0.0/8")),
+        }
+    }
+    nets
+}
+
+fn validate_match(problems: &mut ProblemList, label: &str, raw: RawMatch) -> Option<RouteMatch> {
+    let ports = match raw.ports {
+        None => {
+            problems.route(label, "match.ports", "missing: which ports does this route listen on?");
+            None
+        }
+        Some(value) => match PortSet::parse(&value) {
+            Ok(set) => Some(set),
+            Err(errors) => {
+                for e in errors {
+                    problems.route(label, "match.ports", e);
+                }
+                None
+            }
+        },
+    };
+    let domains = raw.domains.map(|d: OneOrMany| {
+        let mut patterns = Vec::new();
+        for item in d.items() {
+            match DomainPattern::parse(item) {
+                Ok(p) => patterns.push(p),
+                Err(e) => problems.route(label, "match.domains", e),
+            }
+        }
+        if patterns.is_empty() && d.items().is_empty() {
+            problems.route(label, "match.domains", "is empty: leave it out to match every name");
+        }
+        patterns
+    });
+    let client_ip = raw.client_ip.map(|c| {
+        let items = c.items();
+        if items.is_empty() {
+            problems.route(label, "match.client_ip", "is empty: leave it out to match every client");
+        }
+        parse_networks(problems, label, "match.client_ip", &items)
+    });
+    Some(RouteMatch { ports: ports?, domains, client_ip })
+}
+
+fn validate_security(problems: &mut ProblemList, label: &str, raw: RawSecurity) -> Security {
+    let allow = raw.ip_allow.unwrap_or_default();
+    let block = raw.ip_block.unwrap_or_default();
+    let allow_refs: Vec<&str> = allow.iter().map(String::as_str).collect();
+    let block_refs: Vec<&str> = block.iter().map(String::as_str).collect();
+    Security {
+        ip_allow: parse_networks(problems, label, "security.ip_allow", &allow_refs),
+        ip_block: parse_networks(problems, label, "security.ip_block", &block_refs),
+    }
+}
+
+fn validate_action(problems: &mut ProblemList, label: &str, raw: RawAction) -> Option<RouteAction> {
+    let kind = raw.kind.as_deref().map(str::trim);
+    match kind {
+        Some("reject") => {
+            let extra = [
+                ("targets", raw.targets.is_some()),
+                ("balance", raw.balance.is_some()),
+                ("connect_timeout", raw.connect_timeout.is_some()),
+                ("idle_timeout", raw.idle_timeout.is_some()),
+                ("max_connections", raw.max_connections.is_some()),
+                ("proxy_protocol", raw.proxy_protocol.is_some()),
+                ("tls", raw.tls.is_some()),
+            ];
+            for (field, present) in extra {
+                if present {
+                    problems.route(label, &format!("action.{field}"), "not allowed for type `reject`");
+                }
+            }
+            Some(RouteAction::Reject)
+        }
+        Some("forward") => validate_forward(problems, label, raw).map(RouteAction::Forward),
+        Some(other) => {
+            problems.route(label, "action.type", format!("`{other}` is not an action type (known: forward, reject)"));
+            None
+        }
+        None => {
+            problems.route(label, "action.type", "missing: forward or reject");
+            None
+        }
+    }
+}
+
+fn validate_forward(problems: &mut ProblemList, label: &str, raw: RawAction) -> Option<Forward> {
+    let before = problems.len();
+    let mut targets = Vec::new();
+    match raw.targets {
+        None => problems.route(label, "action.targets", "missing: a forward needs at least one target"),
+        Some(list) if list.is_empty() => {
+            problems.route(label, "action.targets", "is empty: a forward needs at least one target")
+        }
+        Some(list) => {
+            for (i, t) in list.into_iter().enumerate() {
+                let field = format!("action.targets[{i}]");
+                let host = match t.host.as_deref().map(str::trim) {
+                    Some(h) if !h.is_empty() => h.to_string(),
+                    _ => {
+                        problems.route(label, &format!("{field}.host"), "missing");
+                        continue;
+                    }
+                };
+                let port = match t.port {
+                    None => {
+                        problems.route(label, &format!("{field}.port"), "missing: a port number or \"preserve\"");
+                        continue;
+                    }
+                    Some(TargetPortValue::Number(n)) => match u16::try_from(n) {
+                        Ok(p) if p != 0 => TargetPort::Fixed(p),
+                        _ => {
+                            problems.route(label, &format!("{field}.port"), format!("port {n} is outside 1-65535"));
+                            continue;
+                        }
+                    },
+                    Some(TargetPortValue::Word(w)) if w == "preserve" => TargetPort::Preserve,
+                    Some(TargetPortValue::Word(w)) => match w.trim().parse::<u16>() {
+                        Ok(p) if p != 0 => TargetPort::Fixed(p),
+                        _ => {
+                            problems.route(label, &format!("{field}.port"), format!("`{w}` is not a port number or \"preserve\""));
+                            continue;
+                        }
+                    },
+                };
+                match resolve_host(&host) {
+                    Ok(addresses) => targets.push(Target { host, addresses, port }),
+                    Err(e) => problems.route(label, &format!("{field}.host"), e),
+                }
+            }
+        }
+    }
+    let balance = match raw.balance.as_deref().map(str::trim) {
+        None | Some("round-robin") => Balance::RoundRobin,
+        Some("least-connections") => Balance::LeastConnections,
+        Some(other) => {
+            problems.route(label, "action.balance", format!("`{other}` is not round-robin or least-connections"));
+            Balance::RoundRobin
+        }
+    };
+    let mut duration = |field: &str, value: Option<String>, default: Duration| match value.as_deref().map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            problems.route(label, field, "must be longer than zero");
+            default
+        }
+        Some(Err(e)) => {
+            problems.route(label, field, e);
+            default
+        }
+    };
+    let connect_timeout = duration("action.connect_timeout", raw.connect_timeout, Duration::from_secs(5));
+    let idle_timeout = duration("action.idle_timeout", raw.idle_timeout, Duration::from_secs(300));
+    let max_connections = match raw.max_connections {
+        None => None,
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                problems.route(label, "action.max_connections", format!("{n} is not a positive count"));
+                None
+            }
+        },
+    };
+    let proxy_protocol = match raw.proxy_protocol.as_deref().map(str::trim) {
+        None | Some("none") => None,
+        Some("v1") => Some(ProxyProtocol::V1),
+        Some("v2") => Some(ProxyProtocol::V2),
+        Some(other) => {
+            problems.route(label, "action.proxy_protocol", format!("`{other}` is not v1, v2 or none"));
+            None
+        }
+    };
+    let tls = match raw.tls.map(|t| t.mode) {
+        None => TlsMode::None,
+        Some(None) => {
+            problems.route(label, "action.tls.mode", "missing: passthrough");
+            TlsMode::None
+        }
+        Some(Some(mode)) => match mode.trim() {
+            "passthrough" => TlsMode::Passthrough,
+            "terminate" | "terminate-and-reencrypt" => {
+                problems.route(label, "action.tls.mode", format!("`{mode}` is not supported by this build yet (supported: passthrough)"));
+                TlsMode::None
+            }
+            other => {
+                problems.route(label, "action.tls.mode", format!("`{other}` is not a TLS mode (known: passthrough)"));
+                TlsMode::None
+            }
+        },
+    };
+    if problems.len() != before {
+        return None;
+    }
+    Some(Forward { targets, balance, connect_timeout, idle_timeout, max_connections, proxy_protocol, tls })
+}
+
+/// Resolves a target host once, at load time; an unresolvable host is a config error.
+fn resolve_host(host: &str) -> Result<Vec<IpAddr>, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    if let Err(why) = crate::route::validate_hostname(host) {
+        return Err(format!("`{host}` is not a host name or address: {why}"));
+    }
+    match (host, 0u16).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.dedup();
+            if ips.is_empty() {
+                Err(format!("`{host}` resolves to no address"))
+            } else {
+                Ok(ips)
+            }
+        }
+        Err(e) => Err(format!("`{host}` does not resolve: {e}")),
+    }
+}
+
+/// Two routes with the same priority, the same match and overlapping ports are ambiguous:
+/// the later one could never be chosen.
+fn check_conflicts(problems: &mut ProblemList, routes: &[Route]) {
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            if a.priority == b.priority
+                && a.matcher.domains == b.matcher.domains
+                && a.matcher.client_ip == b.matcher.client_ip
+                && a.matcher.ports.overlaps(&b.matcher.ports)
+            {
+                let shared = b.matcher.ports.iter().find(|p| a.matcher.ports.contains(*p)).unwrap_or(0);
+                problems.route(
+                    &b.name,
+                    "match",
+                    format!(
+                        "conflicts with route `{}`: same priority ({}), same domains and clients, both on port {shared}; \
+                         give one a higher priority or a narrower match",
+                        a.name, a.priority
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

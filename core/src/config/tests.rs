@@ -1,0 +1,192 @@
+//! Config validation tests: one per kind of mistake, and that all are reported at once.
+
+use super::*;
+
+fn problems(toml: &str) -> Vec<String> {
+    match Config::parse(toml, "edge.toml") {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.problems.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn has(problems: &[String], needle: &str) -> bool {
+    problems.iter().any(|p| p.contains(needle))
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let config = Config::embedded_default().expect("embedded default must validate");
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(config.route_ports(), vec![8080]);
+    assert_eq!(config.runtime.data_dir, PathBuf::from("./shardgate-data"));
+}
+
+#[test]
+fn a_full_forward_route_is_typed() {
+    let config = Config::parse(
+        r#"
+        [proxy]
+        listen = ["127.0.0.1", "::1"]
+        [[routes]]
+        name = "web"
+        priority = 7
+        match = { ports = [80, "8000-8001"], client_ip = ["10.0.0.0/8", "2001:db8::/32"] }
+        security = { ip_allow = ["10.1.0.0/16"], ip_block = ["10.1.2.3"] }
+        [routes.action]
+        type = "forward"
+        targets = [{ host = "localhost", port = 8080 }, { host = "127.0.0.2", port = "preserve" }]
+        balance = "least-connections"
+        connect_timeout = "2s"
+        idle_timeout = "1m"
+        max_connections = 100
+        proxy_protocol = "v2"
+        "#,
+        "edge.toml",
+    )
+    .expect("valid");
+    let route = &config.routes[0];
+    assert_eq!(route.priority, 7);
+    assert_eq!(route.matcher.ports.iter().collect::<Vec<_>>(), vec![80, 8000, 8001]);
+    let RouteAction::Forward(f) = &route.action else { panic!("forward expected") };
+    assert_eq!(f.balance, Balance::LeastConnections);
+    assert_eq!(f.connect_timeout, Duration::from_secs(2));
+    assert_eq!(f.idle_timeout, Duration::from_secs(60));
+    assert_eq!(f.max_connections, Some(100));
+    assert_eq!(f.proxy_protocol, Some(ProxyProtocol::V2));
+    assert_eq!(f.targets[1].port, TargetPort::Preserve);
+    assert_eq!(f.targets[1].socket_addr(8001), Some("127.0.0.2:8001".parse().expect("addr")));
+    assert!(!f.targets[0].addresses.is_empty());
+    assert!(route.security.permits("10.1.9.9".parse().expect("ip")));
+    assert!(!route.security.permits("10.1.2.3".parse().expect("ip")));
+    assert!(!route.security.permits("10.2.0.1".parse().expect("ip")));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_file_route_and_field() {
+    let found = problems(
+        r#"
+        [runtime]
+        drain_timeout = "soon"
+        colour = "blue"
+
+        [[routes]]
+        name = "api"
+        match = { ports = ["9000-8000", 0], domains = ["a.*.com"], client_ip = ["10.0.0.300/8"] }
+        security = { ip_block = ["nope"] }
+        action = { type = "forward", targets = [{ host = "no such host!", port = 70000 }], balance = "random", connect_timeout = "x", proxy_protocol = "v3", tls = { mode = "passthrough" } }
+
+        [[routes]]
+        name = "api"
+        match = { ports = 81, speed = "fast" }
+        action = { type = "teleport" }
+
+        [[routes]]
+        match = { ports = 82 }
+        action = { type = "reject", targets = [] }
+        "#,
+    );
+    let expected = [
+        "edge.toml: [runtime] drain_timeout: `soon` is not a duration",
+        "edge.toml: [runtime] colour: unknown field",
+        "edge.toml: route `api`: match.ports: range 9000-8000 is reversed",
+        "edge.toml: route `api`: match.ports: port 0 is outside 1-65535",
+        "edge.toml: route `api`: match.domains: `a.*.com`: a wildcard is only allowed",
+        "edge.toml: route `api`: match.client_ip: `10.0.0.300/8` is not an IP address or CIDR",
+        "edge.toml: route `api`: security.ip_block: `nope` is not an IP address or CIDR",
+        "edge.toml: route `api`: action.targets[0].port: port 70000 is outside 1-65535",
+        "edge.toml: route `api`: action.balance: `random` is not round-robin or least-connections",
+        "edge.toml: route `api`: action.connect_timeout: `x` is not a duration",
+        "edge.toml: route `api`: action.proxy_protocol: `v3` is not v1, v2 or none",
+        "edge.toml: route `api`: name: another route already has this name",
+        "edge.toml: route `api`: match.speed: unknown field",
+        "edge.toml: route `api`: action.type: `teleport` is not an action type",
+        "edge.toml: route `#3`: name: every route needs a non-empty name",
+        "edge.toml: route `#3`: action.targets: not allowed for type `reject`",
+    ];
+    for e in expected {
+        assert!(has(&found, e), "missing problem {e:?} in {found:#?}");
+    }
+}
+
+#[test]
+fn unresolvable_target_is_an_error() {
+    let found = problems(
+        r#"
+        [[routes]]
+        name = "dead"
+        match = { ports = 9000 }
+        action = { type = "forward", targets = [{ host = "does-not-exist.invalid", port = 80 }] }
+        "#,
+    );
+    assert!(has(&found, "route `dead`: action.targets[0].host: `does-not-exist.invalid` does not resolve"), "{found:#?}");
+}
+
+#[test]
+fn conflicting_routes_on_one_port_are_an_error() {
+    let found = problems(
+        r#"
+        [[routes]]
+        name = "a"
+        match = { ports = "8000-8010" }
+        action = { type = "reject" }
+        [[routes]]
+        name = "b"
+        match = { ports = 8005 }
+        action = { type = "reject" }
+        [[routes]]
+        name = "c"
+        priority = 1
+        match = { ports = 8005 }
+        action = { type = "reject" }
+        "#,
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(has(&found, "route `b`: match: conflicts with route `a`"), "{found:#?}");
+}
+
+#[test]
+fn domains_need_tls_passthrough_and_tls_terminate_is_not_yet_built() {
+    let found = problems(
+        r#"
+        [[routes]]
+        name = "plain"
+        match = { ports = 443, domains = "example.com" }
+        action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }] }
+        [[routes]]
+        name = "term"
+        match = { ports = 444 }
+        action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate" } }
+        "#,
+    );
+    assert!(has(&found, "route `plain`: match.domains: domains are matched against TLS SNI"), "{found:#?}");
+    assert!(has(&found, "route `term`: action.tls.mode: `terminate` is not supported"), "{found:#?}");
+}
+
+#[test]
+fn bad_toml_unknown_sections_and_shapes() {
+    assert!(has(&problems("[[routes]\nname="), "edge.toml: not valid TOML"));
+    assert!(has(&problems("[mystery]\n"), "edge.toml: mystery: unknown section"));
+    assert!(has(&problems("routes = 5\n"), "[routes] must be an array of tables"));
+    assert!(has(&problems("[[routes]]\nname = \"x\"\n"), "route `x`: match: missing"));
+    assert!(has(&problems("[proxy]\nlisten = [\"localhost\"]\n"), "[proxy] listen: `localhost` is not an IP address"));
+    assert!(has(&problems("[runtime]\nshards = [4096]\n"), "[runtime] shards: CPU 4096 is not available"));
+}
+
+#[test]
+fn too_many_listening_ports_is_an_error() {
+    let found = problems(
+        r#"
+        [[routes]]
+        name = "all"
+        match = { ports = "1-65535" }
+        action = { type = "reject" }
+        "#,
+    );
+    assert!(has(&found, "routes ask for 65535 listening ports"), "{found:#?}");
+}
+
+#[test]
+fn missing_file_is_reported_with_its_name() {
+    let err = Config::load(Path::new("/nonexistent/edge.toml")).expect_err("missing");
+    assert!(err.to_string().contains("/nonexistent/edge.toml: cannot read the file"));
+}

@@ -1,0 +1,88 @@
+//! Relaying an established client ⇄ target pair: both directions, idle timeout, teardown.
+//!
+//! [`splice`] moves one direction with zero-copy `splice(2)`; [`relay`] runs both at once
+//! and ends when both have seen EOF (each half-close is forwarded as it comes), when either
+//! fails (reset, broken pipe — then both sockets are closed), or when no byte moved either way
+//! for the idle timeout.
+
+pub mod splice;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::TcpStream;
+
+use splice::{set_nonblocking, splice_direction, RelayClock};
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Both sides closed their sending half; every byte was delivered.
+    Closed,
+    /// No bytes moved for the idle timeout.
+    IdleTimeout,
+    /// A socket failed (for example the peer reset the connection).
+    Failed(io::Error),
+}
+
+/// Bytes moved by a relay, by direction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RelayBytes {
+    /// Client → target.
+    pub upstream: u64,
+    /// Target → client.
+    pub downstream: u64,
+}
+
+/// Relays `client` ⇄ `target` until both finish, one fails, or `idle` passes with no traffic.
+/// `on_upstream`/`on_downstream` are told of every batch delivered (for live byte counters).
+pub async fn relay(
+    client: &TcpStream,
+    target: &TcpStream,
+    idle: Duration,
+    on_upstream: impl FnMut(u64),
+    on_downstream: impl FnMut(u64),
+) -> RelayEnd {
+    if let Err(e) = set_nonblocking(client.as_raw_fd()).and_then(|_| set_nonblocking(target.as_raw_fd())) {
+        return RelayEnd::Failed(e);
+    }
+    let (mut client_writer, mut target_writer) = match (writer_of(client), writer_of(target)) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(e), _) | (_, Err(e)) => return RelayEnd::Failed(e),
+    };
+    let clock = RelayClock::new();
+    let both = async {
+        let up = splice_direction(client, &mut target_writer, &clock, on_upstream);
+        let down = splice_direction(target, &mut client_writer, &clock, on_downstream);
+        // Either direction failing ends the relay at once: `try_zip` drops the other.
+        match future::try_zip(up, down).await {
+            Ok(_) => RelayEnd::Closed,
+            Err(e) => RelayEnd::Failed(e),
+        }
+    };
+    let watchdog = async {
+        loop {
+            let deadline = clock.last_activity() + idle;
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return RelayEnd::IdleTimeout;
+            }
+            glommio::timer::sleep(deadline - now).await;
+        }
+    };
+    future::or(both, watchdog).await
+}
+
+/// A second glommio handle on the same socket, so one direction can wait for writability on
+/// it while the other waits for readability on the original.
+fn writer_of(stream: &TcpStream) -> io::Result<TcpStream> {
+    // SAFETY: dup of an open socket; checked; the duplicate is owned by the new stream.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor for a connected TCP socket.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
