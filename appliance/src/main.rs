@@ -1,1 +1,147 @@
-fn main() {}
+//! The `shardgate` binary: command-line parsing and logging set-up; everything else is in
+//! `shardgate-core` (and, per protocol, the crates under `protocols/`).
+//!
+//! Commands:
+//! - `shardgate run [--config FILE]` — run the appliance (embedded default without a file);
+//! - `shardgate check-config FILE` — check a config, list every problem, exit 0 or 1;
+//! - `shardgate stats [--config FILE | --data-dir DIR]` — print the running appliance's
+//!   merged counters (JSON).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shardgate_core::config::Config;
+use shardgate_core::runtime::control::ConfigSource;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "shardgate", version, about = "A thread-per-core datacenter edge appliance")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance (on the embedded default config when no --config is given).
+    Run {
+        /// The config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file: exit 0 if valid, else list every problem and exit 1.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Print the running appliance's merged counters as JSON.
+    Stats {
+        /// The config whose data folder to read (default: the embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Read this data folder directly.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(source: &ConfigSource) -> Result<Config, ExitCode> {
+    source.load().map_err(|errors| {
+        eprint!("{errors}");
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Run { config } => {
+            let source = match config {
+                Some(path) => ConfigSource::File(path),
+                None => ConfigSource::Embedded,
+            };
+            let config = match load(&source) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if source == ConfigSource::Embedded {
+                tracing::info!("no --config given: running the embedded default config");
+            }
+            match shardgate_core::runtime::run(config, source) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: valid ({} route{}, ports {:?})",
+                    file.display(),
+                    config.routes.len(),
+                    if config.routes.len() == 1 { "" } else { "s" },
+                    config.route_ports()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Stats { config, data_dir } => {
+            let dir = match (data_dir, config) {
+                (Some(dir), _) => dir,
+                (None, Some(path)) => match load(&ConfigSource::File(path)) {
+                    Ok(c) => c.runtime.data_dir,
+                    Err(code) => return code,
+                },
+                (None, None) => match load(&ConfigSource::Embedded) {
+                    Ok(c) => c.runtime.data_dir,
+                    Err(code) => return code,
+                },
+            };
+            let path = dir.join("stats.json");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot read {}: {e} (is shardgate running with this data folder?)", path.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

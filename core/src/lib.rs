@@ -15,3 +15,6 @@ pub mod config;
 pub mod route;
 pub mod runtime;
 pub mod relay;
+pub mod net;
+pub mod proxy;
+pub mod stats;

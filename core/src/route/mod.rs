@@ -59,6 +59,11 @@ impl RouteTable {
         RouteTable { routes, by_port }
     }
 
+    /// A table with no routes (what a shard holds before its first snapshot).
+    pub fn empty() -> RouteTable {
+        RouteTable { routes: Vec::new(), by_port: HashMap::new() }
+    }
+
     /// All routes, in priority order; a [`RouteId`] indexes this slice.
     pub fn routes(&self) -> &[Route] {
         &self.routes

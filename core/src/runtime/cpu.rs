@@ -78,3 +78,17 @@ mod tests {
         assert!(!allowed_cpus().is_empty());
     }
 }
+
+/// Pins the calling thread to `cpu`; logs and carries on if the kernel refuses.
+pub fn pin_current_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in bounds for
+    // cpu < CPU_SETSIZE, which the config validation guarantees (it came from the mask).
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    if !ok {
+        tracing::warn!(cpu, error = %std::io::Error::last_os_error(), "cannot pin the control core");
+    }
+}

@@ -1,2 +1,139 @@
 //! The runtime: shards, the control core, and the messages between them.
+//!
+//! [`run`] starts everything for a checked [`Config`] and blocks until a graceful stop:
+//! 1. the data folder is created and every listening address is bound (one `SO_REUSEPORT`
+//!    socket per shard; a port that cannot be bound fails the start with its address);
+//! 2. one glommio executor per shard CPU ([`shard`]), each sent generation 1 of the config
+//!    with its own listening sockets;
+//! 3. the control core thread ([`control`]), pinned to its CPU or floating;
+//! 4. this thread waits for signals: SIGHUP → reload, SIGTERM/SIGINT → graceful stop
+//!    (a second one stops at once).
+//!
+//! The shard ⇄ control-core protocol is [`messages`]; the wake-up mechanism that lets a
+//! glommio shard wait on a crossbeam channel is [`doorbell`].
+
+pub mod control;
 pub mod cpu;
+pub mod doorbell;
+pub mod messages;
+pub mod shard;
+
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::Config;
+use crate::route::RouteTable;
+use control::{listen_addresses, open_groups, ConfigSource, ControlCore};
+use messages::{ShardSnapshot, ToControl, ToShard};
+
+/// Why the appliance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A listening address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A thread, executor or signal handler could not be started.
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        /// What failed to start.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the appliance until a graceful stop.
+pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
+    let data_dir = config.runtime.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+    let layout = config.runtime.layout.clone();
+    let shard_count = layout.shard_cpus.len();
+    let listening = listen_addresses(&config);
+    let mut sockets = open_groups(&listening, shard_count).map_err(|(addr, source)| StartError::Listen { addr, source })?;
+
+    let config = Arc::new(config);
+    let routes = Arc::new(RouteTable::new(&config));
+    let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
+    let mut mailboxes = Vec::with_capacity(shard_count);
+    let mut handles = Vec::with_capacity(shard_count);
+    for (index, &cpu) in layout.shard_cpus.iter().enumerate() {
+        let (mailbox, inbox) = doorbell::mailbox::<ToShard>()
+            .map_err(|source| StartError::Spawn { what: "a shard mailbox".into(), source })?;
+        let spec = shard::ShardSpec { index, count: shard_count, cpu, inbox, to_control: to_control.clone() };
+        handles.push(shard::spawn_shard(spec).map_err(|source| StartError::Spawn { what: format!("shard {index}"), source })?);
+        let snapshot = ShardSnapshot {
+            generation: 1,
+            config: config.clone(),
+            routes: routes.clone(),
+            open: std::mem::take(&mut sockets[index]),
+            close: Vec::new(),
+        };
+        let _ = mailbox.send(ToShard::Apply(snapshot));
+        mailboxes.push(mailbox);
+    }
+    tracing::info!(
+        shards = shard_count,
+        shard_cpus = ?layout.shard_cpus,
+        control_cpu = ?layout.control_cpu,
+        listening = ?listening,
+        source = %config.source,
+        "shardgate started"
+    );
+
+    let control = ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening);
+    let control_cpu = layout.control_cpu;
+    let control_thread = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            if let Some(cpu) = control_cpu {
+                cpu::pin_current_thread(cpu);
+            }
+            control.run();
+        })
+        .map_err(|source| StartError::Spawn { what: "the control core".into(), source })?;
+
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|source| StartError::Spawn { what: "the signal handler".into(), source })?;
+    let signal_handle = signals.handle();
+    let signal_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let message = if signal == SIGHUP {
+                    tracing::info!("SIGHUP: reloading the config");
+                    ToControl::Reload
+                } else {
+                    ToControl::Stop
+                };
+                if to_control.send(message).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|source| StartError::Spawn { what: "the signal thread".into(), source })?;
+
+    let _ = control_thread.join();
+    for handle in handles {
+        let _ = handle.join();
+    }
+    signal_handle.close();
+    let _ = signal_thread.join();
+    tracing::info!("shardgate stopped");
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! What a shard does with an accepted TCP connection: route it, apply the route's rules,
+//! connect a target (balanced, with failover), send a PROXY header, relay.
+//!
+//! Owns: per-shard route state ([`RouteState`]: the shard's copy of a route table plus the
+//! balancers and counters of each route) and the connection handler ([`serve_connection`]).
+//! Does not own: listeners and snapshots (see `runtime`), byte moving (see `relay`), the
+//! ClientHello format (see the `shardgate-tls-hello` crate).
+
+pub mod balance;
+pub mod proxy_header;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use shardgate_tls_hello::{read_client_hello, HelloStatus, MAX_HELLO_BYTES};
+
+use crate::config::{Forward, RouteAction};
+use crate::relay::{relay, RelayEnd};
+use crate::route::{RouteTable, Selection, ServerName};
+use crate::stats::{bump, RouteCounters};
+use balance::Balancer;
+
+/// How long a client may take to send its ClientHello when the route depends on SNI.
+pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shard-wide counters that belong to no route.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// Connections with no matching route.
+    pub unrouted: Cell<u64>,
+    /// Connections whose first bytes were not a usable ClientHello where one was needed.
+    pub bad_client_hello: Cell<u64>,
+    /// Connections open on this shard (all routes), for draining.
+    pub open_connections: Cell<u64>,
+}
+
+/// Per-shard runtime of one route.
+#[derive(Debug)]
+pub struct RouteRuntime {
+    /// Counters, shared with older snapshots' connections of the same route name.
+    pub counters: Rc<RouteCounters>,
+    /// Target choice for `forward` routes.
+    pub balancer: Balancer,
+    /// This shard's share of the route's `max_connections`.
+    pub shard_limit: Option<u64>,
+}
+
+/// A shard's view of one config generation.
+#[derive(Debug)]
+pub struct RouteState {
+    /// Config generation.
+    pub generation: u64,
+    /// The shard's own copy of the route table.
+    pub table: RouteTable,
+    /// Runtime of each route, indexed by [`crate::route::RouteId`].
+    pub runtimes: Vec<RouteRuntime>,
+}
+
+impl RouteState {
+    /// Builds the shard-local state for `table`, reusing counters by route name from
+    /// `counters` (so numbers survive a reload) and adding new ones there.
+    pub fn new(
+        generation: u64,
+        table: RouteTable,
+        shard_count: usize,
+        counters: &mut HashMap<String, Rc<RouteCounters>>,
+    ) -> RouteState {
+        let runtimes = table
+            .routes()
+            .iter()
+            .map(|route| {
+                let counters = counters.entry(route.name.clone()).or_default().clone();
+                let (balancer, shard_limit) = match &route.action {
+                    RouteAction::Forward(f) => (
+                        Balancer::new(f.balance, f.targets.len()),
+                        f.max_connections.map(|m| u64::from(m).div_ceil(shard_count.max(1) as u64)),
+                    ),
+                    RouteAction::Reject => (Balancer::new(crate::config::Balance::RoundRobin, 0), None),
+                };
+                RouteRuntime { counters, balancer, shard_limit }
+            })
+            .collect();
+        RouteState { generation, table, runtimes }
+    }
+}
+
+/// Decrements a counter when dropped, so cancelled connections are accounted too.
+struct OpenGuard<'a>(&'a Cell<u64>);
+
+impl<'a> OpenGuard<'a> {
+    fn new(cell: &'a Cell<u64>) -> Self {
+        bump(cell, 1);
+        OpenGuard(cell)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Serves one accepted connection start to finish on this shard.
+pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, mut client: TcpStream) {
+    let _open = OpenGuard::new(&shard.open_connections);
+    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
+        return;
+    };
+    // Route, reading the ClientHello only when a candidate route needs the SNI.
+    let mut first_bytes: Vec<u8> = Vec::new();
+    let mut server_name: Option<Option<String>> = None;
+    let route_id = loop {
+        let name = match &server_name {
+            None => ServerName::NotRead,
+            Some(n) => ServerName::Read(n.as_deref()),
+        };
+        match state.table.select(local.port(), peer.ip(), name) {
+            Selection::Route(id) => break id,
+            Selection::NoRoute => {
+                bump(&shard.unrouted, 1);
+                tracing::debug!(target: "shardgate::security", %peer, port = local.port(), "no route matches; closed");
+                return;
+            }
+            Selection::NeedServerName => match read_server_name(&mut client, &mut first_bytes).await {
+                Ok(name) => server_name = Some(name),
+                Err(why) => {
+                    bump(&shard.bad_client_hello, 1);
+                    tracing::debug!(%peer, %why, "no usable ClientHello; closed");
+                    return;
+                }
+            },
+        }
+    };
+    let (Some(route), Some(runtime)) = (state.table.route(route_id), state.runtimes.get(route_id)) else {
+        return;
+    };
+    let counters = &runtime.counters;
+    bump(&counters.accepted, 1);
+    if !route.security.permits(peer.ip()) {
+        bump(&counters.refused, 1);
+        tracing::info!(target: "shardgate::security", route = %route.name, %peer, "refused by ip rules");
+        return;
+    }
+    let forward = match &route.action {
+        RouteAction::Reject => {
+            bump(&counters.rejected, 1);
+            return;
+        }
+        RouteAction::Forward(f) => f,
+    };
+    if let Some(limit) = runtime.shard_limit {
+        if counters.active.get() >= limit {
+            bump(&counters.limited, 1);
+            tracing::debug!(route = %route.name, %peer, "max_connections reached; closed");
+            return;
+        }
+    }
+    let _active = OpenGuard::new(&counters.active);
+    let Some((target_index, mut target)) = connect_target(forward, runtime, local.port()).await else {
+        bump(&counters.connect_failed, 1);
+        tracing::warn!(route = %route.name, %peer, "no target could be connected");
+        return;
+    };
+    runtime.balancer.opened(target_index);
+    let _ = client.set_nodelay(true);
+    let _ = target.set_nodelay(true);
+    let mut preamble = match forward.proxy_protocol {
+        Some(version) => proxy_header::encode(version, peer, local),
+        None => Vec::new(),
+    };
+    preamble.extend_from_slice(&first_bytes);
+    let end = if !preamble.is_empty() && target.write_all(&preamble).await.is_err() {
+        RelayEnd::Failed(std::io::Error::other("target closed before the first bytes"))
+    } else {
+        if !first_bytes.is_empty() {
+            bump(&counters.bytes_upstream, first_bytes.len() as u64);
+        }
+        relay(
+            &client,
+            &target,
+            forward.idle_timeout,
+            |n| bump(&counters.bytes_upstream, n),
+            |n| bump(&counters.bytes_downstream, n),
+        )
+        .await
+    };
+    runtime.balancer.closed(target_index);
+    match end {
+        RelayEnd::Closed => {}
+        RelayEnd::IdleTimeout => bump(&counters.idle_timeouts, 1),
+        RelayEnd::Failed(e) => {
+            bump(&counters.relay_errors, 1);
+            tracing::debug!(route = %route.name, %peer, error = %e, "relay ended by an error");
+        }
+    }
+}
+
+/// Reads from the client until its ClientHello is complete; returns its SNI (`None` when
+/// the hello has none). Bytes read are left in `first_bytes` for the target.
+async fn read_server_name(client: &mut TcpStream, first_bytes: &mut Vec<u8>) -> Result<Option<String>, String> {
+    let reading = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match read_client_hello(first_bytes) {
+                Ok(HelloStatus::Complete(info)) => return Ok(info.server_name),
+                Ok(HelloStatus::NeedMore) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let room = (MAX_HELLO_BYTES - first_bytes.len()).min(chunk.len());
+            match client.read(&mut chunk[..room]).await {
+                Ok(0) => return Err("client closed before completing its ClientHello".to_string()),
+                Ok(n) => first_bytes.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let timeout = async {
+        glommio::timer::sleep(CLIENT_HELLO_TIMEOUT).await;
+        Err("timed out waiting for the ClientHello".to_string())
+    };
+    future::or(reading, timeout).await
+}
+
+/// Connects the first reachable target in balancing order.
+async fn connect_target(forward: &Forward, runtime: &RouteRuntime, local_port: u16) -> Option<(usize, TcpStream)> {
+    for (attempt, index) in runtime.balancer.order().into_iter().enumerate() {
+        let Some(addr): Option<SocketAddr> = forward.targets.get(index).and_then(|t| t.socket_addr(local_port)) else {
+            continue;
+        };
+        if attempt > 0 {
+            bump(&runtime.counters.failovers, 1);
+        }
+        match TcpStream::connect_timeout(addr, forward.connect_timeout).await {
+            Ok(stream) => return Some((index, stream)),
+            Err(e) => tracing::info!(%addr, error = %e, "target connect failed; trying the next"),
+        }
+    }
+    None
+}

@@ -1,0 +1,219 @@
+//! The control core: the one thread that owns slow, stateful work.
+//!
+//! Today it owns config generations (load, check, hot-apply on SIGHUP, refuse a bad one and
+//! keep serving the old), the listening sockets (opened here in shard order, handed to
+//! shards; ports that stay are never closed and re-opened), stats merging (each shard's
+//! latest snapshot → `<data_dir>/stats.json`), and the graceful stop. Later issues add ACME,
+//! the mail queue writer, DKIM keys and the RADIUS session table here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::doorbell::Mailbox;
+use super::messages::{ShardSnapshot, ToControl, ToShard};
+use crate::config::{Config, ConfigErrors};
+use crate::net::open_listener_group;
+use crate::route::RouteTable;
+use crate::stats::{MergedStats, ShardStats};
+
+/// Where the running config comes from, so a reload reads the same place again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file.
+    File(PathBuf),
+    /// The embedded default.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// Loads and checks the config from this source.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        match self {
+            ConfigSource::File(path) => Config::load(path),
+            ConfigSource::Embedded => Config::embedded_default(),
+        }
+    }
+}
+
+/// Every address:port the config listens on.
+pub fn listen_addresses(config: &Config) -> BTreeSet<SocketAddr> {
+    let ports = config.route_ports();
+    config
+        .proxy
+        .listen
+        .iter()
+        .flat_map(|ip| ports.iter().map(move |p| SocketAddr::new(*ip, *p)))
+        .collect()
+}
+
+/// Opens a reuseport group of `shards` sockets for each address; per shard, its sockets.
+pub fn open_groups(
+    addrs: &BTreeSet<SocketAddr>,
+    shards: usize,
+) -> Result<Vec<Vec<(SocketAddr, socket2::Socket)>>, (SocketAddr, std::io::Error)> {
+    let mut per_shard: Vec<Vec<(SocketAddr, socket2::Socket)>> = (0..shards).map(|_| Vec::new()).collect();
+    for addr in addrs {
+        let group = open_listener_group(*addr, shards).map_err(|e| (*addr, e))?;
+        for (i, socket) in group.into_iter().enumerate() {
+            per_shard[i].push((*addr, socket));
+        }
+    }
+    Ok(per_shard)
+}
+
+/// The control core's state.
+pub struct ControlCore {
+    source: ConfigSource,
+    config: Arc<Config>,
+    generation: u64,
+    shards: Vec<Mailbox<ToShard>>,
+    inbox: Receiver<ToControl>,
+    listening: BTreeSet<SocketAddr>,
+    latest: BTreeMap<usize, ShardStats>,
+    stats_path: PathBuf,
+    stopping: Option<Instant>,
+    stopped: BTreeSet<usize>,
+}
+
+impl ControlCore {
+    /// A control core for shards already sent generation 1 of `config`.
+    pub fn new(
+        source: ConfigSource,
+        config: Arc<Config>,
+        shards: Vec<Mailbox<ToShard>>,
+        inbox: Receiver<ToControl>,
+        listening: BTreeSet<SocketAddr>,
+    ) -> ControlCore {
+        let stats_path = config.runtime.data_dir.join("stats.json");
+        ControlCore {
+            source,
+            config,
+            generation: 1,
+            shards,
+            inbox,
+            listening,
+            latest: BTreeMap::new(),
+            stats_path,
+            stopping: None,
+            stopped: BTreeSet::new(),
+        }
+    }
+
+    /// Runs until every shard has stopped.
+    pub fn run(mut self) {
+        let mut dirty = false;
+        let mut next_write = Instant::now() + Duration::from_secs(1);
+        while self.stopped.len() < self.shards.len() {
+            let wait = next_write.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(ToControl::Stats(stats)) => {
+                    self.latest.insert(stats.shard, stats);
+                    dirty = true;
+                }
+                Ok(ToControl::ShardStopped(index)) => {
+                    self.stopped.insert(index);
+                }
+                Ok(ToControl::Reload) => {
+                    if self.stopping.is_none() {
+                        self.reload();
+                    }
+                }
+                Ok(ToControl::Stop) => self.stop(),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_write {
+                if dirty {
+                    self.write_stats();
+                    dirty = false;
+                }
+                next_write = Instant::now() + Duration::from_secs(1);
+            }
+        }
+        self.write_stats();
+        tracing::info!("all shards stopped");
+    }
+
+    fn stop(&mut self) {
+        let deadline = match self.stopping {
+            // A second signal during the drain: stop now.
+            Some(_) => Instant::now(),
+            None => Instant::now() + self.config.runtime.drain_timeout,
+        };
+        self.stopping = Some(deadline);
+        tracing::info!(drain_timeout = ?deadline.saturating_duration_since(Instant::now()), "stopping: no new connections, draining open ones");
+        for shard in &self.shards {
+            let _ = shard.send(ToShard::Stop { deadline });
+        }
+    }
+
+    fn reload(&mut self) {
+        let new = match self.source.load() {
+            Ok(c) => c,
+            Err(errors) => {
+                tracing::error!(generation = self.generation, "reload refused, the running config keeps serving:\n{errors}");
+                return;
+            }
+        };
+        if new.runtime.layout != self.config.runtime.layout {
+            tracing::warn!("runtime.shards/control_cpu changed: that takes a restart; keeping the running layout");
+        }
+        if new.runtime.data_dir != self.config.runtime.data_dir {
+            tracing::warn!("runtime.data_dir changed: that takes a restart; keeping {}", self.config.runtime.data_dir.display());
+        }
+        let wanted = listen_addresses(&new);
+        let to_open: BTreeSet<SocketAddr> = wanted.difference(&self.listening).copied().collect();
+        let to_close: Vec<SocketAddr> = self.listening.difference(&wanted).copied().collect();
+        let mut opened = match open_groups(&to_open, self.shards.len()) {
+            Ok(groups) => groups,
+            Err((addr, e)) => {
+                tracing::error!(generation = self.generation, "reload refused: cannot listen on {addr}: {e}; the running config keeps serving");
+                return;
+            }
+        };
+        self.generation += 1;
+        let config = Arc::new(new);
+        let routes = Arc::new(RouteTable::new(&config));
+        for (i, shard) in self.shards.iter().enumerate() {
+            let snapshot = ShardSnapshot {
+                generation: self.generation,
+                config: config.clone(),
+                routes: routes.clone(),
+                open: std::mem::take(&mut opened[i]),
+                close: to_close.clone(),
+            };
+            let _ = shard.send(ToShard::Apply(snapshot));
+        }
+        tracing::info!(
+            generation = self.generation,
+            opened = ?to_open,
+            closed = ?to_close,
+            routes = config.routes.len(),
+            "reload applied: new connections use the new routes"
+        );
+        self.listening = wanted;
+        self.config = config;
+    }
+
+    fn write_stats(&self) {
+        let shards: Vec<ShardStats> = self.latest.values().cloned().collect();
+        let merged = MergedStats::merge(self.generation, &shards);
+        if let Err(e) = write_json_atomically(&self.stats_path, &merged) {
+            tracing::warn!(path = %self.stats_path.display(), error = %e, "cannot write stats");
+        }
+    }
+}
+
+/// Writes `value` as JSON to `path` through a temporary file and a rename, so readers never
+/// see a half-written file.
+fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

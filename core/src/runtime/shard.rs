@@ -1,0 +1,172 @@
+//! A shard: one glommio executor pinned to one CPU, serving its own listeners.
+//!
+//! Owns, shard-locally and without locks: the current [`RouteState`] (swapped whole when a
+//! snapshot arrives — connections already open keep the `Rc` of the state they started with,
+//! so a reload never touches them), its member socket of every reuseport group (one accept
+//! task each), and its counters. It listens to the control core through its
+//! [`Inbox`](super::doorbell::Inbox) and reports stats every [`STATS_INTERVAL`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::doorbell::Inbox;
+use super::messages::{ShardSnapshot, ToControl, ToShard};
+use crate::proxy::{serve_connection, RouteState, ShardCounters};
+use crate::stats::{RouteCounters, ShardStats};
+
+/// How often a shard sends its counters to the control core.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Memory glommio registers per shard for its own I/O buffers (kept small: the relay moves
+/// bytes with splice, not through glommio buffers, and `ulimit -l` may be a few MiB).
+const SHARD_IO_MEMORY: usize = 1 << 20;
+
+/// What a shard is started with.
+pub struct ShardSpec {
+    /// Shard index (its position in every reuseport group).
+    pub index: usize,
+    /// Shards in total.
+    pub count: usize,
+    /// The CPU it is pinned to.
+    pub cpu: usize,
+    /// Its mailbox from the control core.
+    pub inbox: Inbox<ToShard>,
+    /// The control core's channel.
+    pub to_control: Sender<ToControl>,
+}
+
+struct Shard {
+    index: usize,
+    count: usize,
+    cpu: usize,
+    state: RefCell<Rc<RouteState>>,
+    counters: RefCell<HashMap<String, Rc<RouteCounters>>>,
+    shard_counters: Rc<ShardCounters>,
+    listeners: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
+    to_control: Sender<ToControl>,
+}
+
+/// Starts a shard's thread; it runs until told to stop.
+pub fn spawn_shard(spec: ShardSpec) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
+    let name = format!("shard-{}", spec.index);
+    LocalExecutorBuilder::new(Placement::Fixed(spec.cpu))
+        .name(&name)
+        .io_memory(SHARD_IO_MEMORY)
+        .spawn(move || async move { run_shard(spec).await })
+        .map_err(|e| std::io::Error::other(format!("cannot start {name}: {e}")))
+}
+
+async fn run_shard(spec: ShardSpec) {
+    let ShardSpec { index, count, cpu, inbox, to_control } = spec;
+    let bell = match inbox.bell() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(shard = index, error = %e, "cannot open the shard doorbell");
+            let _ = to_control.send(ToControl::ShardStopped(index));
+            return;
+        }
+    };
+    let empty = RouteState::new(0, crate::route::RouteTable::empty(), count, &mut HashMap::new());
+    let shard = Rc::new(Shard {
+        index,
+        count,
+        cpu,
+        state: RefCell::new(Rc::new(empty)),
+        counters: RefCell::new(HashMap::new()),
+        shard_counters: Rc::new(ShardCounters::default()),
+        listeners: RefCell::new(HashMap::new()),
+        to_control,
+    });
+    let reporter = glommio::spawn_local({
+        let shard = shard.clone();
+        async move {
+            loop {
+                glommio::timer::sleep(STATS_INTERVAL).await;
+                shard.report_stats();
+            }
+        }
+    });
+    while let Some(message) = inbox.recv(&bell).await {
+        match message {
+            ToShard::Apply(snapshot) => shard.apply(snapshot),
+            ToShard::Stop { deadline } => {
+                shard.drain(deadline).await;
+                break;
+            }
+        }
+    }
+    drop(reporter);
+    shard.report_stats();
+    let _ = shard.to_control.send(ToControl::ShardStopped(shard.index));
+}
+
+impl Shard {
+    fn apply(self: &Rc<Self>, snapshot: ShardSnapshot) {
+        let ShardSnapshot { generation, routes, open, close, .. } = snapshot;
+        let table = (*routes).clone();
+        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut());
+        *self.state.borrow_mut() = Rc::new(state);
+        let mut listeners = self.listeners.borrow_mut();
+        for addr in close {
+            // Dropping the accept task drops (closes) its listener.
+            listeners.remove(&addr);
+        }
+        for (addr, socket) in open {
+            // SAFETY: the socket is a bound, listening TCP socket whose ownership moves here.
+            let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+            let task = glommio::spawn_local(accept_loop(self.clone(), listener, addr));
+            listeners.insert(addr, task);
+        }
+        tracing::debug!(shard = self.index, generation, listeners = listeners.len(), "snapshot applied");
+    }
+
+    async fn drain(&self, deadline: Instant) {
+        let closed = self.listeners.borrow_mut().drain().count();
+        tracing::debug!(shard = self.index, closed, "stopped accepting; draining");
+        while self.shard_counters.open_connections.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.shard_counters.open_connections.get();
+        if left > 0 {
+            tracing::warn!(shard = self.index, left, "drain deadline passed; closing open connections");
+        }
+    }
+
+    fn report_stats(&self) {
+        let mut stats = ShardStats {
+            shard: self.index,
+            cpu: self.cpu,
+            unrouted: self.shard_counters.unrouted.get(),
+            bad_client_hello: self.shard_counters.bad_client_hello.get(),
+            routes: Default::default(),
+        };
+        for (name, counters) in self.counters.borrow().iter() {
+            stats.routes.insert(name.clone(), counters.snapshot());
+        }
+        let _ = self.to_control.send(ToControl::Stats(stats));
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, addr: SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let state = shard.state.borrow().clone();
+                glommio::spawn_local(serve_connection(state, shard.shard_counters.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = shard.index, %addr, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Traffic counters: kept per shard without atomics, merged on the control core.
+//!
+//! A shard counts into plain `Cell`s ([`RouteCounters`], one per route name, surviving
+//! reloads) and sends a [`ShardStats`] snapshot to the control core about once a second;
+//! the control core merges the latest snapshot of every shard into [`MergedStats`], which
+//! it writes to `<data_dir>/stats.json` for `shardgate stats` (and later the admin API).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Counters of one route (or of a whole shard), as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections refused by `security` IP rules.
+    pub refused: u64,
+    /// Connections closed by a `reject` action.
+    pub rejected: u64,
+    /// Connections refused because the route was at `max_connections`.
+    pub limited: u64,
+    /// Connections for which no target could be connected.
+    pub connect_failed: u64,
+    /// Target connects that failed and were retried on the next target.
+    pub failovers: u64,
+    /// Relays ended by the idle timeout.
+    pub idle_timeouts: u64,
+    /// Relays ended by a socket error (reset, broken pipe).
+    pub relay_errors: u64,
+    /// Bytes relayed client → target.
+    pub bytes_upstream: u64,
+    /// Bytes relayed target → client.
+    pub bytes_downstream: u64,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.accepted += other.accepted;
+        self.active += other.active;
+        self.refused += other.refused;
+        self.rejected += other.rejected;
+        self.limited += other.limited;
+        self.connect_failed += other.connect_failed;
+        self.failovers += other.failovers;
+        self.idle_timeouts += other.idle_timeouts;
+        self.relay_errors += other.relay_errors;
+        self.bytes_upstream += other.bytes_upstream;
+        self.bytes_downstream += other.bytes_downstream;
+    }
+}
+
+/// Live counters of one route on one shard (no atomics: only this shard touches them).
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    /// See [`Counters::accepted`].
+    pub accepted: Cell<u64>,
+    /// See [`Counters::active`].
+    pub active: Cell<u64>,
+    /// See [`Counters::refused`].
+    pub refused: Cell<u64>,
+    /// See [`Counters::rejected`].
+    pub rejected: Cell<u64>,
+    /// See [`Counters::limited`].
+    pub limited: Cell<u64>,
+    /// See [`Counters::connect_failed`].
+    pub connect_failed: Cell<u64>,
+    /// See [`Counters::failovers`].
+    pub failovers: Cell<u64>,
+    /// See [`Counters::idle_timeouts`].
+    pub idle_timeouts: Cell<u64>,
+    /// See [`Counters::relay_errors`].
+    pub relay_errors: Cell<u64>,
+    /// See [`Counters::bytes_upstream`].
+    pub bytes_upstream: Cell<u64>,
+    /// See [`Counters::bytes_downstream`].
+    pub bytes_downstream: Cell<u64>,
+}
+
+/// Adds `n` to a counter cell.
+pub fn bump(cell: &Cell<u64>, n: u64) {
+    cell.set(cell.get().wrapping_add(n));
+}
+
+impl RouteCounters {
+    /// The current values.
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            accepted: self.accepted.get(),
+            active: self.active.get(),
+            refused: self.refused.get(),
+            rejected: self.rejected.get(),
+            limited: self.limited.get(),
+            connect_failed: self.connect_failed.get(),
+            failovers: self.failovers.get(),
+            idle_timeouts: self.idle_timeouts.get(),
+            relay_errors: self.relay_errors.get(),
+            bytes_upstream: self.bytes_upstream.get(),
+            bytes_downstream: self.bytes_downstream.get(),
+        }
+    }
+}
+
+/// What one shard reports to the control core.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStats {
+    /// The shard's index.
+    pub shard: usize,
+    /// The CPU it runs on.
+    pub cpu: usize,
+    /// Connections accepted on a port with no matching route (closed at once).
+    pub unrouted: u64,
+    /// Connections whose first bytes were not a usable ClientHello where one was needed.
+    pub bad_client_hello: u64,
+    /// Per-route counters, by route name.
+    pub routes: BTreeMap<String, Counters>,
+}
+
+/// All shards' latest snapshots and their sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedStats {
+    /// Config generation in force (1 at start, +1 per accepted reload).
+    pub config_generation: u64,
+    /// Sums over all shards and routes.
+    pub total: Counters,
+    /// Sums over shards, per route.
+    pub routes: BTreeMap<String, Counters>,
+    /// Each shard's own numbers.
+    pub shards: Vec<ShardStats>,
+}
+
+impl MergedStats {
+    /// Merges the latest snapshot of every shard.
+    pub fn merge(config_generation: u64, shards: &[ShardStats]) -> MergedStats {
+        let mut merged = MergedStats { config_generation, shards: shards.to_vec(), ..Default::default() };
+        for shard in shards {
+            for (name, counters) in &shard.routes {
+                merged.routes.entry(name.clone()).or_default().add(counters);
+                merged.total.add(counters);
+            }
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_sums_per_route_and_total() {
+        let live = RouteCounters::default();
+        bump(&live.accepted, 3);
+        bump(&live.bytes_upstream, 100);
+        let mut a = ShardStats { shard: 0, ..Default::default() };
+        a.routes.insert("web".into(), live.snapshot());
+        let mut b = ShardStats { shard: 1, ..Default::default() };
+        b.routes.insert("web".into(), Counters { accepted: 2, bytes_upstream: 5, ..Default::default() });
+        b.routes.insert("ssh".into(), Counters { accepted: 1, ..Default::default() });
+        let merged = MergedStats::merge(4, &[a, b]);
+        assert_eq!(merged.config_generation, 4);
+        assert_eq!(merged.routes["web"].accepted, 5);
+        assert_eq!(merged.routes["web"].bytes_upstream, 105);
+        assert_eq!(merged.total.accepted, 6);
+        assert_eq!(merged.shards.len(), 2);
+    }
+}
