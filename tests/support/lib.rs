@@ -1,1 +1,233 @@
-//! placeholder
+//! Test support: start the real `shardgate` binary on a generated config and give tests
+//! real backends and clients on loopback.
+//!
+//! The binary is found next to the test executable's `target/<profile>/` folder (build it
+//! first: `cargo build --bins`), or at `$SHARDGATE_BIN`.
+
+pub mod backends;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `shardgate` binary under test.
+pub fn shardgate_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("SHARDGATE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/shardgate
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("shardgate");
+    assert!(bin.exists(), "{} is missing: run `cargo build --bins` before the tests", bin.display());
+    bin
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("addr").port()
+}
+
+/// A running `shardgate run --config ...` with its own data folder and captured log.
+pub struct Appliance {
+    child: Child,
+    /// The folder holding the config and the data folder.
+    pub dir: tempfile::TempDir,
+    /// The config file path.
+    pub config_path: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl Appliance {
+    /// Writes `body` (routes and any sections other than `[runtime]`/`[proxy]`) into a config
+    /// with a private data folder, starts the binary, and waits until it has bound its
+    /// listeners (`ready_port` is one of them; the kernel queues connections from then on,
+    /// so no probe connection is made that would show in the stats).
+    pub fn start(body: &str, ready_port: u16) -> Appliance {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("edge.toml");
+        std::fs::write(&config_path, with_runtime(body, dir.path())).expect("write config");
+        let mut child = Command::new(shardgate_bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shardgate");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let appliance = Appliance { child, dir, config_path, log };
+        appliance.wait_for_log("shardgate started", Duration::from_secs(10));
+        assert!(appliance.log().contains(&format!("127.0.0.1:{ready_port}")), "port {ready_port} not listened on");
+        appliance
+    }
+
+    /// Replaces the config file (same runtime section) — follow with [`Appliance::reload`].
+    pub fn rewrite_config(&self, body: &str) {
+        std::fs::write(&self.config_path, with_runtime(body, self.dir.path())).expect("rewrite config");
+    }
+
+    /// Sends a signal to the appliance.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// SIGHUP, then waits until the log reports the reload applied or refused `n`-th time.
+    pub fn reload(&self) {
+        let before = self.log().matches("reload applied").count() + self.log().matches("reload refused").count();
+        self.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let now = self.log().matches("reload applied").count() + self.log().matches("reload refused").count();
+            if now > before {
+                // Shards apply the snapshot right after the control core logs it.
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no reload outcome logged; log:\n{}", self.log());
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `needle` appears in the log.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("`{needle}` not logged within {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// The merged stats the control core wrote (waits for a fresh write).
+    pub fn stats(&self) -> serde_json::Value {
+        std::thread::sleep(Duration::from_millis(2200));
+        let path = self.dir.path().join("data").join("stats.json");
+        let text = std::fs::read_to_string(&path).expect("stats.json");
+        serde_json::from_str(&text).expect("stats json")
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn with_runtime(body: &str, dir: &Path) -> String {
+    format!(
+        "[runtime]\ndata_dir = \"{}\"\ndrain_timeout = \"5s\"\n\n[proxy]\nlisten = [\"127.0.0.1\"]\n\n{body}",
+        dir.join("data").display()
+    )
+}
+
+/// Waits until something accepts on 127.0.0.1:`port`.
+pub fn wait_until_accepting(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing accepts on port {port}");
+}
+
+/// Connects from a chosen loopback source address (e.g. 127.0.0.2) to `port`.
+pub fn connect_from(source_ip: &str, port: u16) -> std::io::Result<TcpStream> {
+    let source: SocketAddr = format!("{source_ip}:0").parse().expect("source ip");
+    let target: SocketAddr = format!("127.0.0.1:{port}").parse().expect("target");
+    bind_and_connect(source, target)
+}
+
+fn bind_and_connect(source: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket/bind/connect on a fresh descriptor, converted into a TcpStream
+    // that owns it; sockaddr_in built from valid IPv4 addresses.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let to_sockaddr = |a: SocketAddr| -> libc::sockaddr_in {
+            let SocketAddr::V4(v4) = a else { panic!("IPv4 only") };
+            libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_zero: [0; 8],
+            }
+        };
+        let src = to_sockaddr(source);
+        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let dst = to_sockaddr(target);
+        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Sends `payload`, half-closes, reads everything back (for echo backends).
+pub fn echo_roundtrip(mut stream: TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let writer = {
+        let mut w = stream.try_clone()?;
+        let data = payload.to_vec();
+        std::thread::spawn(move || -> std::io::Result<()> {
+            w.write_all(&data)?;
+            w.shutdown(std::net::Shutdown::Write)
+        })
+    };
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back)?;
+    writer.join().map_err(|_| std::io::Error::other("writer panicked"))??;
+    Ok(back)
+}
+
+/// Whether the proxy closed the connection without relaying (EOF or reset on first read).
+pub fn closed_without_reply(mut stream: TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.write_all(b"hello?\n");
+    let mut buf = [0u8; 16];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}

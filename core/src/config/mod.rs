@@ -397,7 +397,11 @@ fn validate_runtime(problems: &mut ProblemList, raw: RawRuntime) -> RuntimeSetti
 
 fn validate_proxy(problems: &mut ProblemList, raw: RawProxy) -> ProxySettings {
     let mut listen = Vec::new();
-    for text in raw.listen.unwrap_or_else(|| vec!["0.0.0.0".into()]) {
+    let given = raw.listen.unwrap_or_else(|| vec!["0.0.0.0".into()]);
+    if given.is_empty() {
+        problems.section("proxy", "listen", "no listen address: give at least one");
+    }
+    for text in given {
         match text.trim().parse::<IpAddr>() {
             Ok(ip) if listen.contains(&ip) => {
                 problems.section("proxy", "listen", format!("address {ip} is listed twice"))
@@ -405,9 +409,6 @@ fn validate_proxy(problems: &mut ProblemList, raw: RawProxy) -> ProxySettings {
             Ok(ip) => listen.push(ip),
             Err(_) => problems.section("proxy", "listen", format!("`{text}` is not an IP address")),
         }
-    }
-    if listen.is_empty() {
-        problems.section("proxy", "listen", "no listen address: give at least one");
     }
     ProxySettings { listen }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use shardgate_tls_hello::{read_client_hello, HelloStatus, MAX_HELLO_BYTES};
+use shardgate_tls_hello::{read_client_hello, HelloError, HelloStatus, MAX_HELLO_BYTES};
 
 use crate::config::{Forward, RouteAction};
 use crate::relay::{relay, RelayEnd};
@@ -201,7 +201,7 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, m
 }
 
 /// Reads from the client until its ClientHello is complete; returns its SNI (`None` when
-/// the hello has none). Bytes read are left in `first_bytes` for the target.
+/// the hello has none or the bytes are not TLS). Bytes read are left in `first_bytes` for the target.
 async fn read_server_name(client: &mut TcpStream, first_bytes: &mut Vec<u8>) -> Result<Option<String>, String> {
     let reading = async {
         let mut chunk = [0u8; 4096];
@@ -209,6 +209,9 @@ async fn read_server_name(client: &mut TcpStream, first_bytes: &mut Vec<u8>) -> 
             match read_client_hello(first_bytes) {
                 Ok(HelloStatus::Complete(info)) => return Ok(info.server_name),
                 Ok(HelloStatus::NeedMore) => {}
+                // Not TLS at all: route as a connection without a server name (only routes
+                // without `domains` can take it), as HAProxy's default_backend would.
+                Err(HelloError::NotTls(_)) => return Ok(None),
                 Err(e) => return Err(e.to_string()),
             }
             let room = (MAX_HELLO_BYTES - first_bytes.len()).min(chunk.len());

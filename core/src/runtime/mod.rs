@@ -59,6 +59,9 @@ pub enum StartError {
 
 /// Runs the appliance until a graceful stop.
 pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
+    // Signals first: a SIGHUP that arrives while starting must queue, not kill the process.
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|source| StartError::Spawn { what: "the signal handler".into(), source })?;
     let data_dir = config.runtime.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
@@ -87,16 +90,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         let _ = mailbox.send(ToShard::Apply(snapshot));
         mailboxes.push(mailbox);
     }
-    tracing::info!(
-        shards = shard_count,
-        shard_cpus = ?layout.shard_cpus,
-        control_cpu = ?layout.control_cpu,
-        listening = ?listening,
-        source = %config.source,
-        "shardgate started"
-    );
 
-    let control = ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening);
+    let control = ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone());
     let control_cpu = layout.control_cpu;
     let control_thread = std::thread::Builder::new()
         .name("control".into())
@@ -108,8 +103,6 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         })
         .map_err(|source| StartError::Spawn { what: "the control core".into(), source })?;
 
-    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .map_err(|source| StartError::Spawn { what: "the signal handler".into(), source })?;
     let signal_handle = signals.handle();
     let signal_thread = std::thread::Builder::new()
         .name("signals".into())
@@ -127,6 +120,15 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             }
         })
         .map_err(|source| StartError::Spawn { what: "the signal thread".into(), source })?;
+
+    tracing::info!(
+        shards = shard_count,
+        shard_cpus = ?layout.shard_cpus,
+        control_cpu = ?layout.control_cpu,
+        listening = ?listening,
+        source = %config.source,
+        "shardgate started"
+    );
 
     let _ = control_thread.join();
     for handle in handles {

@@ -1,0 +1,181 @@
+//! Real backends on loopback: echo servers (optionally tagged), a PROXY-header recorder and
+//! TLS servers with their own certificates. Each runs on its own threads and counts accepts.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An echo server; if `tag` is set it first sends `tag\n`, then echoes.
+pub struct EchoBackend {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl EchoBackend {
+    /// Starts a plain echo server.
+    pub fn start() -> EchoBackend {
+        Self::start_tagged(None)
+    }
+
+    /// Starts an echo server that announces `tag` first.
+    pub fn start_tagged(tag: Option<&str>) -> EchoBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let tag = tag.map(|t| format!("{t}\n"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let tag = tag.clone();
+                std::thread::spawn(move || echo(stream, tag));
+            }
+        });
+        EchoBackend { port, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn echo(mut stream: TcpStream, tag: Option<String>) {
+    if let Some(tag) = tag {
+        if stream.write_all(tag.as_bytes()).is_err() {
+            return;
+        }
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// A backend that expects a PROXY v1 or v2 header, records the client address it names,
+/// then echoes.
+pub struct ProxyHeaderBackend {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The source addresses read from headers, in order.
+    pub sources: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl ProxyHeaderBackend {
+    /// Starts the recorder.
+    pub fn start() -> ProxyHeaderBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        let sources = Arc::new(Mutex::new(Vec::new()));
+        let record = sources.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    // v2: 16-byte fixed part, then `len` bytes of addresses.
+                    let mut fixed = [0u8; 16];
+                    if stream.read_exact(&mut fixed).is_err() {
+                        return;
+                    }
+                    let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
+                    let mut rest = vec![0u8; len];
+                    if stream.read_exact(&mut rest).is_err() {
+                        return;
+                    }
+                    let mut whole = fixed.to_vec();
+                    whole.extend_from_slice(&rest);
+                    let Ok(header) = ppp::v2::Header::try_from(whole.as_slice()) else {
+                        return;
+                    };
+                    let source = match header.addresses {
+                        ppp::v2::Addresses::IPv4(a) => SocketAddr::from((a.source_address, a.source_port)),
+                        ppp::v2::Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
+                        _ => return,
+                    };
+                    if let Ok(mut s) = record.lock() {
+                        s.push(source);
+                    }
+                    echo(stream, None);
+                });
+            }
+        });
+        ProxyHeaderBackend { port, sources }
+    }
+}
+
+/// A TLS server for `name` (self-signed certificate) that answers `backend:<name>\n` after
+/// the handshake and then echoes decrypted bytes.
+pub struct TlsBackend {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The certificate (DER) clients can trust.
+    pub cert_der: Vec<u8>,
+}
+
+impl TlsBackend {
+    /// Starts the server.
+    pub fn start(name: &str) -> TlsBackend {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        let cert_der = certified.cert.der().to_vec();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![rustls::pki_types::CertificateDer::from(cert_der.clone())], key)
+            .expect("server config");
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        let greeting = format!("backend:{name}\n");
+        std::thread::spawn(move || {
+            for mut tcp in listener.incoming().map_while(Result::ok) {
+                let config = config.clone();
+                let greeting = greeting.clone();
+                std::thread::spawn(move || {
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                    let Ok(mut conn) = rustls::ServerConnection::new(config) else { return };
+                    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+                    if tls.write_all(greeting.as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = tls.flush();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = tls.read(&mut buf) {
+                        if n == 0 || tls.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        TlsBackend { port, cert_der }
+    }
+}
+
+/// A rustls client config trusting exactly `cert_der`.
+pub fn client_config_trusting(cert_der: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(cert_der.to_vec())).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
