@@ -5,7 +5,10 @@
 //! - `shardgate run [--config FILE]` — run the appliance (embedded default without a file);
 //! - `shardgate check-config FILE` — check a config, list every problem, exit 0 or 1;
 //! - `shardgate stats [--config FILE | --data-dir DIR]` — print the running appliance's
-//!   merged counters (JSON).
+//!   merged counters (JSON);
+//! - `shardgate tune plan|apply|verify|revert` — host tuning for the shard CPUs (see the
+//!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
+//!   records old values in the data folder, verify reports drift, revert restores.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +52,23 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Tune the host for the shards: NIC IRQ affinity, XPS/RPS, sysctls (with --sysctl).
+    Tune {
+        #[command(subcommand)]
+        action: TuneAction,
+        /// The config whose shard CPUs and data folder to use (default: embedded default).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Interfaces to tune (repeatable); default: every device-backed interface.
+        #[arg(long = "interface", short = 'i', global = true)]
+        interfaces: Vec<String>,
+        /// The filesystem root holding /sys and /proc (for testing against a copy).
+        #[arg(long, global = true, default_value = "/")]
+        root: PathBuf,
+        /// Consent to writing the edge sysctl profile too (apply only).
+        #[arg(long, global = true)]
+        sysctl: bool,
+    },
     /// Print the running appliance's merged counters as JSON.
     Stats {
         /// The config whose data folder to read (default: the embedded default's).
@@ -58,6 +78,49 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum TuneAction {
+    /// Print what would change on this host and why.
+    Plan,
+    /// Apply the plan (root), recording old values for revert.
+    Apply,
+    /// Check that what apply wrote still holds.
+    Verify,
+    /// Put back the values apply replaced.
+    Revert,
+}
+
+fn tune(action: TuneAction, config: &Config, interfaces: &[String], root: &std::path::Path, sysctl: bool) -> ExitCode {
+    use shardgate_tuning::{plan, revert, verify, Consent, SysctlProfile};
+    let shard_cpus = &config.runtime.layout.shard_cpus;
+    let state_dir = &config.runtime.data_dir;
+    let result = match action {
+        TuneAction::Plan => plan(root, interfaces, shard_cpus, &SysctlProfile::edge()).map(|p| p.to_string()),
+        TuneAction::Apply => std::fs::create_dir_all(state_dir)
+            .map_err(|e| shardgate_tuning::TuningError::InvalidConfig(format!("data folder {}: {e}", state_dir.display())))
+            .and_then(|_| plan(root, interfaces, shard_cpus, &SysctlProfile::edge()))
+            .and_then(|p| p.apply(root, state_dir, Consent::from_sysctl_flag(sysctl)).map(|a| format!("{p}\n{a}"))),
+        TuneAction::Verify => verify(root, state_dir).and_then(|report| {
+            if report.holds() {
+                Ok(report.to_string())
+            } else {
+                Err(shardgate_tuning::TuningError::InvalidConfig(format!("tuning drifted:\n{report}")))
+            }
+        }),
+        TuneAction::Revert => revert(root, state_dir).map(|r| r.to_string()),
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tune: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -119,6 +182,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Tune { action, config, interfaces, root, sysctl } => {
+            let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+            match load(&source) {
+                Ok(config) => tune(action, &config, &interfaces, &root, sysctl),
+                Err(code) => code,
+            }
+        }
         Command::Stats { config, data_dir } => {
             let dir = match (data_dir, config) {
                 (Some(dir), _) => dir,

@@ -46,6 +46,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// The routes, ordered by priority (highest first), then by position in the file.
     pub routes: Vec<Route>,
+    /// `[tuning]`: host tuning at start-up and reuseport CPU steering.
+    pub tuning: shardgate_tuning::TuningConfig,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -249,10 +251,18 @@ impl Config {
                     }
                 }
                 "routes" => config.routes = validate_routes(&mut problems, value),
+                "tuning" => {
+                    if let Some(tuning) = section::<shardgate_tuning::TuningConfig>(&mut problems, "tuning", value) {
+                        if let Err(e) = tuning.validate() {
+                            problems.section("tuning", "", e.to_string());
+                        }
+                        config.tuning = tuning;
+                    }
+                }
                 other => problems.push(
                     ProblemScope::File,
                     other,
-                    "unknown section (known: runtime, proxy, routes)",
+                    "unknown section (known: runtime, proxy, routes, tuning)",
                 ),
             }
         }
@@ -279,6 +289,7 @@ impl Config {
             },
             proxy: ProxySettings { listen: vec![IpAddr::from([0, 0, 0, 0])] },
             routes: Vec::new(),
+            tuning: shardgate_tuning::TuningConfig::default(),
         }
     }
 

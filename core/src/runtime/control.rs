@@ -51,14 +51,23 @@ pub fn listen_addresses(config: &Config) -> BTreeSet<SocketAddr> {
         .collect()
 }
 
-/// Opens a reuseport group of `shards` sockets for each address; per shard, its sockets.
+/// Opens a reuseport group (one socket per shard CPU, in shard order) for each address;
+/// returns, per shard, its sockets. With `steer`, each group gets the CPU-steering program.
 pub fn open_groups(
     addrs: &BTreeSet<SocketAddr>,
-    shards: usize,
+    shard_cpus: &[usize],
+    steer: bool,
 ) -> Result<Vec<Vec<(SocketAddr, socket2::Socket)>>, (SocketAddr, std::io::Error)> {
-    let mut per_shard: Vec<Vec<(SocketAddr, socket2::Socket)>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(SocketAddr, socket2::Socket)>> = shard_cpus.iter().map(|_| Vec::new()).collect();
     for addr in addrs {
-        let group = open_listener_group(*addr, shards).map_err(|e| (*addr, e))?;
+        let group = open_listener_group(*addr, shard_cpus.len()).map_err(|e| (*addr, e))?;
+        if steer {
+            if let Some(first) = group.first() {
+                use std::os::fd::AsRawFd;
+                shardgate_tuning::attach_reuseport_cpu_steering(first.as_raw_fd(), shard_cpus)
+                    .map_err(|e| (*addr, std::io::Error::other(format!("reuseport CPU steering: {e}"))))?;
+            }
+        }
         for (i, socket) in group.into_iter().enumerate() {
             per_shard[i].push((*addr, socket));
         }
@@ -169,7 +178,8 @@ impl ControlCore {
         let wanted = listen_addresses(&new);
         let to_open: BTreeSet<SocketAddr> = wanted.difference(&self.listening).copied().collect();
         let to_close: Vec<SocketAddr> = self.listening.difference(&wanted).copied().collect();
-        let mut opened = match open_groups(&to_open, self.shards.len()) {
+        let layout = &self.config.runtime.layout;
+        let mut opened = match open_groups(&to_open, &layout.shard_cpus, new.tuning.steer_connections) {
             Ok(groups) => groups,
             Err((addr, e)) => {
                 tracing::error!(generation = self.generation, "reload refused: cannot listen on {addr}: {e}; the running config keeps serving");

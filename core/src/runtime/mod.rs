@@ -68,7 +68,9 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let layout = config.runtime.layout.clone();
     let shard_count = layout.shard_cpus.len();
     let listening = listen_addresses(&config);
-    let mut sockets = open_groups(&listening, shard_count).map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    apply_tuning(&config);
+    let mut sockets = open_groups(&listening, &layout.shard_cpus, config.tuning.steer_connections)
+        .map_err(|(addr, source)| StartError::Listen { addr, source })?;
 
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
@@ -138,4 +140,15 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let _ = signal_thread.join();
     tracing::info!("shardgate stopped");
     Ok(())
+}
+
+/// `[tuning] apply = true`: tune the host for the shard CPUs before listening. A failure is
+/// logged and the appliance serves untuned (tuning is an optimisation, never a dependency).
+fn apply_tuning(config: &Config) {
+    let root = std::path::Path::new("/");
+    match config.tuning.apply_at_startup(root, &config.runtime.layout.shard_cpus, &config.runtime.data_dir) {
+        Ok(None) => {}
+        Ok(Some((plan, applied))) => tracing::info!("host tuning applied:\n{plan}\n{applied}"),
+        Err(e) => tracing::error!("host tuning failed, serving untuned: {e}"),
+    }
 }
