@@ -1,1 +1,14 @@
-//! placeholder
+//! The side-by-side harness: start shardgate and a peer (HAProxy, nginx, Knot DNS, ...) from
+//! Debian with equivalent configs, both pinned to the same CPU(s), and drive the *same*
+//! workload against each from load threads pinned elsewhere.
+//!
+//! - [`cpus`]: which CPU the proxy under test gets and which the load + backends get;
+//! - [`peers`]: starting and stopping shardgate, HAProxy and the direct (no proxy) baseline;
+//! - [`load`]: backends and workloads (bulk streams, short connections).
+//!
+//! The criterion benches in `benches/` use these; `ratio-report` reads criterion's results
+//! and prints one `<group> <peer> ratio=<shardgate/peer>` line per comparison.
+
+pub mod cpus;
+pub mod load;
+pub mod peers;

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks: installs the Debian peers if missing, builds the release binary,
+# runs the criterion groups (shardgate and each peer pinned to the same CPU(s), load and
+# backends on the others) and prints one `<group> <peer> ratio=<shardgate/peer>` line each.
+# Usage: bash benches/run-peers.sh [criterion filter]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+if ((${#need[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -p shardgate-appliance
+cargo bench -p shardgate-benches --bench tcp_relay_vs_haproxy -- "${1:-}"
+cargo run --release -q -p shardgate-benches --bin ratio-report

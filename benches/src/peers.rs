@@ -1,0 +1,125 @@
+//! Starting the proxies under test with equivalent configs, pinned to the proxy CPUs.
+//!
+//! Equivalence for a TCP relay: one frontend port, one backend, no PROXY header, long
+//! timeouts. HAProxy gets `mode tcp`, `nbthread` = proxy CPUs, `cpu-map`, and
+//! `option splice-request`/`splice-response` (kernel splicing, as shardgate does);
+//! shardgate gets `[runtime] shards` = the same CPUs.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cpus::{cpu_list, proxy_cpus};
+
+/// A proxy (or none) that the load talks to.
+pub struct Peer {
+    /// Name in reports: `shardgate`, `haproxy`, `direct`.
+    pub name: &'static str,
+    /// The port clients connect to.
+    pub port: u16,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn wait_listening(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The release `shardgate` binary (build it with `cargo build --release -p shardgate-appliance`),
+/// or `$SHARDGATE_BIN`.
+pub fn shardgate_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SHARDGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.join("../target/release/shardgate")
+}
+
+/// No proxy: clients connect to the backend itself.
+pub fn direct(backend_port: u16) -> Peer {
+    Peer { name: "direct", port: backend_port, child: None, _dir: None }
+}
+
+/// shardgate relaying one port to `backend_port`, shards on the proxy CPUs.
+pub fn shardgate_tcp(backend_port: u16) -> Option<Peer> {
+    let bin = shardgate_bin();
+    if !bin.exists() {
+        eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let port = free_port();
+    let config = format!(
+        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n[proxy]\nlisten = [\"127.0.0.1\"]\n\n\
+         [[routes]]\nname = \"bench\"\nmatch = {{ ports = {port} }}\n\
+         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\" }}\n",
+        cpus = cpu_list(&proxy_cpus()),
+        data = dir.path().join("data").display()
+    );
+    let path = dir.path().join("bench.toml");
+    std::fs::write(&path, config).ok()?;
+    let child = Command::new(bin)
+        .args(["run", "--log-level", "warn", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let peer = Peer { name: "shardgate", port, child: Some(child), _dir: Some(dir) };
+    wait_listening(port).then_some(peer)
+}
+
+/// HAProxy (Debian's) in `mode tcp` with splice, threads pinned to the proxy CPUs.
+pub fn haproxy_tcp(backend_port: u16) -> Option<Peer> {
+    let cpus = proxy_cpus();
+    let dir = tempfile::tempdir().ok()?;
+    let port = free_port();
+    let cpu_map: String = cpus.iter().enumerate().map(|(i, c)| format!("    cpu-map 1/{} {c}\n", i + 1)).collect();
+    let config = format!(
+        "global\n    nbthread {n}\n{cpu_map}    maxconn 4000\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 300s\n    timeout server 300s\n\
+         \x20   option splice-request\n    option splice-response\n\n\
+         frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n\n\
+         backend be\n    server s1 127.0.0.1:{backend_port}\n",
+        n = cpus.len()
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config).ok()?;
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("haproxy not runnable ({e}); install Debian's haproxy");
+            return None;
+        }
+    };
+    let peer = Peer { name: "haproxy", port, child: Some(child), _dir: Some(dir) };
+    wait_listening(port).then_some(peer)
+}
