@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the integration tests drive: openssl (s_client), iproute2 (network
-# namespaces for the tuning tests).
-packages=(openssl iproute2 ca-certificates)
+# namespaces for the tuning tests), freeradius-utils (radclient) and python3-pyrad (RADIUS).
+packages=(openssl iproute2 ca-certificates freeradius-utils python3-pyrad)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

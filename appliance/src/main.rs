@@ -6,6 +6,8 @@
 //! - `shardgate check-config FILE` — check a config, list every problem, exit 0 or 1;
 //! - `shardgate stats [--config FILE | --data-dir DIR]` — print the running appliance's
 //!   merged counters (JSON);
+//! - `shardgate radius sessions [--config FILE | --data-dir DIR]` — print the RADIUS accounting
+//!   session table the running (or last) appliance persisted;
 //! - `shardgate tune plan|apply|verify|revert` — host tuning for the shard CPUs (see the
 //!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
 //!   records old values in the data folder, verify reports drift, revert restores.
@@ -69,8 +71,26 @@ enum Command {
         #[arg(long, global = true)]
         sysctl: bool,
     },
+    /// RADIUS: inspect the accounting sessions.
+    Radius {
+        #[command(subcommand)]
+        action: RadiusAction,
+    },
     /// Print the running appliance's merged counters as JSON.
     Stats {
+        /// The config whose data folder to read (default: the embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Read this data folder directly.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RadiusAction {
+    /// Print the accounting session table (from `<data_dir>/radius-sessions.json`).
+    Sessions {
         /// The config whose data folder to read (default: the embedded default's).
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -142,6 +162,39 @@ fn load(source: &ConfigSource) -> Result<Config, ExitCode> {
     })
 }
 
+/// `--data-dir` if given, else the data folder of `--config` (or of the embedded default).
+fn data_folder(data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    match (data_dir, config) {
+        (Some(dir), _) => Ok(dir),
+        (None, Some(path)) => load(&ConfigSource::File(path)).map(|c| c.runtime.data_dir),
+        (None, None) => load(&ConfigSource::Embedded).map(|c| c.runtime.data_dir),
+    }
+}
+
+fn radius_sessions(data_dir: &std::path::Path) -> ExitCode {
+    use shardgate_core::radius::session_store::{read_snapshot, render_sessions, SESSIONS_FILE};
+    match read_snapshot(data_dir) {
+        Ok(snapshot) => {
+            print!("{}", render_sessions(&snapshot.sessions));
+            println!(
+                "{} session{} (snapshot written {}s ago)",
+                snapshot.sessions.len(),
+                if snapshot.sessions.len() == 1 { "" } else { "s" },
+                snapshot.age.as_secs()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("no RADIUS sessions recorded ({} does not exist yet)", data_dir.join(SESSIONS_FILE).display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot read the RADIUS sessions in {}: {e}", data_dir.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
@@ -189,17 +242,17 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Radius { action: RadiusAction::Sessions { config, data_dir } } => {
+            let dir = match data_folder(data_dir, config) {
+                Ok(dir) => dir,
+                Err(code) => return code,
+            };
+            radius_sessions(&dir)
+        }
         Command::Stats { config, data_dir } => {
-            let dir = match (data_dir, config) {
-                (Some(dir), _) => dir,
-                (None, Some(path)) => match load(&ConfigSource::File(path)) {
-                    Ok(c) => c.runtime.data_dir,
-                    Err(code) => return code,
-                },
-                (None, None) => match load(&ConfigSource::Embedded) {
-                    Ok(c) => c.runtime.data_dir,
-                    Err(code) => return code,
-                },
+            let dir = match data_folder(data_dir, config) {
+                Ok(dir) => dir,
+                Err(code) => return code,
             };
             let path = dir.join("stats.json");
             match std::fs::read_to_string(&path) {

@@ -4,7 +4,9 @@
 //!
 //! - [`cpus`]: which CPU the proxy under test gets and which the load + backends get;
 //! - [`peers`]: starting and stopping shardgate, HAProxy and the direct (no proxy) baseline;
-//! - [`load`]: backends and workloads (bulk streams, short connections).
+//! - [`load`]: backends and workloads (bulk streams, short connections);
+//! - [`radius_load`] / [`radius_peers`]: the RADIUS load generator (N Access-Requests in
+//!   flight) and shardgate/FreeRADIUS started with the same MAB policy.
 //!
 //! The criterion benches in `benches/` use these; `ratio-report` reads criterion's results
 //! and prints one `<group> <peer> ratio=<shardgate/peer>` line per comparison.
@@ -12,3 +14,5 @@
 pub mod cpus;
 pub mod load;
 pub mod peers;
+pub mod radius_load;
+pub mod radius_peers;

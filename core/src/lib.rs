@@ -6,7 +6,8 @@
 //! - [`runtime`]: one glommio executor per shard CPU plus a control core, the typed messages
 //!   between them, listeners, reload and graceful stop;
 //! - [`proxy`]: what a shard does with a TCP connection (route, balance, connect, PROXY header);
-//! - [`relay`]: moving bytes between two sockets with `splice(2)`.
+//! - [`relay`]: moving bytes between two sockets with `splice(2)`;
+//! - [`radius`]: RADIUS sockets on the shards and the accounting session store on the control core.
 //!
 //! Protocol rules (TLS ClientHello, DNS, SMTP, RADIUS) live in the sans-I/O crates under
 //! `protocols/`; this crate only moves their bytes.
@@ -18,3 +19,5 @@ pub mod relay;
 pub mod net;
 pub mod proxy;
 pub mod stats;
+pub mod radius;
+pub mod tls;

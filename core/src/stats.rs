@@ -4,11 +4,14 @@
 //! reloads) and sends a [`ShardStats`] snapshot to the control core about once a second;
 //! the control core merges the latest snapshot of every shard into [`MergedStats`], which
 //! it writes to `<data_dir>/stats.json` for `shardgate stats` (and later the admin API).
+//! RADIUS counters are the `shardgate-radius` crate's [`RadiusCounters`], counted by each
+//! shard's RADIUS server and merged the same way.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use shardgate_radius::server::RadiusCounters;
 
 /// Counters of one route (or of a whole shard), as plain numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +34,18 @@ pub struct Counters {
     pub idle_timeouts: u64,
     /// Relays ended by a socket error (reset, broken pipe).
     pub relay_errors: u64,
+    /// TLS handshakes completed (terminate routes).
+    #[serde(default)]
+    pub tls_handshakes: u64,
+    /// TLS handshakes (or kernel offloads) that failed.
+    #[serde(default)]
+    pub tls_failures: u64,
+    /// Terminated sessions carried by kernel TLS.
+    #[serde(default)]
+    pub ktls_sessions: u64,
+    /// Terminated sessions carried by userspace rustls.
+    #[serde(default)]
+    pub userspace_tls_sessions: u64,
     /// Bytes relayed client → target.
     pub bytes_upstream: u64,
     /// Bytes relayed target → client.
@@ -48,6 +63,10 @@ impl Counters {
         self.failovers += other.failovers;
         self.idle_timeouts += other.idle_timeouts;
         self.relay_errors += other.relay_errors;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_failures += other.tls_failures;
+        self.ktls_sessions += other.ktls_sessions;
+        self.userspace_tls_sessions += other.userspace_tls_sessions;
         self.bytes_upstream += other.bytes_upstream;
         self.bytes_downstream += other.bytes_downstream;
     }
@@ -74,6 +93,14 @@ pub struct RouteCounters {
     pub idle_timeouts: Cell<u64>,
     /// See [`Counters::relay_errors`].
     pub relay_errors: Cell<u64>,
+    /// See [`Counters::tls_handshakes`].
+    pub tls_handshakes: Cell<u64>,
+    /// See [`Counters::tls_failures`].
+    pub tls_failures: Cell<u64>,
+    /// See [`Counters::ktls_sessions`].
+    pub ktls_sessions: Cell<u64>,
+    /// See [`Counters::userspace_tls_sessions`].
+    pub userspace_tls_sessions: Cell<u64>,
     /// See [`Counters::bytes_upstream`].
     pub bytes_upstream: Cell<u64>,
     /// See [`Counters::bytes_downstream`].
@@ -98,6 +125,10 @@ impl RouteCounters {
             failovers: self.failovers.get(),
             idle_timeouts: self.idle_timeouts.get(),
             relay_errors: self.relay_errors.get(),
+            tls_handshakes: self.tls_handshakes.get(),
+            tls_failures: self.tls_failures.get(),
+            ktls_sessions: self.ktls_sessions.get(),
+            userspace_tls_sessions: self.userspace_tls_sessions.get(),
             bytes_upstream: self.bytes_upstream.get(),
             bytes_downstream: self.bytes_downstream.get(),
         }
@@ -117,6 +148,9 @@ pub struct ShardStats {
     pub bad_client_hello: u64,
     /// Per-route counters, by route name.
     pub routes: BTreeMap<String, Counters>,
+    /// This shard's RADIUS counters (all zero without `[radius]`).
+    #[serde(default)]
+    pub radius: RadiusCounters,
 }
 
 /// All shards' latest snapshots and their sums.
@@ -128,6 +162,9 @@ pub struct MergedStats {
     pub total: Counters,
     /// Sums over shards, per route.
     pub routes: BTreeMap<String, Counters>,
+    /// RADIUS counters summed over shards.
+    #[serde(default)]
+    pub radius: RadiusCounters,
     /// Each shard's own numbers.
     pub shards: Vec<ShardStats>,
 }
@@ -137,6 +174,7 @@ impl MergedStats {
     pub fn merge(config_generation: u64, shards: &[ShardStats]) -> MergedStats {
         let mut merged = MergedStats { config_generation, shards: shards.to_vec(), ..Default::default() };
         for shard in shards {
+            merged.radius.merge(&shard.radius);
             for (name, counters) in &shard.routes {
                 merged.routes.entry(name.clone()).or_default().add(counters);
                 merged.total.add(counters);
@@ -166,5 +204,17 @@ mod tests {
         assert_eq!(merged.routes["web"].bytes_upstream, 105);
         assert_eq!(merged.total.accepted, 6);
         assert_eq!(merged.shards.len(), 2);
+    }
+
+    #[test]
+    fn merge_sums_radius_counters() {
+        let a = ShardStats { radius: RadiusCounters { received: 3, access_accepts: 2, unknown_client: 1, ..Default::default() }, ..Default::default() };
+        let b = ShardStats { shard: 1, radius: RadiusCounters { received: 4, access_accepts: 4, ..Default::default() }, ..Default::default() };
+        let merged = MergedStats::merge(1, &[a, b]);
+        assert_eq!(merged.radius.received, 7);
+        assert_eq!(merged.radius.access_accepts, 6);
+        assert_eq!(merged.radius.unknown_client, 1);
+        let json = serde_json::to_value(&merged).expect("json");
+        assert_eq!(json["radius"]["access_accepts"], 6);
     }
 }

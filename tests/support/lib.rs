@@ -51,6 +51,22 @@ impl Appliance {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("edge.toml");
         std::fs::write(&config_path, with_runtime(body, dir.path())).expect("write config");
+        let appliance = Appliance::spawn(dir, config_path);
+        assert!(appliance.log().contains(&format!("127.0.0.1:{ready_port}")), "port {ready_port} not listened on");
+        appliance
+    }
+
+    /// Stops the appliance gracefully (SIGTERM) and starts it again on the same config and
+    /// data folder; returns once the new process has bound its sockets.
+    pub fn restart(mut self) -> Appliance {
+        self.signal(libc::SIGTERM);
+        assert_eq!(self.wait_exit(Duration::from_secs(15)), Some(0), "no clean stop; log:\n{}", self.log());
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        Appliance::spawn(dir, self.config_path.clone())
+    }
+
+    fn spawn(dir: tempfile::TempDir, config_path: PathBuf) -> Appliance {
         let mut child = Command::new(shardgate_bin())
             .args(["run", "--config"])
             .arg(&config_path)
@@ -72,7 +88,6 @@ impl Appliance {
         });
         let appliance = Appliance { child, dir, config_path, log };
         appliance.wait_for_log("shardgate started", Duration::from_secs(10));
-        assert!(appliance.log().contains(&format!("127.0.0.1:{ready_port}")), "port {ready_port} not listened on");
         appliance
     }
 
@@ -155,6 +170,32 @@ fn with_runtime(body: &str, dir: &Path) -> String {
         "[runtime]\ndata_dir = \"{}\"\ndrain_timeout = \"5s\"\n\n[proxy]\nlisten = [\"127.0.0.1\"]\n\n{body}",
         dir.join("data").display()
     )
+}
+
+/// A loopback UDP port that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    socket.local_addr().expect("addr").port()
+}
+
+/// Whether `program` runs (`probe` are harmless arguments such as `-v`); if not and we are
+/// root, installs the Debian `package` once and asks again. `false` means the caller should
+/// skip, with a message naming the package.
+pub fn ensure_tool(program: &str, probe: &[&str], package: &str) -> bool {
+    let runs = || Command::new(program).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if runs() {
+        return true;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    runs()
 }
 
 /// Waits until something accepts on 127.0.0.1:`port`.

@@ -48,6 +48,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[tuning]`: host tuning at start-up and reuseport CPU steering.
     pub tuning: shardgate_tuning::TuningConfig,
+    /// `[[certificates]]`, loaded and checked (chain, key, names, expiry).
+    pub certificates: std::sync::Arc<crate::tls::store::CertificateStore>,
+    /// `[radius]`: the RADIUS server (MAC authentication bypass, VLANs, accounting), if enabled.
+    pub radius: Option<shardgate_radius::config::RadiusConfig>,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -172,12 +176,17 @@ pub enum ProxyProtocol {
 }
 
 /// What a route does with TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {
     /// Not TLS-aware: bytes are relayed as they come.
     None,
     /// Route on the ClientHello's SNI, then relay the bytes untouched (ClientHello included).
     Passthrough,
+    /// Complete the TLS handshake here and relay plaintext to the target.
+    Terminate {
+        /// Always serve this certificate; `None` chooses from the store by SNI.
+        certificate: Option<String>,
+    },
 }
 
 /// `security`: client address rules.
@@ -251,6 +260,7 @@ impl Config {
                     }
                 }
                 "routes" => config.routes = validate_routes(&mut problems, value),
+                "certificates" => config.certificates = std::sync::Arc::new(validate_certificates(&mut problems, value)),
                 "tuning" => {
                     if let Some(tuning) = section::<shardgate_tuning::TuningConfig>(&mut problems, "tuning", value) {
                         if let Err(e) = tuning.validate() {
@@ -259,14 +269,21 @@ impl Config {
                         config.tuning = tuning;
                     }
                 }
+                "radius" => {
+                    if let Some(radius) = section::<shardgate_radius::config::RadiusConfig>(&mut problems, "radius", value) {
+                        validate_radius(&mut problems, &radius);
+                        config.radius = Some(radius);
+                    }
+                }
                 other => problems.push(
                     ProblemScope::File,
                     other,
-                    "unknown section (known: runtime, proxy, routes, tuning)",
+                    "unknown section (known: runtime, proxy, routes, certificates, tuning, radius)",
                 ),
             }
         }
         check_conflicts(&mut problems, &config.routes);
+        check_route_certificates(&mut problems, &config);
         let ports: usize = distinct_route_ports(&config.routes).len();
         if ports > MAX_LISTEN_PORTS {
             problems.section(
@@ -290,6 +307,8 @@ impl Config {
             proxy: ProxySettings { listen: vec![IpAddr::from([0, 0, 0, 0])] },
             routes: Vec::new(),
             tuning: shardgate_tuning::TuningConfig::default(),
+            certificates: std::sync::Arc::new(crate::tls::store::CertificateStore::default()),
+            radius: None,
         }
     }
 
@@ -424,6 +443,22 @@ fn validate_proxy(problems: &mut ProblemList, raw: RawProxy) -> ProxySettings {
     ProxySettings { listen }
 }
 
+/// Reports every `[radius]` problem under the `[radius]` section. Compiling the policy (not
+/// just validating it) also catches anything only the compiler checks, so the runtime's own
+/// compile of a loaded config cannot fail.
+fn validate_radius(problems: &mut ProblemList, radius: &shardgate_radius::config::RadiusConfig) {
+    match shardgate_radius::policy::Policy::from_config(radius) {
+        Ok(_) => {}
+        Err(shardgate_radius::RadiusError::InvalidConfig(found)) => {
+            for problem in found {
+                let field = problem.field.strip_prefix("radius.").unwrap_or(&problem.field);
+                problems.section("radius", field, problem.message);
+            }
+        }
+        Err(other) => problems.section("radius", "", other.to_string()),
+    }
+}
+
 fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<Route> {
     let Some(entries) = value.as_array() else {
         problems.section("routes", "", "must be an array of tables: write each route as [[routes]]");
@@ -488,7 +523,7 @@ fn validate_route(problems: &mut ProblemList, label: &str, raw: RawRoute) -> Opt
             problems.route(
                 label,
                 "match.domains",
-                "domains are matched against TLS SNI: set `action.tls = { mode = \"passthrough\" }`",
+                "domains are matched against TLS SNI: set `action.tls = { mode = \"passthrough\" }` or \"terminate\"",
             );
         }
     }
@@ -688,20 +723,36 @@ fn validate_forward(problems: &mut ProblemList, label: &str, raw: RawAction) -> 
             None
         }
     };
-    let tls = match raw.tls.map(|t| t.mode) {
+    let tls = match raw.tls {
         None => TlsMode::None,
-        Some(None) => {
-            problems.route(label, "action.tls.mode", "missing: passthrough");
-            TlsMode::None
-        }
-        Some(Some(mode)) => match mode.trim() {
-            "passthrough" => TlsMode::Passthrough,
-            "terminate" | "terminate-and-reencrypt" => {
-                problems.route(label, "action.tls.mode", format!("`{mode}` is not supported by this build yet (supported: passthrough)"));
+        Some(tls) => match tls.mode.as_deref().map(str::trim) {
+            None => {
+                problems.route(label, "action.tls.mode", "missing: passthrough or terminate");
                 TlsMode::None
             }
-            other => {
-                problems.route(label, "action.tls.mode", format!("`{other}` is not a TLS mode (known: passthrough)"));
+            Some("passthrough") => {
+                if tls.certificate.is_some() {
+                    problems.route(label, "action.tls.certificate", "not allowed with passthrough (the backend holds the certificate)");
+                }
+                TlsMode::Passthrough
+            }
+            Some("terminate") => match tls.certificate.as_deref().map(str::trim) {
+                Some("auto") => {
+                    problems.route(label, "action.tls.certificate", "\"auto\" (ACME) is not supported by this build yet: name a [[certificates]] entry");
+                    TlsMode::None
+                }
+                Some("") => {
+                    problems.route(label, "action.tls.certificate", "is empty: name a [[certificates]] entry or leave it out to choose by SNI");
+                    TlsMode::None
+                }
+                name => TlsMode::Terminate { certificate: name.map(str::to_string) },
+            },
+            Some("terminate-and-reencrypt") => {
+                problems.route(label, "action.tls.mode", "`terminate-and-reencrypt` is not supported by this build yet (supported: passthrough, terminate)");
+                TlsMode::None
+            }
+            Some(other) => {
+                problems.route(label, "action.tls.mode", format!("`{other}` is not a TLS mode (known: passthrough, terminate)"));
                 TlsMode::None
             }
         },
@@ -732,6 +783,76 @@ fn resolve_host(host: &str) -> Result<Vec<IpAddr>, String> {
             }
         }
         Err(e) => Err(format!("`{host}` does not resolve: {e}")),
+    }
+}
+
+fn validate_certificates(problems: &mut ProblemList, value: &toml::Value) -> crate::tls::store::CertificateStore {
+    use crate::tls::store::{load_certificate, CertificateSpec, CertificateStore};
+    let Some(entries) = value.as_array() else {
+        problems.section("certificates", "", "must be an array of tables: write each as [[certificates]]");
+        return CertificateStore::default();
+    };
+    let mut loaded = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let label = entry
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(|n| format!("certificates `{n}`"))
+            .unwrap_or_else(|| format!("certificates #{}", index + 1));
+        let mut unknown = Vec::new();
+        let raw: Result<schema::RawCertificate, _> =
+            serde_ignored::deserialize(entry.clone(), |path| unknown.push(clean_path(&path)));
+        for path in unknown {
+            problems.section(&label, &path, "unknown field");
+        }
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.section(&label, "", e.to_string().trim().to_string());
+                continue;
+            }
+        };
+        let (Some(name), Some(cert), Some(key)) = (raw.name, raw.cert, raw.key) else {
+            problems.section(&label, "", "needs `name`, `cert` (PEM chain) and `key` (PEM private key)");
+            continue;
+        };
+        if names.contains(&name) {
+            problems.section(&label, "name", "another certificate already has this name");
+            continue;
+        }
+        names.push(name.clone());
+        let spec = CertificateSpec { name, cert_path: cert, key_path: key, default: raw.default.unwrap_or(false) };
+        match load_certificate(&spec) {
+            Ok(cert) => loaded.push((cert, spec.default)),
+            Err((field, message)) => problems.section(&label, &field, message),
+        }
+    }
+    if loaded.iter().filter(|(_, d)| *d).count() > 1 {
+        problems.section("certificates", "default", "more than one certificate is marked default");
+    }
+    CertificateStore::new(loaded)
+}
+
+/// Every `terminate` route needs a certificate: the one it names, or at least one to choose
+/// from by SNI.
+fn check_route_certificates(problems: &mut ProblemList, config: &Config) {
+    for route in &config.routes {
+        let RouteAction::Forward(forward) = &route.action else { continue };
+        let TlsMode::Terminate { certificate } = &forward.tls else { continue };
+        match certificate {
+            Some(name) if config.certificates.by_name(name).is_none() => problems.route(
+                &route.name,
+                "action.tls.certificate",
+                format!("no [[certificates]] entry is named `{name}`"),
+            ),
+            None if config.certificates.all().next().is_none() => problems.route(
+                &route.name,
+                "action.tls",
+                "terminate needs a certificate: add a [[certificates]] entry",
+            ),
+            _ => {}
+        }
     }
 }
 

@@ -100,10 +100,20 @@ pub(crate) enum TargetPortValue {
     Word(String),
 }
 
-/// `tls = { mode = ... }` on an action.
+/// `tls = { mode = ..., certificate = ... }` on an action.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct RawTls {
     pub mode: Option<String>,
+    pub certificate: Option<String>,
+}
+
+/// One `[[certificates]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct RawCertificate {
+    pub name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub default: Option<bool>,
 }
 
 /// `[routes.security]`.

@@ -145,7 +145,7 @@ fn conflicting_routes_on_one_port_are_an_error() {
 }
 
 #[test]
-fn domains_need_tls_passthrough_and_tls_terminate_is_not_yet_built() {
+fn domains_need_tls_and_terminate_needs_a_certificate() {
     let found = problems(
         r#"
         [[routes]]
@@ -156,10 +156,25 @@ fn domains_need_tls_passthrough_and_tls_terminate_is_not_yet_built() {
         name = "term"
         match = { ports = 444 }
         action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate" } }
+        [[routes]]
+        name = "named"
+        match = { ports = 445 }
+        action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "nope" } }
+        [[routes]]
+        name = "acme"
+        match = { ports = 446 }
+        action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "auto" } }
+        [[certificates]]
+        name = "broken"
+        cert = "/nonexistent/cert.pem"
+        key = "/nonexistent/key.pem"
         "#,
     );
     assert!(has(&found, "route `plain`: match.domains: domains are matched against TLS SNI"), "{found:#?}");
-    assert!(has(&found, "route `term`: action.tls.mode: `terminate` is not supported"), "{found:#?}");
+    assert!(has(&found, "route `term`: action.tls: terminate needs a certificate"), "{found:#?}");
+    assert!(has(&found, "route `named`: action.tls.certificate: no [[certificates]] entry is named `nope`"), "{found:#?}");
+    assert!(has(&found, "route `acme`: action.tls.certificate: \"auto\" (ACME) is not supported"), "{found:#?}");
+    assert!(has(&found, "[certificates `broken`] cert: cannot read `/nonexistent/cert.pem`"), "{found:#?}");
 }
 
 #[test]
@@ -189,4 +204,52 @@ fn too_many_listening_ports_is_an_error() {
 fn missing_file_is_reported_with_its_name() {
     let err = Config::load(Path::new("/nonexistent/edge.toml")).expect_err("missing");
     assert!(err.to_string().contains("/nonexistent/edge.toml: cannot read the file"));
+}
+
+#[test]
+fn embedded_default_serves_radius_on_unprivileged_loopback_ports() {
+    let config = Config::embedded_default().expect("embedded default must validate");
+    let radius = config.radius.expect("the embedded default shows [radius]");
+    assert_eq!(radius.listen, vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]);
+    assert!(radius.auth_port >= 1024 && radius.acct_port >= 1024);
+    assert!(radius.mac_auth.enabled && !radius.vlans.is_empty() && !radius.clients.is_empty());
+}
+
+#[test]
+fn radius_section_is_typed_and_defaults_to_no_radius() {
+    assert!(Config::parse("", "edge.toml").expect("empty config is valid").radius.is_none());
+    let config = Config::parse(
+        "[radius]\nlisten = [\"127.0.0.1\", \"::1\"]\nauth_port = 11812\nacct_port = 11813\n\
+         [[radius.clients]]\nname = \"sw\"\nsource = \"10.0.0.0/8\"\nsecret = \"s\"\n",
+        "edge.toml",
+    )
+    .expect("valid");
+    let radius = config.radius.expect("radius");
+    assert_eq!(radius.listen.len(), 2);
+    assert_eq!((radius.auth_port, radius.acct_port), (11812, 11813));
+    assert!(radius.require_message_authenticator);
+}
+
+#[test]
+fn radius_problems_are_reported_under_the_radius_section_all_at_once() {
+    let found = problems(
+        "[radius]\nacct_port = 1812\nlisten = []\n\
+         [[radius.clients]]\nname = \"sw\"\nsource = \"10.0.0.0/33\"\nsecret = \"\"\n\
+         [[radius.vlans]]\nmac = \"zz:*\"\nvlan = 5000\n",
+    );
+    assert!(has(&found, "edge.toml: [radius] listen: no listen address"), "{found:?}");
+    assert!(has(&found, "[radius] acct_port: must differ from auth_port"), "{found:?}");
+    assert!(has(&found, "[radius] clients[0] (\"sw\").source"), "{found:?}");
+    assert!(has(&found, "[radius] clients[0] (\"sw\").secret: must not be empty"), "{found:?}");
+    assert!(has(&found, "[radius] vlans[0].mac"), "{found:?}");
+    assert!(has(&found, "[radius] vlans[0].vlan: VLAN 5000 is outside 1..=4094"), "{found:?}");
+    assert_eq!(found.len(), 6, "{found:?}");
+}
+
+#[test]
+fn radius_unknown_keys_and_bad_types_are_problems() {
+    let found = problems("[radius]\nauth_prot = 1812\n");
+    assert!(has(&found, "[radius]") && has(&found, "auth_prot"), "{found:?}");
+    let found = problems("[radius]\nlisten = [\"not-an-ip\"]\n");
+    assert!(has(&found, "[radius]"), "{found:?}");
 }

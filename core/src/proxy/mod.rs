@@ -13,13 +13,16 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shardgate_tls_hello::{read_client_hello, HelloError, HelloStatus, MAX_HELLO_BYTES};
 
-use crate::config::{Forward, RouteAction};
+use crate::config::{Config, Forward, RouteAction, TlsMode};
+use crate::tls::relay as tls_relay;
+use crate::tls::{handshake, ktls, TlsShared};
 use crate::relay::{relay, RelayEnd};
 use crate::route::{RouteTable, Selection, ServerName};
 use crate::stats::{bump, RouteCounters};
@@ -48,6 +51,8 @@ pub struct RouteRuntime {
     pub balancer: Balancer,
     /// This shard's share of the route's `max_connections`.
     pub shard_limit: Option<u64>,
+    /// The rustls config for `terminate` routes.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A shard's view of one config generation.
@@ -55,6 +60,8 @@ pub struct RouteRuntime {
 pub struct RouteState {
     /// Config generation.
     pub generation: u64,
+    /// Whether terminated sessions go to the kernel (kTLS probed available).
+    pub ktls: bool,
     /// The shard's own copy of the route table.
     pub table: RouteTable,
     /// Runtime of each route, indexed by [`crate::route::RouteId`].
@@ -62,13 +69,21 @@ pub struct RouteState {
 }
 
 impl RouteState {
+    /// A state with no routes (before the first snapshot).
+    pub fn empty() -> RouteState {
+        RouteState { generation: 0, ktls: false, table: RouteTable::empty(), runtimes: Vec::new() }
+    }
+
     /// Builds the shard-local state for `table`, reusing counters by route name from
-    /// `counters` (so numbers survive a reload) and adding new ones there.
+    /// `counters` (so numbers survive a reload) and adding new ones there; `terminate`
+    /// routes get their rustls config from `config`'s certificates.
     pub fn new(
         generation: u64,
         table: RouteTable,
         shard_count: usize,
         counters: &mut HashMap<String, Rc<RouteCounters>>,
+        config: &Config,
+        tls: &TlsShared,
     ) -> RouteState {
         let runtimes = table
             .routes()
@@ -82,10 +97,22 @@ impl RouteState {
                     ),
                     RouteAction::Reject => (Balancer::new(crate::config::Balance::RoundRobin, 0), None),
                 };
-                RouteRuntime { counters, balancer, shard_limit }
+                let tls = match &route.action {
+                    RouteAction::Forward(Forward { tls: TlsMode::Terminate { certificate }, .. }) => {
+                        match crate::tls::server_config(&config.certificates, certificate.as_deref(), &[], tls) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                tracing::error!(route = %route.name, error = %e, "no TLS config; connections will be closed");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                RouteRuntime { counters, balancer, shard_limit, tls }
             })
             .collect();
-        RouteState { generation, table, runtimes }
+        RouteState { generation, ktls: tls.ktls.is_available(), table, runtimes }
     }
 }
 
@@ -161,6 +188,27 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, m
         }
     }
     let _active = OpenGuard::new(&counters.active);
+    // TLS termination: the handshake comes first (the ClientHello bytes the router read are
+    // its first input, not something for the target).
+    let session = match &forward.tls {
+        TlsMode::Terminate { .. } => {
+            let Some(config) = runtime.tls.clone() else { return };
+            let already_read = std::mem::take(&mut first_bytes);
+            match handshake::accept(&mut client, config, already_read, CLIENT_HELLO_TIMEOUT).await {
+                Ok(established) => {
+                    bump(&counters.tls_handshakes, 1);
+                    tracing::debug!(route = %route.name, %peer, version = ?established.conn.protocol_version(), suite = ?established.conn.negotiated_cipher_suite().map(|s| s.suite()), "TLS established");
+                    Some(established)
+                }
+                Err(e) => {
+                    bump(&counters.tls_failures, 1);
+                    tracing::debug!(route = %route.name, %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     let Some((target_index, mut target)) = connect_target(forward, runtime, local.port()).await else {
         bump(&counters.connect_failed, 1);
         tracing::warn!(route = %route.name, %peer, "no target could be connected");
@@ -180,14 +228,39 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, m
         if !first_bytes.is_empty() {
             bump(&counters.bytes_upstream, first_bytes.len() as u64);
         }
-        relay(
-            &client,
-            &target,
-            forward.idle_timeout,
-            |n| bump(&counters.bytes_upstream, n),
-            |n| bump(&counters.bytes_downstream, n),
-        )
-        .await
+        let up = |n| bump(&counters.bytes_upstream, n);
+        let down = |n| bump(&counters.bytes_downstream, n);
+        match session {
+            None => relay(&client, &target, forward.idle_timeout, up, down).await,
+            Some(established) if state.ktls && established.leftover.is_empty() => {
+                use std::os::fd::AsRawFd;
+                match ktls::offload(client.as_raw_fd(), established.conn) {
+                    Ok(()) => {
+                        // The socket now carries plaintext on our side: the zero-copy relay.
+                        bump(&counters.ktls_sessions, 1);
+                        relay(&client, &target, forward.idle_timeout, up, down).await
+                    }
+                    Err(e) => {
+                        bump(&counters.tls_failures, 1);
+                        tracing::warn!(route = %route.name, %peer, error = %e, "kTLS offload failed; connection closed");
+                        RelayEnd::Failed(std::io::Error::other(e.to_string()))
+                    }
+                }
+            }
+            Some(established) => {
+                bump(&counters.userspace_tls_sessions, 1);
+                tls_relay::relay_userspace(
+                    &mut client,
+                    established.conn,
+                    established.leftover,
+                    &mut target,
+                    forward.idle_timeout,
+                    up,
+                    down,
+                )
+                .await
+            }
+        }
     };
     runtime.balancer.closed(target_index);
     match end {

@@ -1,10 +1,13 @@
 //! The control core: the one thread that owns slow, stateful work.
 //!
 //! Today it owns config generations (load, check, hot-apply on SIGHUP, refuse a bad one and
-//! keep serving the old), the listening sockets (opened here in shard order, handed to
-//! shards; ports that stay are never closed and re-opened), stats merging (each shard's
-//! latest snapshot → `<data_dir>/stats.json`), and the graceful stop. Later issues add ACME,
-//! the mail queue writer, DKIM keys and the RADIUS session table here.
+//! keep serving the old), the listening sockets, TCP and UDP (opened here in shard order,
+//! handed to shards; ports that stay are never closed and re-opened), the RADIUS policy
+//! (compiled once per generation, shared read-only by the shards), the RADIUS accounting
+//! session table ([`SessionStore`]: fed by the shards' accounting records, expired and
+//! persisted each tick when changed, and at stop), stats merging (each shard's latest
+//! snapshot → `<data_dir>/stats.json`), and the graceful stop. Later issues add ACME, the
+//! mail queue writer and DKIM keys here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -16,8 +19,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::doorbell::Mailbox;
 use super::messages::{ShardSnapshot, ToControl, ToShard};
+use shardgate_radius::policy::Policy as RadiusPolicy;
+
 use crate::config::{Config, ConfigErrors};
-use crate::net::open_listener_group;
+use crate::net::{open_listener_group, open_udp_group, UdpService};
+use crate::radius::session_store::SessionStore;
 use crate::route::RouteTable;
 use crate::stats::{MergedStats, ShardStats};
 
@@ -75,6 +81,44 @@ pub fn open_groups(
     Ok(per_shard)
 }
 
+/// Every UDP address:port the config serves, and what is served there.
+pub fn udp_listen_addresses(config: &Config) -> BTreeMap<SocketAddr, UdpService> {
+    let mut addresses = BTreeMap::new();
+    if let Some(radius) = &config.radius {
+        for ip in &radius.listen {
+            addresses.insert(SocketAddr::new(*ip, radius.auth_port), UdpService::RadiusAuth);
+            addresses.insert(SocketAddr::new(*ip, radius.acct_port), UdpService::RadiusAcct);
+        }
+    }
+    addresses
+}
+
+/// Per shard, its UDP sockets: one reuseport group per address, opened in shard order.
+pub type UdpSockets = Vec<Vec<(SocketAddr, UdpService, socket2::Socket)>>;
+
+/// Opens a UDP reuseport group (one socket per shard, in shard order) for each address;
+/// returns, per shard, its sockets. All or none: the first address that cannot be bound is
+/// returned with its error.
+pub fn open_udp_groups(
+    addrs: &BTreeMap<SocketAddr, UdpService>,
+    shard_count: usize,
+) -> Result<UdpSockets, (SocketAddr, std::io::Error)> {
+    let mut per_shard: UdpSockets = (0..shard_count).map(|_| Vec::new()).collect();
+    for (addr, service) in addrs {
+        let group = open_udp_group(*addr, shard_count).map_err(|e| (*addr, e))?;
+        for (i, socket) in group.into_iter().enumerate() {
+            per_shard[i].push((*addr, *service, socket));
+        }
+    }
+    Ok(per_shard)
+}
+
+/// The config's `[radius]` section compiled for the shards (`None` without one). A loaded
+/// config was already compiled once by validation, so an error here is not expected.
+pub fn compile_radius_policy(config: &Config) -> Result<Option<Arc<RadiusPolicy>>, shardgate_radius::RadiusError> {
+    config.radius.as_ref().map(|radius| RadiusPolicy::from_config(radius).map(Arc::new)).transpose()
+}
+
 /// The control core's state.
 pub struct ControlCore {
     source: ConfigSource,
@@ -83,6 +127,8 @@ pub struct ControlCore {
     shards: Vec<Mailbox<ToShard>>,
     inbox: Receiver<ToControl>,
     listening: BTreeSet<SocketAddr>,
+    udp_listening: BTreeMap<SocketAddr, UdpService>,
+    radius_sessions: Option<SessionStore>,
     latest: BTreeMap<usize, ShardStats>,
     stats_path: PathBuf,
     stopping: Option<Instant>,
@@ -97,8 +143,12 @@ impl ControlCore {
         shards: Vec<Mailbox<ToShard>>,
         inbox: Receiver<ToControl>,
         listening: BTreeSet<SocketAddr>,
+        udp_listening: BTreeMap<SocketAddr, UdpService>,
     ) -> ControlCore {
         let stats_path = config.runtime.data_dir.join("stats.json");
+        let radius_sessions = config.radius.as_ref().map(|radius| {
+            SessionStore::open(&config.runtime.data_dir, Duration::from_secs(radius.session_stale_timeout_secs), Instant::now())
+        });
         ControlCore {
             source,
             config,
@@ -106,6 +156,8 @@ impl ControlCore {
             shards,
             inbox,
             listening,
+            udp_listening,
+            radius_sessions,
             latest: BTreeMap::new(),
             stats_path,
             stopping: None,
@@ -124,6 +176,13 @@ impl ControlCore {
                     self.latest.insert(stats.shard, stats);
                     dirty = true;
                 }
+                Ok(ToControl::RadiusAccounting(event)) => {
+                    // A store exists whenever a generation had `[radius]` (created at start or
+                    // by the reload that added the section), so no record is lost.
+                    if let Some(store) = &mut self.radius_sessions {
+                        store.apply(&event, Instant::now());
+                    }
+                }
                 Ok(ToControl::ShardStopped(index)) => {
                     self.stopped.insert(index);
                 }
@@ -137,6 +196,11 @@ impl ControlCore {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if Instant::now() >= next_write {
+                if let Some(store) = &mut self.radius_sessions {
+                    let now = Instant::now();
+                    store.expire(now);
+                    store.persist_if_changed(now);
+                }
                 if dirty {
                     self.write_stats();
                     dirty = false;
@@ -145,6 +209,9 @@ impl ControlCore {
             }
         }
         self.write_stats();
+        if let Some(store) = &mut self.radius_sessions {
+            store.persist_if_changed(Instant::now());
+        }
         tracing::info!("all shards stopped");
     }
 
@@ -178,6 +245,26 @@ impl ControlCore {
         let wanted = listen_addresses(&new);
         let to_open: BTreeSet<SocketAddr> = wanted.difference(&self.listening).copied().collect();
         let to_close: Vec<SocketAddr> = self.listening.difference(&wanted).copied().collect();
+        let udp_wanted = udp_listen_addresses(&new);
+        // An address whose service changed (auth ⇄ acct port swap) is closed and re-opened.
+        let udp_to_open: BTreeMap<SocketAddr, UdpService> = udp_wanted
+            .iter()
+            .filter(|(addr, service)| self.udp_listening.get(addr) != Some(service))
+            .map(|(addr, service)| (*addr, *service))
+            .collect();
+        let udp_to_close: Vec<SocketAddr> = self
+            .udp_listening
+            .iter()
+            .filter(|(addr, service)| udp_wanted.get(addr) != Some(service))
+            .map(|(addr, _)| *addr)
+            .collect();
+        let radius = match compile_radius_policy(&new) {
+            Ok(policy) => policy,
+            Err(e) => {
+                tracing::error!(generation = self.generation, "reload refused: {e}; the running config keeps serving");
+                return;
+            }
+        };
         let layout = &self.config.runtime.layout;
         let mut opened = match open_groups(&to_open, &layout.shard_cpus, new.tuning.steer_connections) {
             Ok(groups) => groups,
@@ -186,6 +273,22 @@ impl ControlCore {
                 return;
             }
         };
+        let mut udp_opened = match open_udp_groups(&udp_to_open, layout.shard_cpus.len()) {
+            Ok(groups) => groups,
+            Err((addr, e)) => {
+                tracing::error!(generation = self.generation, "reload refused: cannot listen on UDP {addr}: {e}; the running config keeps serving");
+                return;
+            }
+        };
+        if let (Some(store), Some(policy)) = (&mut self.radius_sessions, &radius) {
+            store.set_stale_timeout(policy.session_stale_timeout);
+        }
+        if self.radius_sessions.is_none() {
+            if let Some(policy) = &radius {
+                self.radius_sessions =
+                    Some(SessionStore::open(&self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
+            }
+        }
         self.generation += 1;
         let config = Arc::new(new);
         let routes = Arc::new(RouteTable::new(&config));
@@ -196,6 +299,9 @@ impl ControlCore {
                 routes: routes.clone(),
                 open: std::mem::take(&mut opened[i]),
                 close: to_close.clone(),
+                udp_open: std::mem::take(&mut udp_opened[i]),
+                udp_close: udp_to_close.clone(),
+                radius: radius.clone(),
             };
             let _ = shard.send(ToShard::Apply(snapshot));
         }
@@ -203,10 +309,13 @@ impl ControlCore {
             generation = self.generation,
             opened = ?to_open,
             closed = ?to_close,
+            udp_opened = ?udp_to_open.keys().collect::<Vec<_>>(),
+            udp_closed = ?udp_to_close,
             routes = config.routes.len(),
             "reload applied: new connections use the new routes"
         );
         self.listening = wanted;
+        self.udp_listening = udp_wanted;
         self.config = config;
     }
 

@@ -3,11 +3,15 @@
 //! Control core → shard ([`ToShard`], through each shard's [`Mailbox`](super::doorbell::Mailbox)):
 //! - [`ToShard::Apply`]: a new config snapshot (immutable, shared read-only) plus the
 //!   listening sockets this shard must start accepting on and the addresses it must stop
-//!   listening on. Sent once at start (generation 1) and after every accepted reload.
+//!   listening on (TCP route ports and UDP service ports alike), and the RADIUS policy
+//!   compiled once for the generation. Sent once at start (generation 1) and after every
+//!   accepted reload.
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
 //! - [`ToControl::Stats`]: a shard's counters, about once a second;
+//! - [`ToControl::RadiusAccounting`]: an accounting record a shard answered, for the session
+//!   table the control core keeps;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -15,7 +19,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use shardgate_radius::policy::Policy as RadiusPolicy;
+use shardgate_radius::server::AccountingEvent;
+
 use crate::config::Config;
+use crate::net::UdpService;
 use crate::route::RouteTable;
 use crate::stats::ShardStats;
 
@@ -32,6 +40,14 @@ pub struct ShardSnapshot {
     pub open: Vec<(SocketAddr, socket2::Socket)>,
     /// Addresses no route uses any more: stop listening there.
     pub close: Vec<SocketAddr>,
+    /// New UDP sockets for this shard (its member of each reuseport group) and what to serve
+    /// on them. Applied after `udp_close`, so an address may appear in both.
+    pub udp_open: Vec<(SocketAddr, UdpService, socket2::Socket)>,
+    /// UDP addresses no service uses any more (or whose service changed): stop serving there.
+    pub udp_close: Vec<SocketAddr>,
+    /// The `[radius]` policy of this generation (`None` without a `[radius]` section); the
+    /// next datagram on a RADIUS socket uses it.
+    pub radius: Option<Arc<RadiusPolicy>>,
 }
 
 /// Control core → shard.
@@ -51,6 +67,8 @@ pub enum ToShard {
 pub enum ToControl {
     /// A shard's latest counters.
     Stats(ShardStats),
+    /// An Accounting-Request a shard acknowledged that changes the session table.
+    RadiusAccounting(AccountingEvent),
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Re-read the config (SIGHUP).

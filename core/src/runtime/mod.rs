@@ -1,8 +1,9 @@
 //! The runtime: shards, the control core, and the messages between them.
 //!
 //! [`run`] starts everything for a checked [`Config`] and blocks until a graceful stop:
-//! 1. the data folder is created and every listening address is bound (one `SO_REUSEPORT`
-//!    socket per shard; a port that cannot be bound fails the start with its address);
+//! 1. the data folder is created and every listening address, TCP and UDP, is bound (one
+//!    `SO_REUSEPORT` socket per shard; a port that cannot be bound fails the start with its
+//!    address), and the `[radius]` policy is compiled;
 //! 2. one glommio executor per shard CPU ([`shard`]), each sent generation 1 of the config
 //!    with its own listening sockets;
 //! 3. the control core thread ([`control`]), pinned to its CPU or floating;
@@ -25,7 +26,7 @@ use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::route::RouteTable;
-use control::{listen_addresses, open_groups, ConfigSource, ControlCore};
+use control::{compile_radius_policy, listen_addresses, open_groups, open_udp_groups, udp_listen_addresses, ConfigSource, ControlCore};
 use messages::{ShardSnapshot, ToControl, ToShard};
 
 /// Why the appliance could not start.
@@ -47,6 +48,17 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A UDP address (RADIUS) could not be bound.
+    #[error("cannot listen on UDP {addr}: {source}")]
+    ListenUdp {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The `[radius]` section could not be compiled into a policy.
+    #[error("{0}")]
+    RadiusPolicy(#[from] shardgate_radius::RadiusError),
     /// A thread, executor or signal handler could not be started.
     #[error("cannot start {what}: {source}")]
     Spawn {
@@ -62,6 +74,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     // Signals first: a SIGHUP that arrives while starting must queue, not kill the process.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|source| StartError::Spawn { what: "the signal handler".into(), source })?;
+    raise_open_file_limit();
     let data_dir = config.runtime.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
@@ -71,7 +84,15 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     apply_tuning(&config);
     let mut sockets = open_groups(&listening, &layout.shard_cpus, config.tuning.steer_connections)
         .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    let udp_listening = udp_listen_addresses(&config);
+    let mut udp_sockets =
+        open_udp_groups(&udp_listening, shard_count).map_err(|(addr, source)| StartError::ListenUdp { addr, source })?;
+    let radius = compile_radius_policy(&config)?;
 
+    let tls = Arc::new(
+        crate::tls::TlsShared::new().map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?,
+    );
+    tracing::info!("{}", tls.ktls);
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
     let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
@@ -80,7 +101,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     for (index, &cpu) in layout.shard_cpus.iter().enumerate() {
         let (mailbox, inbox) = doorbell::mailbox::<ToShard>()
             .map_err(|source| StartError::Spawn { what: "a shard mailbox".into(), source })?;
-        let spec = shard::ShardSpec { index, count: shard_count, cpu, inbox, to_control: to_control.clone() };
+        let spec = shard::ShardSpec { index, count: shard_count, cpu, inbox, to_control: to_control.clone(), tls: tls.clone() };
         handles.push(shard::spawn_shard(spec).map_err(|source| StartError::Spawn { what: format!("shard {index}"), source })?);
         let snapshot = ShardSnapshot {
             generation: 1,
@@ -88,12 +109,16 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             routes: routes.clone(),
             open: std::mem::take(&mut sockets[index]),
             close: Vec::new(),
+            udp_open: std::mem::take(&mut udp_sockets[index]),
+            udp_close: Vec::new(),
+            radius: radius.clone(),
         };
         let _ = mailbox.send(ToShard::Apply(snapshot));
         mailboxes.push(mailbox);
     }
 
-    let control = ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone());
+    let control =
+        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone());
     let control_cpu = layout.control_cpu;
     let control_thread = std::thread::Builder::new()
         .name("control".into())
@@ -128,6 +153,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         shard_cpus = ?layout.shard_cpus,
         control_cpu = ?layout.control_cpu,
         listening = ?listening,
+        udp = ?udp_listening.keys().collect::<Vec<_>>(),
         source = %config.source,
         "shardgate started"
     );
@@ -150,5 +176,21 @@ fn apply_tuning(config: &Config) {
         Ok(None) => {}
         Ok(Some((plan, applied))) => tracing::info!("host tuning applied:\n{plan}\n{applied}"),
         Err(e) => tracing::error!("host tuning failed, serving untuned: {e}"),
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit: every relayed connection holds two
+/// sockets and a pipe pair, so the usual soft limit of 1024 would cap an edge box at a few
+/// hundred connections.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!("cannot raise the open-file limit above {}", limit.rlim_cur);
+            }
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! Owns, shard-locally and without locks: the current [`RouteState`] (swapped whole when a
 //! snapshot arrives — connections already open keep the `Rc` of the state they started with,
 //! so a reload never touches them), its member socket of every reuseport group (one accept
-//! task each), and its counters. It listens to the control core through its
+//! task each), its member socket of every UDP service group (one serving task each; RADIUS:
+//! [`crate::radius::serve`]), and its counters. It listens to the control core through its
 //! [`Inbox`](super::doorbell::Inbox) and reports stats every [`STATS_INTERVAL`].
 
 use std::cell::RefCell;
@@ -16,10 +17,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
+use shardgate_radius::server::PortKind;
 
 use super::doorbell::Inbox;
 use super::messages::{ShardSnapshot, ToControl, ToShard};
+use crate::net::UdpService;
 use crate::proxy::{serve_connection, RouteState, ShardCounters};
+use crate::radius::serve::{serve_socket as serve_radius_socket, ShardRadius};
 use crate::stats::{RouteCounters, ShardStats};
 
 /// How often a shard sends its counters to the control core.
@@ -41,6 +45,8 @@ pub struct ShardSpec {
     pub inbox: Inbox<ToShard>,
     /// The control core's channel.
     pub to_control: Sender<ToControl>,
+    /// Session-ticket keys and kTLS support, shared by all shards.
+    pub tls: std::sync::Arc<crate::tls::TlsShared>,
 }
 
 struct Shard {
@@ -51,6 +57,9 @@ struct Shard {
     counters: RefCell<HashMap<String, Rc<RouteCounters>>>,
     shard_counters: Rc<ShardCounters>,
     listeners: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
+    udp_services: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
+    radius: Rc<ShardRadius>,
+    tls: std::sync::Arc<crate::tls::TlsShared>,
     to_control: Sender<ToControl>,
 }
 
@@ -65,7 +74,7 @@ pub fn spawn_shard(spec: ShardSpec) -> std::io::Result<glommio::ExecutorJoinHand
 }
 
 async fn run_shard(spec: ShardSpec) {
-    let ShardSpec { index, count, cpu, inbox, to_control } = spec;
+    let ShardSpec { index, count, cpu, inbox, to_control, tls } = spec;
     let bell = match inbox.bell() {
         Ok(b) => b,
         Err(e) => {
@@ -74,7 +83,7 @@ async fn run_shard(spec: ShardSpec) {
             return;
         }
     };
-    let empty = RouteState::new(0, crate::route::RouteTable::empty(), count, &mut HashMap::new());
+    let empty = RouteState::empty();
     let shard = Rc::new(Shard {
         index,
         count,
@@ -83,6 +92,9 @@ async fn run_shard(spec: ShardSpec) {
         counters: RefCell::new(HashMap::new()),
         shard_counters: Rc::new(ShardCounters::default()),
         listeners: RefCell::new(HashMap::new()),
+        udp_services: RefCell::new(HashMap::new()),
+        radius: Rc::new(ShardRadius::new(index, to_control.clone())),
+        tls,
         to_control,
     });
     let reporter = glommio::spawn_local({
@@ -90,6 +102,7 @@ async fn run_shard(spec: ShardSpec) {
         async move {
             loop {
                 glommio::timer::sleep(STATS_INTERVAL).await;
+                shard.radius.expire(Instant::now());
                 shard.report_stats();
             }
         }
@@ -110,9 +123,10 @@ async fn run_shard(spec: ShardSpec) {
 
 impl Shard {
     fn apply(self: &Rc<Self>, snapshot: ShardSnapshot) {
-        let ShardSnapshot { generation, routes, open, close, .. } = snapshot;
+        let ShardSnapshot { generation, config, routes, open, close, udp_open, udp_close, radius } = snapshot;
+        self.radius.set_policy(radius);
         let table = (*routes).clone();
-        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut());
+        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls);
         *self.state.borrow_mut() = Rc::new(state);
         let mut listeners = self.listeners.borrow_mut();
         for addr in close {
@@ -125,11 +139,26 @@ impl Shard {
             let task = glommio::spawn_local(accept_loop(self.clone(), listener, addr));
             listeners.insert(addr, task);
         }
-        tracing::debug!(shard = self.index, generation, listeners = listeners.len(), "snapshot applied");
+        let mut udp_services = self.udp_services.borrow_mut();
+        for addr in udp_close {
+            // Dropping the serving task drops (closes) its socket.
+            udp_services.remove(&addr);
+        }
+        for (addr, service, socket) in udp_open {
+            // SAFETY: the socket is a bound UDP socket whose ownership moves here (glommio's own
+            // `From<socket2::Socket>` is for an older socket2, hence the raw descriptor).
+            let socket = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+            let task = match service {
+                UdpService::RadiusAuth => glommio::spawn_local(serve_radius_socket(self.radius.clone(), socket, addr, PortKind::Auth)),
+                UdpService::RadiusAcct => glommio::spawn_local(serve_radius_socket(self.radius.clone(), socket, addr, PortKind::Acct)),
+            };
+            udp_services.insert(addr, task);
+        }
+        tracing::debug!(shard = self.index, generation, listeners = listeners.len(), udp = udp_services.len(), "snapshot applied");
     }
 
     async fn drain(&self, deadline: Instant) {
-        let closed = self.listeners.borrow_mut().drain().count();
+        let closed = self.listeners.borrow_mut().drain().count() + self.udp_services.borrow_mut().drain().count();
         tracing::debug!(shard = self.index, closed, "stopped accepting; draining");
         while self.shard_counters.open_connections.get() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -147,6 +176,7 @@ impl Shard {
             unrouted: self.shard_counters.unrouted.get(),
             bad_client_hello: self.shard_counters.bad_client_hello.get(),
             routes: Default::default(),
+            radius: self.radius.counters(),
         };
         for (name, counters) in self.counters.borrow().iter() {
             stats.routes.insert(name.clone(), counters.snapshot());

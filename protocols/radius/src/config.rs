@@ -8,6 +8,7 @@
 //!
 //! ```toml
 //! [radius]
+//! listen = ["0.0.0.0"]                   # addresses the two UDP ports are opened on
 //! auth_port = 1812
 //! acct_port = 1813
 //! require_message_authenticator = true   # BlastRADIUS (CVE-2024-3596) mitigation
@@ -35,6 +36,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -47,6 +49,10 @@ use crate::RadiusError;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RadiusConfig {
+    /// Addresses both UDP ports are opened on (`"::"` is IPv6 only; list `"0.0.0.0"` too for
+    /// IPv4). Default `["0.0.0.0"]`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<IpAddr>,
     /// UDP port for Access-Request and Status-Server. Default 1812.
     #[serde(default = "default_auth_port")]
     pub auth_port: u16,
@@ -72,6 +78,9 @@ pub struct RadiusConfig {
     pub session_stale_timeout_secs: u64,
 }
 
+fn default_listen() -> Vec<IpAddr> {
+    vec![IpAddr::from([0, 0, 0, 0])]
+}
 fn default_auth_port() -> u16 {
     1812
 }
@@ -88,6 +97,7 @@ fn default_stale_timeout() -> u64 {
 impl Default for RadiusConfig {
     fn default() -> Self {
         Self {
+            listen: default_listen(),
             auth_port: default_auth_port(),
             acct_port: default_acct_port(),
             clients: Vec::new(),
@@ -225,6 +235,15 @@ impl RadiusConfig {
         let mut problems = Vec::new();
         let mut problem = |field: String, message: &str| problems.push(ConfigProblem::new(field, message));
 
+        if self.listen.is_empty() {
+            problem("radius.listen".into(), "no listen address: give at least one, e.g. [\"0.0.0.0\"]");
+        }
+        let mut listen_seen = HashSet::new();
+        for ip in &self.listen {
+            if !listen_seen.insert(ip) {
+                problem("radius.listen".into(), &format!("address {ip} is listed twice"));
+            }
+        }
         for (field, port) in [("auth_port", self.auth_port), ("acct_port", self.acct_port)] {
             if port == 0 {
                 problem(format!("radius.{field}"), "must be a UDP port between 1 and 65535");
@@ -350,6 +369,7 @@ mod tests {
         assert_eq!(config, RadiusConfig::default());
         assert!(config.require_message_authenticator);
         assert_eq!((config.auth_port, config.acct_port), (1812, 1813));
+        assert_eq!(config.listen, vec![IpAddr::from([0, 0, 0, 0])]);
         assert_eq!(config.mac_auth.unknown, UnknownMacAction::Reject);
         assert_eq!(parse("[radius.mac_auth]\nunknown = \"reject\"").unwrap().mac_auth.unknown, UnknownMacAction::Reject);
     }
@@ -357,6 +377,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_unknown_actions_are_errors() {
         assert!(parse("[radius]\nauth_prot = 1").is_err());
+        assert!(parse("[radius]\nlisten = [\"not-an-ip\"]").is_err());
         assert!(parse("[[radius.clients]]\nname='a'\nsource='10.0.0.1'\nsecret='s'\nsecert='x'").is_err());
         assert!(parse("[radius.mac_auth]\nunknown = \"guest\"").is_err());
         assert!(parse("[radius.mac_auth]\nunknown = 70000").is_err());
@@ -368,6 +389,7 @@ mod tests {
         let config = parse(
             r#"
             [radius]
+            listen = ["127.0.0.1", "127.0.0.1"]
             auth_port = 1812
             acct_port = 1812
             session_stale_timeout_secs = 0
@@ -403,6 +425,7 @@ mod tests {
         assert_eq!(
             fields,
             vec![
+                "radius.listen",
                 "radius.acct_port",
                 "radius.session_stale_timeout_secs",
                 "radius.clients[0] (\"a\").source",
@@ -419,7 +442,7 @@ mod tests {
                 "radius.vlans[2].mac",
             ]
         );
-        assert!(problems[9].message.contains("unreachable"));
+        assert!(problems[10].message.contains("unreachable"));
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! A shard's RADIUS service: its member socket of each RADIUS reuseport group, one task per
+//! socket that receives a datagram, hands it to the shard's [`RadiusServer`] with the policy
+//! in force *now*, and sends the reply (if any) from the same socket.
+//!
+//! Owns per shard: the [`RadiusServer`] (duplicate cache + counters; shared by the auth and
+//! acct tasks through a `RefCell`, borrowed only for the synchronous `handle` call, never
+//! across an `.await`) and the current policy (swapped by a snapshot; the next datagram uses
+//! the new one, so a reload drops nothing and keeps the duplicate cache). Accounting records
+//! are sent to the control core as [`ToControl::RadiusAccounting`]. Dropped datagrams are
+//! counted by the server and logged at target `shardgate::security` (debug: floods are
+//! expected and counted, not worth a line each at info).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use glommio::net::UdpSocket;
+use shardgate_radius::duplicate::DuplicateCache;
+use shardgate_radius::policy::Policy;
+use shardgate_radius::server::{DropReason, Outcome, PortKind, RadiusCounters, RadiusServer};
+
+use crate::runtime::messages::ToControl;
+
+/// Largest RADIUS packet (RFC 2865 §3); a bigger datagram is truncated and then refused by
+/// the framing check.
+pub const MAX_DATAGRAM: usize = 4096;
+
+/// One shard's RADIUS state.
+pub struct ShardRadius {
+    shard: usize,
+    server: RefCell<RadiusServer>,
+    policy: RefCell<Option<Arc<Policy>>>,
+    to_control: Sender<ToControl>,
+}
+
+impl ShardRadius {
+    /// A shard's RADIUS state with an empty duplicate cache and no policy yet.
+    pub fn new(shard: usize, to_control: Sender<ToControl>) -> ShardRadius {
+        ShardRadius {
+            shard,
+            server: RefCell::new(RadiusServer::new(DuplicateCache::new(
+                DuplicateCache::DEFAULT_CAPACITY,
+                DuplicateCache::DEFAULT_LIFETIME,
+            ))),
+            policy: RefCell::new(None),
+            to_control,
+        }
+    }
+
+    /// Uses `policy` from the next datagram on (`None`: `[radius]` was removed; datagrams
+    /// still arriving before the sockets close are ignored).
+    pub fn set_policy(&self, policy: Option<Arc<Policy>>) {
+        *self.policy.borrow_mut() = policy;
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> RadiusCounters {
+        *self.server.borrow().counters()
+    }
+
+    /// Drops expired duplicate-cache entries (called from the shard's periodic timer).
+    pub fn expire(&self, now: Instant) {
+        self.server.borrow_mut().expire(now);
+    }
+
+    /// Handles one datagram; `reply` holds what to send back (empty: nothing).
+    fn handle(&self, source: SocketAddr, datagram: &[u8], port: PortKind, reply: &mut Vec<u8>) -> Option<Outcome> {
+        reply.clear();
+        let policy = self.policy.borrow();
+        let policy = policy.as_ref()?;
+        Some(self.server.borrow_mut().handle(policy, source, datagram, Instant::now(), port, reply))
+    }
+}
+
+/// Serves one RADIUS socket until the task is dropped (reload removing the port, or stop).
+pub async fn serve_socket(radius: Rc<ShardRadius>, socket: UdpSocket, addr: SocketAddr, port: PortKind) {
+    let mut datagram = vec![0u8; MAX_DATAGRAM];
+    let mut reply = Vec::with_capacity(MAX_DATAGRAM);
+    loop {
+        let (len, source) = match socket.recv_from(&mut datagram).await {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::debug!(shard = radius.shard, %addr, error = %e, "RADIUS receive failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        let Some(outcome) = radius.handle(source, &datagram[..len], port, &mut reply) else { continue };
+        match outcome {
+            Outcome::Accounting(Some(event)) => {
+                let _ = radius.to_control.send(ToControl::RadiusAccounting(event));
+            }
+            Outcome::Drop(reason) => log_drop(radius.shard, addr, source, &reason),
+            _ => {}
+        }
+        if !reply.is_empty() {
+            if let Err(e) = socket.send_to(&reply, source).await {
+                tracing::debug!(shard = radius.shard, %addr, %source, error = %e, "RADIUS reply not sent");
+            }
+        }
+    }
+}
+
+fn log_drop(shard: usize, local: SocketAddr, source: SocketAddr, reason: &DropReason) {
+    match reason {
+        DropReason::UnknownClient => {
+            tracing::debug!(target: "shardgate::security", shard, %local, %source, "RADIUS datagram from an unknown client dropped")
+        }
+        DropReason::BadMessageAuthenticator | DropReason::BadRequestAuthenticator => tracing::debug!(
+            target: "shardgate::security", shard, %local, %source, ?reason,
+            "RADIUS datagram with a bad authenticator dropped (wrong shared secret or forgery)"
+        ),
+        DropReason::MissingMessageAuthenticator => tracing::debug!(
+            target: "shardgate::security", shard, %local, %source,
+            "RADIUS request without Message-Authenticator dropped (required: BlastRADIUS mitigation)"
+        ),
+        other => tracing::debug!(target: "shardgate::security", shard, %local, %source, reason = ?other, "RADIUS datagram dropped"),
+    }
+}

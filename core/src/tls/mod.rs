@@ -1,0 +1,70 @@
+//! TLS termination: certificates, the rustls handshake on a shard, and the data path after
+//! it — in the kernel (kTLS) where it can be, in userspace rustls where it cannot.
+//!
+//! - [`store`]: the certificate store and choice by SNI (exact, wildcard, default);
+//! - [`handshake`]: rustls driven record by record over a glommio socket;
+//! - [`ktls`]: probing the kernel once, and installing a session's keys in it;
+//! - [`relay`]: the userspace fallback relay (client TLS ⇄ target plaintext).
+//!
+//! After a handshake the session goes to the kernel when [`ktls::probe`] said it can and no
+//! encrypted byte is left over; the socket then carries plaintext on our side and the normal
+//! zero-copy splice relay moves it. Otherwise rustls keeps the session in userspace. Which
+//! path a connection took is counted per route (`ktls` / `userspace_tls`).
+
+pub mod handshake;
+pub mod ktls;
+pub mod relay;
+pub mod store;
+
+use std::sync::Arc;
+
+use rustls::server::ProducesTickets;
+use rustls::ServerConfig;
+
+use store::{CertificateResolver, CertificateStore};
+
+/// What every shard shares about TLS for the life of the process.
+#[derive(Debug)]
+pub struct TlsShared {
+    /// Session-ticket keys (rustls' rotating ticketer: a new key every 6 hours, the previous
+    /// one still accepted), shared by all shards so a ticket from one shard resumes on another.
+    pub ticketer: Arc<dyn ProducesTickets>,
+    /// Whether the kernel takes sessions.
+    pub ktls: ktls::KtlsSupport,
+}
+
+impl TlsShared {
+    /// Creates the ticketer and probes kTLS.
+    pub fn new() -> Result<TlsShared, rustls::Error> {
+        Ok(TlsShared { ticketer: rustls::crypto::ring::Ticketer::new()?, ktls: ktls::probe() })
+    }
+}
+
+/// A rustls server config for a route: its pinned certificate or the store by SNI; TLS 1.2
+/// and 1.3; ALPN `alpn`; resumption by tickets and a session cache; secret extraction on (for
+/// kTLS).
+pub fn server_config(
+    store: &Arc<CertificateStore>,
+    pinned: Option<&str>,
+    alpn: &[&[u8]],
+    shared: &TlsShared,
+) -> Result<Arc<ServerConfig>, String> {
+    let resolver = match pinned {
+        Some(name) => {
+            let cert = store.by_name(name).ok_or_else(|| format!("no certificate named `{name}`"))?;
+            CertificateResolver::Pinned(cert.key.clone())
+        }
+        None => CertificateResolver::Store(store.clone()),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.ticketer = shared.ticketer.clone();
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
+}

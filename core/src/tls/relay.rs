@@ -1,0 +1,174 @@
+//! The userspace TLS data path: used when the kernel cannot take the session (no kTLS, or
+//! leftover bytes at handover). Client ciphertext ⇄ rustls ⇄ target plaintext, both
+//! directions at once; writes to the client are serialised (records never interleave).
+//!
+//! Ends like the splice relay: both directions closed (client `close_notify` or EOF → target
+//! half-close; target EOF → `close_notify` then client half-close), an error, or the idle
+//! timeout.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use rustls::ServerConnection;
+
+use crate::relay::RelayEnd;
+
+/// Bytes read per socket read on either side.
+const CHUNK: usize = 64 * 1024;
+
+struct Shared {
+    conn: RefCell<ServerConnection>,
+    client_writer: RefCell<Option<TcpStream>>,
+    write_lock: Semaphore,
+    last_activity: Cell<Instant>,
+}
+
+impl Shared {
+    /// Sends whatever rustls has queued to the client, one writer at a time.
+    async fn flush_to_client(&self) -> io::Result<()> {
+        let _permit = self.write_lock.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
+        let mut out = Vec::new();
+        {
+            let mut conn = self.conn.borrow_mut();
+            while conn.wants_write() {
+                conn.write_tls(&mut out)?;
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.client_writer.borrow_mut().take().ok_or_else(|| io::Error::other("client writer busy"))?;
+        let result = writer.write_all(&out).await;
+        *self.client_writer.borrow_mut() = Some(writer);
+        self.last_activity.set(Instant::now());
+        result
+    }
+}
+
+/// Relays `client` (TLS, session `conn`) ⇄ `target` (plaintext). `leftover` are encrypted
+/// client bytes already read past the handshake.
+pub async fn relay_userspace(
+    client: &mut TcpStream,
+    conn: ServerConnection,
+    leftover: Vec<u8>,
+    target: &mut TcpStream,
+    idle: Duration,
+    mut on_upstream: impl FnMut(u64),
+    mut on_downstream: impl FnMut(u64),
+) -> RelayEnd {
+    // SAFETY: dup of open sockets; checked; each duplicate is owned by its new stream.
+    let dup = |s: &TcpStream| -> io::Result<TcpStream> {
+        let fd = unsafe { libc::dup(s.as_raw_fd()) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(unsafe { TcpStream::from_raw_fd(fd) })
+    };
+    let (client_writer, mut target_writer) = match (dup(client), dup(target)) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(e), _) | (_, Err(e)) => return RelayEnd::Failed(e),
+    };
+    let shared = Shared {
+        conn: RefCell::new(conn),
+        client_writer: RefCell::new(Some(client_writer)),
+        write_lock: Semaphore::new(1),
+        last_activity: Cell::new(Instant::now()),
+    };
+    let shared = &shared;
+
+    let upstream = async {
+        let mut cipher = vec![0u8; CHUNK];
+        let mut plain = vec![0u8; CHUNK];
+        let mut pending = leftover;
+        loop {
+            if pending.is_empty() {
+                let n = client.read(&mut cipher).await?;
+                if n == 0 {
+                    break;
+                }
+                pending.extend_from_slice(&cipher[..n]);
+            }
+            let mut closed = false;
+            {
+                let mut conn = shared.conn.borrow_mut();
+                let mut input = pending.as_slice();
+                while !input.is_empty() {
+                    conn.read_tls(&mut input)?;
+                    conn.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                }
+                pending.clear();
+                let mut out = Vec::new();
+                loop {
+                    match conn.reader().read(&mut plain) {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(n) => out.extend_from_slice(&plain[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                drop(conn);
+                pending = out;
+            }
+            if !pending.is_empty() {
+                target_writer.write_all(&pending).await?;
+                on_upstream(pending.len() as u64);
+                shared.last_activity.set(Instant::now());
+                pending.clear();
+            }
+            // Alerts or key-update answers rustls queued while reading.
+            shared.flush_to_client().await?;
+            if closed {
+                break;
+            }
+        }
+        let _ = target_writer.shutdown(Shutdown::Write).await;
+        Ok::<(), io::Error>(())
+    };
+
+    let downstream = async {
+        let mut plain = vec![0u8; CHUNK];
+        loop {
+            let n = target.read(&mut plain).await?;
+            if n == 0 {
+                shared.conn.borrow_mut().send_close_notify();
+                shared.flush_to_client().await?;
+                let writer = shared.client_writer.borrow_mut().take();
+                if let Some(w) = writer {
+                    let _ = w.shutdown(Shutdown::Write).await;
+                    *shared.client_writer.borrow_mut() = Some(w);
+                }
+                return Ok::<(), io::Error>(());
+            }
+            shared.conn.borrow_mut().writer().write_all(&plain[..n])?;
+            shared.flush_to_client().await?;
+            on_downstream(n as u64);
+        }
+    };
+
+    let both = async {
+        match future::try_zip(upstream, downstream).await {
+            Ok(_) => RelayEnd::Closed,
+            Err(e) => RelayEnd::Failed(e),
+        }
+    };
+    let watchdog = async {
+        loop {
+            let deadline = shared.last_activity.get() + idle;
+            let now = Instant::now();
+            if now >= deadline {
+                return RelayEnd::IdleTimeout;
+            }
+            glommio::timer::sleep(deadline - now).await;
+        }
+    };
+    future::or(both, watchdog).await
+}

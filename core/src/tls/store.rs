@@ -1,0 +1,218 @@
+//! The certificate store: every configured certificate, loaded once per config generation,
+//! and the choice of certificate for a TLS handshake.
+//!
+//! Choice by SNI, as nginx and HAProxy users expect: an exact name from a certificate's
+//! subject alternative names first, then a wildcard (`*.example.com` covers one label), then
+//! the certificate marked `default = true`. A store is immutable; a reload (or, later, ACME)
+//! builds a new one and shards swap it in for new handshakes only.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// A certificate as the config names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSpec {
+    /// The name routes refer to.
+    pub name: String,
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_path: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_path: String,
+    /// Serve this one when no name matches.
+    pub default: bool,
+}
+
+/// One loaded certificate.
+#[derive(Debug)]
+pub struct LoadedCertificate {
+    /// The config name.
+    pub name: String,
+    /// DNS names from the leaf's subject alternative names (lower-case).
+    pub dns_names: Vec<String>,
+    /// Seconds since the epoch when the leaf expires.
+    pub not_after: i64,
+    /// Chain and signing key, ready for rustls.
+    pub key: Arc<CertifiedKey>,
+}
+
+/// All certificates of one config generation.
+#[derive(Debug, Default)]
+pub struct CertificateStore {
+    by_name: HashMap<String, Arc<LoadedCertificate>>,
+    exact: HashMap<String, Arc<LoadedCertificate>>,
+    wildcard: HashMap<String, Arc<LoadedCertificate>>,
+    default: Option<Arc<LoadedCertificate>>,
+}
+
+/// Loads one certificate; the error says which file and why.
+pub fn load_certificate(spec: &CertificateSpec) -> Result<LoadedCertificate, (String, String)> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&spec.cert_path)
+        .map_err(|e| ("cert".to_string(), format!("cannot read `{}`: {e}", spec.cert_path)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ("cert".to_string(), format!("`{}` is not valid PEM: {e}", spec.cert_path)))?;
+    let Some(leaf) = chain.first() else {
+        return Err(("cert".into(), format!("`{}` holds no CERTIFICATE block", spec.cert_path)));
+    };
+    let key = PrivateKeyDer::from_pem_file(Path::new(&spec.key_path))
+        .map_err(|e| ("key".to_string(), format!("cannot read a private key from `{}`: {e}", spec.key_path)))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| ("key".to_string(), format!("`{}`: unsupported private key: {e}", spec.key_path)))?;
+    let (dns_names, not_after) = leaf_names(leaf.as_ref())
+        .map_err(|e| ("cert".to_string(), format!("`{}`: cannot parse the leaf certificate: {e}", spec.cert_path)))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|e| ("key".to_string(), format!("`{}` does not belong to `{}`: {e}", spec.key_path, spec.cert_path)))?;
+    Ok(LoadedCertificate { name: spec.name.clone(), dns_names, not_after, key: Arc::new(certified) })
+}
+
+fn leaf_names(der: &[u8]) -> Result<(Vec<String>, i64), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(n) = name {
+                names.push(n.trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        // Old certificates name the host only in the subject CN.
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(cn) = cn.as_str() {
+                names.push(cn.trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+    }
+    Ok((names, cert.validity().not_after.timestamp()))
+}
+
+impl CertificateStore {
+    /// Builds a store from loaded certificates (the first `default = true` one is the default;
+    /// earlier certificates win a name claimed twice).
+    pub fn new(certificates: Vec<(LoadedCertificate, bool)>) -> CertificateStore {
+        let mut store = CertificateStore::default();
+        for (cert, is_default) in certificates {
+            let cert = Arc::new(cert);
+            for name in &cert.dns_names {
+                match name.strip_prefix("*.") {
+                    Some(suffix) => store.wildcard.entry(suffix.to_string()).or_insert_with(|| cert.clone()),
+                    None => store.exact.entry(name.clone()).or_insert_with(|| cert.clone()),
+                };
+            }
+            if is_default && store.default.is_none() {
+                store.default = Some(cert.clone());
+            }
+            store.by_name.insert(cert.name.clone(), cert);
+        }
+        store
+    }
+
+    /// The certificate a config names.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<LoadedCertificate>> {
+        self.by_name.get(name)
+    }
+
+    /// Every certificate, by name.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<LoadedCertificate>> {
+        self.by_name.values()
+    }
+
+    /// The certificate for `server_name`: exact, then wildcard, then the default.
+    pub fn select(&self, server_name: Option<&str>) -> Option<&Arc<LoadedCertificate>> {
+        if let Some(name) = server_name {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(cert) = self.exact.get(&name) {
+                return Some(cert);
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(cert) = self.wildcard.get(parent) {
+                    return Some(cert);
+                }
+            }
+        }
+        self.default.as_ref()
+    }
+}
+
+/// rustls' view of the store: by SNI, or always one pinned certificate (a route's
+/// `certificate = NAME`).
+#[derive(Debug)]
+pub enum CertificateResolver {
+    /// Choose from the whole store by SNI.
+    Store(Arc<CertificateStore>),
+    /// Always this one.
+    Pinned(Arc<CertifiedKey>),
+}
+
+impl ResolvesServerCert for CertificateResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match self {
+            CertificateResolver::Pinned(key) => Some(key.clone()),
+            CertificateResolver::Store(store) => store.select(hello.server_name()).map(|c| c.key.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_cert(dir: &Path, file: &str, names: &[&str]) -> CertificateSpec {
+        let certified = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("cert");
+        let cert_path = dir.join(format!("{file}.crt"));
+        let key_path = dir.join(format!("{file}.key"));
+        std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
+        CertificateSpec {
+            name: file.into(),
+            cert_path: cert_path.display().to_string(),
+            key_path: key_path.display().to_string(),
+            default: false,
+        }
+    }
+
+    #[test]
+    fn exact_then_wildcard_then_default() {
+        let dir = tempfile::tempdir().expect("dir");
+        let exact = load_certificate(&write_cert(dir.path(), "exact", &["api.example.com"])).expect("exact");
+        let wild = load_certificate(&write_cert(dir.path(), "wild", &["*.example.com"])).expect("wild");
+        let fallback = load_certificate(&write_cert(dir.path(), "fallback", &["fallback.test"])).expect("fallback");
+        let store = CertificateStore::new(vec![(exact, false), (wild, false), (fallback, true)]);
+        let pick = |n: Option<&str>| store.select(n).map(|c| c.name.clone());
+        assert_eq!(pick(Some("API.example.com.")).as_deref(), Some("exact"));
+        assert_eq!(pick(Some("www.example.com")).as_deref(), Some("wild"));
+        assert_eq!(pick(Some("a.b.example.com")).as_deref(), Some("fallback"));
+        assert_eq!(pick(None).as_deref(), Some("fallback"));
+        assert!(store.by_name("wild").is_some());
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_field() {
+        let dir = tempfile::tempdir().expect("dir");
+        let good = write_cert(dir.path(), "good", &["a.test"]);
+        let other = write_cert(dir.path(), "other", &["b.test"]);
+        let missing = CertificateSpec { cert_path: "/nonexistent.pem".into(), ..good.clone() };
+        let (field, msg) = load_certificate(&missing).expect_err("missing file");
+        assert_eq!(field, "cert");
+        assert!(msg.contains("/nonexistent.pem"), "{msg}");
+        let mismatched = CertificateSpec { key_path: other.key_path.clone(), ..good.clone() };
+        let (field, msg) = load_certificate(&mismatched).expect_err("wrong key");
+        assert_eq!(field, "key");
+        assert!(msg.contains("does not belong"), "{msg}");
+        let not_pem = dir.path().join("junk.pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        let junk = CertificateSpec { cert_path: not_pem.display().to_string(), ..good };
+        assert!(load_certificate(&junk).is_err());
+    }
+}

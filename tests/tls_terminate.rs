@@ -1,0 +1,207 @@
+//! TLS termination through the real binary: certificate choice by SNI (exact, wildcard,
+//! default) verified by a rustls client, `openssl s_client` with TLS 1.3 and 1.2, plaintext
+//! reaching the target, the kTLS/userspace path reported and counted, and a certificate
+//! swapped by reload without touching a live session.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardgate_tests::backends::EchoBackend;
+use shardgate_tests::{connect_from, free_port, Appliance};
+
+struct TestCert {
+    der: Vec<u8>,
+    cert_path: String,
+    key_path: String,
+}
+
+fn make_cert(dir: &Path, file: &str, names: &[&str]) -> TestCert {
+    let certified = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("cert");
+    let cert_path = dir.join(format!("{file}.crt"));
+    let key_path = dir.join(format!("{file}.key"));
+    std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
+    TestCert {
+        der: certified.cert.der().to_vec(),
+        cert_path: cert_path.display().to_string(),
+        key_path: key_path.display().to_string(),
+    }
+}
+
+/// Accepts any certificate and records which one the server presented.
+#[derive(Debug)]
+struct Recorder(std::sync::Mutex<Option<Vec<u8>>>, Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().expect("lock") = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.1.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.1.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.1.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Connects with SNI `name`, sends `payload`, returns (presented leaf DER, echoed bytes).
+fn exchange(port: u16, name: &str, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let recorder = Arc::new(Recorder(std::sync::Mutex::new(None), provider.clone()));
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).expect("client");
+    let mut tcp = connect_from("127.0.0.1", port).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(payload).expect("write through TLS");
+    let mut echoed = vec![0u8; payload.len()];
+    tls.read_exact(&mut echoed).expect("echo through TLS");
+    let leaf = recorder.0.lock().expect("lock").clone().expect("a certificate was presented");
+    (leaf, echoed)
+}
+
+fn config(port: u16, backend: u16, certs: &[(&str, &TestCert, bool)], pinned: Option<&str>) -> String {
+    let mut text = String::new();
+    for (name, cert, default) in certs {
+        text.push_str(&format!(
+            "[[certificates]]\nname = \"{name}\"\ncert = \"{}\"\nkey = \"{}\"\ndefault = {default}\n\n",
+            cert.cert_path, cert.key_path
+        ));
+    }
+    let cert_line = pinned.map(|p| format!(", certificate = \"{p}\"")).unwrap_or_default();
+    text.push_str(&format!(
+        "[[routes]]\nname = \"secure\"\nmatch = {{ ports = {port} }}\n\
+         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend} }}], tls = {{ mode = \"terminate\"{cert_line} }} }}\n"
+    ));
+    text
+}
+
+#[test]
+fn certificate_is_chosen_by_sni_and_plaintext_reaches_the_target() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exact = make_cert(dir.path(), "exact", &["api.example.test"]);
+    let wild = make_cert(dir.path(), "wild", &["*.example.test"]);
+    let fallback = make_cert(dir.path(), "fallback", &["fallback.test"]);
+    let backend = EchoBackend::start();
+    let port = free_port();
+    let app = Appliance::start(
+        &config(port, backend.port, &[("exact", &exact, false), ("wild", &wild, false), ("fallback", &fallback, true)], None),
+        port,
+    );
+    let (leaf, echoed) = exchange(port, "api.example.test", b"exact please");
+    assert_eq!(leaf, exact.der);
+    assert_eq!(echoed, b"exact please");
+    let (leaf, _) = exchange(port, "www.example.test", b"w");
+    assert_eq!(leaf, wild.der);
+    let (leaf, _) = exchange(port, "unknown.other", b"d");
+    assert_eq!(leaf, fallback.der);
+    // The start-up log says which TLS path the kernel allows, once.
+    assert_eq!(app.log().matches("kTLS: ").count(), 1, "{}", app.log());
+    let stats = app.stats();
+    let route = &stats["routes"]["secure"];
+    assert_eq!(route["tls_handshakes"], 3, "{stats}");
+    let offloaded = route["ktls_sessions"].as_u64().unwrap_or(0) + route["userspace_tls_sessions"].as_u64().unwrap_or(0);
+    assert_eq!(offloaded, 3, "every session is counted on one path: {stats}");
+    if app.log().contains("kTLS: unavailable") {
+        assert_eq!(route["userspace_tls_sessions"], 3, "{stats}");
+    }
+}
+
+fn openssl_echo(port: u16, extra: &[&str], line: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "api.example.test", "-quiet"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(format!("{line}\n").as_bytes()).expect("write");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+        if byte[0] == b'\n' {
+            break;
+        }
+        got.push(byte[0]);
+    }
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn openssl_s_client_tls13_and_tls12() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exact = make_cert(dir.path(), "exact", &["api.example.test"]);
+    let backend = EchoBackend::start();
+    let port = free_port();
+    let _app = Appliance::start(&config(port, backend.port, &[("exact", &exact, true)], Some("exact")), port);
+    assert_eq!(openssl_echo(port, &["-tls1_3"], "over tls13"), "over tls13");
+    assert_eq!(openssl_echo(port, &["-tls1_2"], "over tls12"), "over tls12");
+}
+
+#[test]
+fn reload_swaps_the_certificate_for_new_sessions_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = make_cert(dir.path(), "first", &["api.example.test"]);
+    let second = make_cert(dir.path(), "second", &["api.example.test"]);
+    let backend = EchoBackend::start();
+    let port = free_port();
+    let app = Appliance::start(&config(port, backend.port, &[("site", &first, true)], None), port);
+    assert_eq!(exchange(port, "api.example.test", b"1").0, first.der);
+    app.rewrite_config(&config(port, backend.port, &[("site", &second, true)], None));
+    app.reload();
+    assert_eq!(exchange(port, "api.example.test", b"2").0, second.der);
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_port_is_closed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exact = make_cert(dir.path(), "exact", &["api.example.test"]);
+    let backend = EchoBackend::start();
+    let port = free_port();
+    let app = Appliance::start(&config(port, backend.port, &[("exact", &exact, true)], None), port);
+    let mut s = connect_from("127.0.0.1", port).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(!buf.windows(4).any(|w| w == b"GET "), "plaintext must never reach the target");
+    assert_eq!(backend.accepted(), 0);
+    let stats = app.stats();
+    assert_eq!(stats["routes"]["secure"]["tls_failures"], 1, "{stats}");
+}
