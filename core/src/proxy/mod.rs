@@ -231,14 +231,14 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, m
         let up = |n| bump(&counters.bytes_upstream, n);
         let down = |n| bump(&counters.bytes_downstream, n);
         match session {
-            None => relay(&client, &target, forward.idle_timeout, up, down).await,
+            None => relay(&client, false, &target, forward.idle_timeout, up, down).await,
             Some(established) if state.ktls && established.leftover.is_empty() => {
                 use std::os::fd::AsRawFd;
                 match ktls::offload(client.as_raw_fd(), established.conn) {
                     Ok(()) => {
                         // The socket now carries plaintext on our side: the zero-copy relay.
                         bump(&counters.ktls_sessions, 1);
-                        relay(&client, &target, forward.idle_timeout, up, down).await
+                        relay(&client, true, &target, forward.idle_timeout, up, down).await
                     }
                     Err(e) => {
                         bump(&counters.tls_failures, 1);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::net::TcpStream;
 
-use splice::{set_nonblocking, splice_direction, RelayClock};
+use splice::{set_nonblocking, splice_direction, KtlsEnds, RelayClock};
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -37,9 +37,12 @@ pub struct RelayBytes {
 }
 
 /// Relays `client` ⇄ `target` until both finish, one fails, or `idle` passes with no traffic.
+/// `client_ktls`: the client socket carries a TLS session in the kernel (its `close_notify`
+/// is its EOF, and EOF from the target reaches it as `close_notify`).
 /// `on_upstream`/`on_downstream` are told of every batch delivered (for live byte counters).
 pub async fn relay(
     client: &TcpStream,
+    client_ktls: bool,
     target: &TcpStream,
     idle: Duration,
     on_upstream: impl FnMut(u64),
@@ -54,8 +57,8 @@ pub async fn relay(
     };
     let clock = RelayClock::new();
     let both = async {
-        let up = splice_direction(client, &mut target_writer, &clock, on_upstream);
-        let down = splice_direction(target, &mut client_writer, &clock, on_downstream);
+        let up = splice_direction(client, &mut target_writer, KtlsEnds { source: client_ktls, sink: false }, &clock, on_upstream);
+        let down = splice_direction(target, &mut client_writer, KtlsEnds { source: false, sink: client_ktls }, &clock, on_downstream);
         // Either direction failing ends the relay at once: `try_zip` drops the other.
         match future::try_zip(up, down).await {
             Ok(_) => RelayEnd::Closed,
@@ -77,7 +80,7 @@ pub async fn relay(
 
 /// A second glommio handle on the same socket, so one direction can wait for writability on
 /// it while the other waits for readability on the original.
-fn writer_of(stream: &TcpStream) -> io::Result<TcpStream> {
+pub(crate) fn writer_of(stream: &TcpStream) -> io::Result<TcpStream> {
     // SAFETY: dup of an open socket; checked; the duplicate is owned by the new stream.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     if fd < 0 {

@@ -21,6 +21,12 @@
 //! Half-close: EOF on the source is forwarded as `shutdown(SHUT_WR)` on the destination once
 //! the pipe is drained; the other direction keeps running. Errors (reset, broken pipe) end
 //! this direction with the error; the caller tears down both.
+//!
+//! kTLS ends ([`KtlsEnds`], a terminated session handed to the kernel): a kTLS source's
+//! kernel will not splice or peek a record that is not application data; such a record is
+//! taken off with [`ktls::read_control_record`] — the peer's `close_notify` is its EOF, any
+//! other alert or record ends the direction with an error. EOF forwarded to a kTLS sink is
+//! a `close_notify` alert first, then the TCP half-close.
 
 use std::cell::Cell;
 use std::io;
@@ -31,6 +37,8 @@ use std::time::Instant;
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
+
+use crate::tls::ktls::{self, ControlRecord};
 
 /// How much one pipe holds (the kernel may grant less; the default 64 KiB is then used).
 pub const PIPE_BYTES: usize = 256 * 1024;
@@ -125,12 +133,55 @@ impl RelayClock {
     }
 }
 
+/// Which ends of one direction are kTLS sockets (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KtlsEnds {
+    /// The source decrypts in the kernel.
+    pub source: bool,
+    /// The sink encrypts in the kernel.
+    pub sink: bool,
+}
+
+/// On a kTLS source, takes the control record the kernel would not splice or peek: `Ok(())`
+/// for the peer's `close_notify` (its EOF), an error for anything else.
+fn take_close_notify(source_fd: RawFd) -> io::Result<()> {
+    match ktls::read_control_record(source_fd)? {
+        ControlRecord::CloseNotify => Ok(()),
+        ControlRecord::Alert(level, description) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("TLS alert from the peer (level {level}, description {description})"),
+        )),
+        ControlRecord::Other(kind) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("TLS record of content type {kind} on a kTLS session (not supported in the kernel)"),
+        )),
+    }
+}
+
+/// Sends `close_notify` on a kTLS sink whose send buffer may be full: retried with a short,
+/// growing sleep (a kTLS alert cannot go through glommio's writer); the caller's idle
+/// timeout bounds the wait.
+async fn send_close_notify(sink_fd: RawFd) -> io::Result<()> {
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match ktls::send_close_notify(sink_fd) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                glommio::timer::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Moves bytes from `source` to `sink` until EOF on `source` (then half-closes `sink`) or an
 /// error. `sink_writer` is a second glommio handle on the sink's socket, used only to wait for
-/// writability (see the module doc). `on_bytes` is told of each batch delivered.
+/// writability (see the module doc). `ktls` says which ends are kTLS sockets. `on_bytes` is
+/// told of each batch delivered.
 pub async fn splice_direction(
     source: &TcpStream,
     sink_writer: &mut TcpStream,
+    ktls: KtlsEnds,
     clock: &RelayClock,
     mut on_bytes: impl FnMut(u64),
 ) -> io::Result<u64> {
@@ -143,21 +194,31 @@ pub async fn splice_direction(
         // Fill: socket → pipe.
         let mut eof = false;
         while pipe.held < pipe.capacity {
-            match splice_once(source_fd, pipe.write_end.as_raw_fd(), pipe.capacity - pipe.held)? {
-                Some(0) => {
+            match splice_once(source_fd, pipe.write_end.as_raw_fd(), pipe.capacity - pipe.held) {
+                Ok(Some(0)) => {
                     eof = true;
                     break;
                 }
-                Some(n) => pipe.held += n,
-                None => break,
+                Ok(Some(n)) => pipe.held += n,
+                Ok(None) => break,
+                Err(e) if ktls.source && ktls::is_control_record_error(&e) => {
+                    take_close_notify(source_fd)?;
+                    eof = true;
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
         if pipe.held == 0 && !eof {
             // Nothing buffered and nothing readable: wait for the source.
-            if source.peek(&mut probe).await? == 0 {
-                eof = true;
-            } else {
-                continue;
+            match source.peek(&mut probe).await.map_err(io::Error::from) {
+                Ok(0) => eof = true,
+                Ok(_) => continue,
+                Err(e) if ktls.source && ktls::is_control_record_error(&e) => {
+                    take_close_notify(source_fd)?;
+                    eof = true;
+                }
+                Err(e) => return Err(e),
             }
         }
         // Drain: pipe → socket.
@@ -187,7 +248,11 @@ pub async fn splice_direction(
             }
         }
         if eof {
-            // Forward the half-close; the other direction may still be sending.
+            // Forward the half-close; the other direction may still be sending. A peer that
+            // is gone already needs no close_notify, so that error is not one.
+            if ktls.sink {
+                let _ = send_close_notify(sink_fd).await;
+            }
             let _ = sink_writer.shutdown(Shutdown::Write).await;
             return Ok(total);
         }
@@ -200,10 +265,8 @@ mod tests {
     use futures_lite::AsyncReadExt;
     use glommio::{LocalExecutorBuilder, Placement};
 
-    /// A second glommio handle on the same socket (see the module doc).
     fn writer_of(stream: &TcpStream) -> TcpStream {
-        // SAFETY: dup of an open socket; the duplicate is owned by the new stream.
-        unsafe { TcpStream::from_raw_fd(libc::dup(stream.as_raw_fd())) }
+        crate::relay::writer_of(stream).expect("dup")
     }
 
     #[test]
@@ -254,8 +317,10 @@ mod tests {
                 let clock = RelayClock::new();
                 let forward_bytes = Cell::new(0u64);
                 let (a, b) = futures_lite::future::zip(
-                    splice_direction(&accepted, &mut upstream_w, &clock, |n| forward_bytes.set(forward_bytes.get() + n)),
-                    splice_direction(&upstream, &mut accepted_w, &clock, |_| {}),
+                    splice_direction(&accepted, &mut upstream_w, KtlsEnds::default(), &clock, |n| {
+                        forward_bytes.set(forward_bytes.get() + n)
+                    }),
+                    splice_direction(&upstream, &mut accepted_w, KtlsEnds::default(), &clock, |_| {}),
                 )
                 .await;
                 assert_eq!(a.expect("forward"), expected.len() as u64);

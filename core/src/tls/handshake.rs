@@ -150,13 +150,10 @@ mod tests {
         (Arc::new(config), der)
     }
 
-    #[test]
-    fn completes_a_handshake_and_leaves_the_first_application_record_unread() {
-        let (config, der) = server_config();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        let client = std::thread::spawn(move || {
+    /// A rustls client thread: connects to `addr`, trusts `der`, sends `payload`, returns
+    /// the first `N` bytes of the reply.
+    fn client<const N: usize>(addr: std::net::SocketAddr, der: Vec<u8>, payload: &'static [u8]) -> std::thread::JoinHandle<[u8; N]> {
+        std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             let mut roots = rustls::RootCertStore::empty();
             roots.add(rustls::pki_types::CertificateDer::from(der)).expect("root");
@@ -167,12 +164,22 @@ mod tests {
                 .with_no_client_auth();
             let mut conn = rustls::ClientConnection::new(Arc::new(config), "hs.test".try_into().expect("name")).expect("client");
             let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
             let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-            tls.write_all(b"first request").expect("write");
-            let mut reply = [0u8; 5];
+            tls.write_all(payload).expect("write");
+            let mut reply = [0u8; N];
             tls.read_exact(&mut reply).expect("reply");
             reply
-        });
+        })
+    }
+
+    #[test]
+    fn completes_a_handshake_and_leaves_the_first_application_record_unread() {
+        let (config, der) = server_config();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let client = client::<5>(addr, der, b"first request");
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(move || async move {
                 let listener = glommio::net::TcpListener::bind(addr).expect("bind");
@@ -212,24 +219,7 @@ mod tests {
             s.read_exact(&mut buf).expect("read");
             s.write_all(&buf).expect("echo");
         });
-        let client = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(rustls::pki_types::CertificateDer::from(der)).expect("root");
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let mut conn = rustls::ClientConnection::new(Arc::new(config), "hs.test".try_into().expect("name")).expect("client");
-            let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
-            tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-            let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-            tls.write_all(b"hello").expect("write");
-            let mut reply = [0u8; 5];
-            tls.read_exact(&mut reply).expect("reply");
-            reply
-        });
+        let client = client::<5>(addr, der, b"hello");
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(move || async move {
                 let listener = glommio::net::TcpListener::bind(addr).expect("bind");

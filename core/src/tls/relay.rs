@@ -9,7 +9,6 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -17,7 +16,7 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use rustls::ServerConnection;
 
-use crate::relay::RelayEnd;
+use crate::relay::{writer_of, RelayEnd};
 
 /// Bytes read per socket read on either side.
 const CHUNK: usize = 64 * 1024;
@@ -62,15 +61,7 @@ pub async fn relay_userspace(
     mut on_upstream: impl FnMut(u64),
     mut on_downstream: impl FnMut(u64),
 ) -> RelayEnd {
-    // SAFETY: dup of open sockets; checked; each duplicate is owned by its new stream.
-    let dup = |s: &TcpStream| -> io::Result<TcpStream> {
-        let fd = unsafe { libc::dup(s.as_raw_fd()) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(unsafe { TcpStream::from_raw_fd(fd) })
-    };
-    let (client_writer, mut target_writer) = match (dup(client), dup(target)) {
+    let (client_writer, mut target_writer) = match (writer_of(client), writer_of(target)) {
         (Ok(c), Ok(t)) => (c, t),
         (Err(e), _) | (_, Err(e)) => return RelayEnd::Failed(e),
     };
