@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
+command -v knotd >/dev/null || need+=(knot)
+command -v nsd >/dev/null || need+=(nsd)
+command -v dnsperf >/dev/null || need+=(dnsperf)
+command -v freeradius >/dev/null || need+=(freeradius)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -14,4 +18,6 @@ if ((${#need[@]})); then
 fi
 cargo build --release -p shardgate-appliance
 cargo bench -p shardgate-benches --bench tcp_relay_vs_haproxy -- "${1:-}"
+cargo bench -p shardgate-benches --bench dns_vs_knot -- "${1:-}"
+cargo bench -p shardgate-benches --bench radius_access_requests -- "${1:-}"
 cargo run --release -q -p shardgate-benches --bin ratio-report

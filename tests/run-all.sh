@@ -6,19 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the integration tests drive: openssl (s_client), iproute2 (network
-# namespaces for the tuning tests), freeradius-utils (radclient) and python3-pyrad (RADIUS).
-packages=(openssl iproute2 ca-certificates freeradius-utils python3-pyrad)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "installing: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# namespaces for the tuning tests), freeradius-utils (radclient) and python3-pyrad (RADIUS),
+# bind9-dnsutils (dig), knot-dnsutils (kdig) and knot (knotd, the DNS equivalence peer).
+packages=(openssl iproute2 ca-certificates freeradius-utils python3-pyrad bind9-dnsutils knot-dnsutils knot)
+# The kTLS VM proof (tests/ktls-vm): qemu, busybox and tools to build its initramfs. It fetches
+# Debian's kernel package itself (unpacked in a temporary directory, never installed).
+packages+=(qemu-system-x86 busybox-static cpio kmod xz-utils)
+bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.
 cargo build --bins --quiet
 cargo test --workspace --no-fail-fast
+
+# kTLS offload proof: Debian's kernel (which has kTLS) under qemu/TCG, with the binary built
+# above; about half a minute (tests/ktls-vm/README.md).
+SHARDGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/shardgate" bash tests/ktls-vm/run.sh

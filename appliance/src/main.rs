@@ -8,6 +8,9 @@
 //!   merged counters (JSON);
 //! - `shardgate radius sessions [--config FILE | --data-dir DIR]` — print the RADIUS accounting
 //!   session table the running (or last) appliance persisted;
+//! - `shardgate dns add|remove NAME TYPE [VALUE] [--ttl N] [--config FILE | --data-dir DIR]` —
+//!   add or remove a dynamic DNS record on the running appliance (through its admin socket,
+//!   `<data_dir>/control.sock`); the change is persisted and the zone's SOA serial bumped;
 //! - `shardgate tune plan|apply|verify|revert` — host tuning for the shard CPUs (see the
 //!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
 //!   records old values in the data folder, verify reports drift, revert restores.
@@ -76,6 +79,17 @@ enum Command {
         #[command(subcommand)]
         action: RadiusAction,
     },
+    /// DNS: add or remove dynamic records on the running appliance.
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+        /// The config whose data folder (admin socket) to use (default: the embedded default's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Use this data folder's admin socket directly.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the running appliance's merged counters as JSON.
     Stats {
         /// The config whose data folder to read (default: the embedded default's).
@@ -97,6 +111,31 @@ enum RadiusAction {
         /// Read this data folder directly.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnsAction {
+    /// Add a record, e.g. `dns add _acme-challenge.example.net TXT "token" --ttl 60`.
+    Add {
+        /// Owner name (absolute).
+        name: String,
+        /// Record type (A, AAAA, TXT, MX, ...).
+        rtype: String,
+        /// The value in zone-file form (`"10 mail.example.net."` for MX).
+        value: String,
+        /// TTL in seconds (default 60).
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    /// Remove a record, or the whole RRset of that type when no value is given.
+    Remove {
+        /// Owner name (absolute).
+        name: String,
+        /// Record type.
+        rtype: String,
+        /// The value of the one record to remove.
+        value: Option<String>,
     },
 }
 
@@ -195,6 +234,33 @@ fn radius_sessions(data_dir: &std::path::Path) -> ExitCode {
     }
 }
 
+fn dns_change(data_dir: &std::path::Path, action: DnsAction) -> ExitCode {
+    use shardgate_core::dns::dynamic::{ChangeKind, DnsChange};
+    use shardgate_core::runtime::admin::{request, AdminRequest};
+    let change = match action {
+        DnsAction::Add { name, rtype, value, ttl } => DnsChange { kind: ChangeKind::Add, name, rtype, value: Some(value), ttl },
+        DnsAction::Remove { name, rtype, value } => DnsChange { kind: ChangeKind::Remove, name, rtype, value, ttl: None },
+    };
+    match request(data_dir, &AdminRequest::DnsChange { change }) {
+        Ok(response) if response.ok => {
+            println!(
+                "ok: zone {} serial {}",
+                response.zone.as_deref().unwrap_or("?"),
+                response.serial.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("dns: refused: {}", response.error.as_deref().unwrap_or("no reason given"));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("dns: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
@@ -248,6 +314,13 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             radius_sessions(&dir)
+        }
+        Command::Dns { action, config, data_dir } => {
+            let dir = match data_folder(data_dir, config) {
+                Ok(dir) => dir,
+                Err(code) => return code,
+            };
+            dns_change(&dir, action)
         }
         Command::Stats { config, data_dir } => {
             let dir = match data_folder(data_dir, config) {

@@ -52,6 +52,9 @@ fn radius_access_requests(c: &mut Criterion) {
                 elapsed
             })
         });
+        if total.sent == 0 {
+            continue; // filtered out on the command line
+        }
         eprintln!(
             "radius_access_requests {}: {} sent, {} accepted, {} other replies, {} timeouts, {:.0} replies/s overall (in flight {})",
             peer.name,

@@ -7,11 +7,13 @@
 //! - [`load`]: backends and workloads (bulk streams, short connections);
 //! - [`radius_load`] / [`radius_peers`]: the RADIUS load generator (N Access-Requests in
 //!   flight) and shardgate/FreeRADIUS started with the same MAB policy.
+//! - [`dns_peers`]: shardgate, Knot DNS and NSD serving the same zone, and the `dnsperf` load.
 //!
 //! The criterion benches in `benches/` use these; `ratio-report` reads criterion's results
 //! and prints one `<group> <peer> ratio=<shardgate/peer>` line per comparison.
 
 pub mod cpus;
+pub mod dns_peers;
 pub mod load;
 pub mod peers;
 pub mod radius_load;

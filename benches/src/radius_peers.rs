@@ -125,7 +125,7 @@ pub fn freeradius(secret: &str, macs: &[MacAddress]) -> Option<RadiusPeer> {
     );
     std::fs::write(root.join("radiusd.conf"), config).ok()?;
     let child = Command::new("taskset")
-        .args(["-c", &cpu_list(&proxy_cpus()), "freeradius", "-f", "-l", "stderr", "-d"])
+        .args(["-c", &cpu_list(&proxy_cpus()), "freeradius", "-f", "-d"])
         .arg(root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

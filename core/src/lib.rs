@@ -7,7 +7,8 @@
 //!   between them, listeners, reload and graceful stop;
 //! - [`proxy`]: what a shard does with a TCP connection (route, balance, connect, PROXY header);
 //! - [`relay`]: moving bytes between two sockets with `splice(2)`;
-//! - [`radius`]: RADIUS sockets on the shards and the accounting session store on the control core.
+//! - [`radius`]: RADIUS sockets on the shards and the accounting session store on the control core;
+//! - [`dns`]: authoritative DNS on the shards (batched UDP, TCP) and dynamic records on the control core.
 //!
 //! Protocol rules (TLS ClientHello, DNS, SMTP, RADIUS) live in the sans-I/O crates under
 //! `protocols/`; this crate only moves their bytes.
@@ -20,4 +21,5 @@ pub mod net;
 pub mod proxy;
 pub mod stats;
 pub mod radius;
+pub mod dns;
 pub mod tls;

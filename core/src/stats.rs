@@ -5,7 +5,7 @@
 //! the control core merges the latest snapshot of every shard into [`MergedStats`], which
 //! it writes to `<data_dir>/stats.json` for `shardgate stats` (and later the admin API).
 //! RADIUS counters are the `shardgate-radius` crate's [`RadiusCounters`], counted by each
-//! shard's RADIUS server and merged the same way.
+//! shard's RADIUS server and merged the same way; so are DNS counters ([`crate::dns::DnsCounters`]).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -151,6 +151,9 @@ pub struct ShardStats {
     /// This shard's RADIUS counters (all zero without `[radius]`).
     #[serde(default)]
     pub radius: RadiusCounters,
+    /// This shard's DNS counters (all zero without `[dns]`).
+    #[serde(default)]
+    pub dns: crate::dns::DnsCounters,
 }
 
 /// All shards' latest snapshots and their sums.
@@ -165,6 +168,9 @@ pub struct MergedStats {
     /// RADIUS counters summed over shards.
     #[serde(default)]
     pub radius: RadiusCounters,
+    /// DNS counters (queries by outcome, RRL, TCP) summed over shards.
+    #[serde(default)]
+    pub dns: crate::dns::DnsCounters,
     /// Each shard's own numbers.
     pub shards: Vec<ShardStats>,
 }
@@ -175,6 +181,7 @@ impl MergedStats {
         let mut merged = MergedStats { config_generation, shards: shards.to_vec(), ..Default::default() };
         for shard in shards {
             merged.radius.merge(&shard.radius);
+            merged.dns.merge(&shard.dns);
             for (name, counters) in &shard.routes {
                 merged.routes.entry(name.clone()).or_default().add(counters);
                 merged.total.add(counters);

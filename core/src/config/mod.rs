@@ -6,6 +6,7 @@
 //! problems at once). Does not own: what the runtime does with a config (see `runtime`) or how
 //! routes are looked up per connection (see `route`).
 
+mod dns;
 mod ports;
 mod problems;
 mod schema;
@@ -52,6 +53,11 @@ pub struct Config {
     pub certificates: std::sync::Arc<crate::tls::store::CertificateStore>,
     /// `[radius]`: the RADIUS server (MAC authentication bypass, VLANs, accounting), if enabled.
     pub radius: Option<shardgate_radius::config::RadiusConfig>,
+    /// `[dns]`: the authoritative DNS server (listen addresses, zones, RRL), if enabled.
+    pub dns: Option<shardgate_dns::DnsConfig>,
+    /// The zones of `[dns]` as loaded by validation (master files read once, here), the base
+    /// the control core applies dynamic records onto. `Some` exactly when `dns` is.
+    pub dns_catalog: Option<std::sync::Arc<shardgate_dns::Catalog>>,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -275,14 +281,21 @@ impl Config {
                         config.radius = Some(radius);
                     }
                 }
+                "dns" => {
+                    if let Some(dns) = section::<shardgate_dns::DnsConfig>(&mut problems, "dns", value) {
+                        config.dns_catalog = crate::config::dns::validate_dns(&mut problems, &dns);
+                        config.dns = Some(dns);
+                    }
+                }
                 other => problems.push(
                     ProblemScope::File,
                     other,
-                    "unknown section (known: runtime, proxy, routes, certificates, tuning, radius)",
+                    "unknown section (known: runtime, proxy, routes, certificates, tuning, radius, dns)",
                 ),
             }
         }
         check_conflicts(&mut problems, &config.routes);
+        crate::config::dns::check_dns_addresses(&mut problems, &config);
         check_route_certificates(&mut problems, &config);
         let ports: usize = distinct_route_ports(&config.routes).len();
         if ports > MAX_LISTEN_PORTS {
@@ -309,6 +322,8 @@ impl Config {
             tuning: shardgate_tuning::TuningConfig::default(),
             certificates: std::sync::Arc::new(crate::tls::store::CertificateStore::default()),
             radius: None,
+            dns: None,
+            dns_catalog: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Listening sockets: one `SO_REUSEPORT` socket per shard per address, created with socket2 —
-//! TCP listeners for routes, UDP sockets for datagram services ([`UdpService`]: RADIUS today).
+//! TCP listeners for routes, UDP sockets for datagram services ([`UdpService`]: RADIUS, DNS).
 //!
 //! All sockets of one address are created together, in shard order, on the control core and
 //! then handed to their shards. Creating them in one place keeps their order in the kernel's
@@ -41,6 +41,8 @@ pub enum UdpService {
     RadiusAuth,
     /// RADIUS accounting (Accounting-Request, Status-Server).
     RadiusAcct,
+    /// Authoritative DNS (batched with recvmmsg/sendmmsg; see `dns::udp`).
+    Dns,
 }
 
 /// Receive buffer asked for on each UDP socket, so a burst of datagrams waits in the kernel

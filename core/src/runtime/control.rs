@@ -5,7 +5,9 @@
 //! handed to shards; ports that stay are never closed and re-opened), the RADIUS policy
 //! (compiled once per generation, shared read-only by the shards), the RADIUS accounting
 //! session table ([`SessionStore`]: fed by the shards' accounting records, expired and
-//! persisted each tick when changed, and at stop), stats merging (each shard's latest
+//! persisted each tick when changed, and at stop), the DNS zones ([`DnsZones`]: configured
+//! zones plus the dynamic records added through the admin socket, persisted, sent to every
+//! shard as one new catalog per change), stats merging (each shard's latest
 //! snapshot → `<data_dir>/stats.json`), and the graceful stop. Later issues add ACME, the
 //! mail queue writer and DKIM keys here.
 
@@ -23,6 +25,7 @@ use shardgate_radius::policy::Policy as RadiusPolicy;
 
 use crate::config::{Config, ConfigErrors};
 use crate::net::{open_listener_group, open_udp_group, UdpService};
+use crate::dns::dynamic::{DnsChange, DnsChangeError, DnsUpdated, DnsZones};
 use crate::radius::session_store::SessionStore;
 use crate::route::RouteTable;
 use crate::stats::{MergedStats, ShardStats};
@@ -90,7 +93,18 @@ pub fn udp_listen_addresses(config: &Config) -> BTreeMap<SocketAddr, UdpService>
             addresses.insert(SocketAddr::new(*ip, radius.acct_port), UdpService::RadiusAcct);
         }
     }
+    if let Some(dns) = &config.dns {
+        for addr in &dns.udp {
+            addresses.insert(*addr, UdpService::Dns);
+        }
+    }
     addresses
+}
+
+/// Every DNS TCP address:port the config serves (opened as reuseport groups like route ports,
+/// but accepted by the shards' DNS service).
+pub fn dns_tcp_listen_addresses(config: &Config) -> BTreeSet<SocketAddr> {
+    config.dns.as_ref().map(|dns| dns.tcp.iter().copied().collect()).unwrap_or_default()
 }
 
 /// Per shard, its UDP sockets: one reuseport group per address, opened in shard order.
@@ -129,6 +143,9 @@ pub struct ControlCore {
     listening: BTreeSet<SocketAddr>,
     udp_listening: BTreeMap<SocketAddr, UdpService>,
     radius_sessions: Option<SessionStore>,
+    /// The DNS zones (configured + dynamic records); `None` without `[dns]`.
+    dns: Option<DnsZones>,
+    dns_tcp_listening: BTreeSet<SocketAddr>,
     latest: BTreeMap<usize, ShardStats>,
     stats_path: PathBuf,
     stopping: Option<Instant>,
@@ -158,11 +175,37 @@ impl ControlCore {
             listening,
             udp_listening,
             radius_sessions,
+            dns: None,
+            dns_tcp_listening: BTreeSet::new(),
             latest: BTreeMap::new(),
             stats_path,
             stopping: None,
             stopped: BTreeSet::new(),
         }
+    }
+
+    /// Hands the control core the DNS zones generation 1 was sent (see [`DnsZones::open`]) and
+    /// the DNS TCP addresses it listens on.
+    pub fn with_dns(mut self, dns: Option<DnsZones>, tcp_listening: BTreeSet<SocketAddr>) -> ControlCore {
+        self.dns = dns;
+        self.dns_tcp_listening = tcp_listening;
+        self
+    }
+
+    /// Applies one dynamic DNS change and sends the new catalog to every shard.
+    fn dns_update(&mut self, change: DnsChange) -> Result<DnsUpdated, String> {
+        let Some(dns) = &mut self.dns else { return Err(DnsChangeError::NoDns.to_string()) };
+        let described = format!("{:?} {} {}", change.kind, change.name, change.rtype);
+        let updated = dns.apply(change).map_err(|e| {
+            tracing::warn!(change = %described, error = %e, "dynamic DNS change refused");
+            e.to_string()
+        })?;
+        let catalog = dns.current();
+        for shard in &self.shards {
+            let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
+        }
+        tracing::info!(change = %described, zone = %updated.zone, serial = updated.serial, "dynamic DNS change applied");
+        Ok(updated)
     }
 
     /// Runs until every shard has stopped.
@@ -182,6 +225,9 @@ impl ControlCore {
                     if let Some(store) = &mut self.radius_sessions {
                         store.apply(&event, Instant::now());
                     }
+                }
+                Ok(ToControl::DnsUpdate { change, reply }) => {
+                    let _ = reply.send(self.dns_update(change));
                 }
                 Ok(ToControl::ShardStopped(index)) => {
                     self.stopped.insert(index);
@@ -265,7 +311,17 @@ impl ControlCore {
                 return;
             }
         };
+        let dns_tcp_wanted = dns_tcp_listen_addresses(&new);
+        let dns_tcp_to_open: BTreeSet<SocketAddr> = dns_tcp_wanted.difference(&self.dns_tcp_listening).copied().collect();
+        let dns_tcp_to_close: Vec<SocketAddr> = self.dns_tcp_listening.difference(&dns_tcp_wanted).copied().collect();
         let layout = &self.config.runtime.layout;
+        let mut dns_tcp_opened = match open_groups(&dns_tcp_to_open, &layout.shard_cpus, new.tuning.steer_connections) {
+            Ok(groups) => groups,
+            Err((addr, e)) => {
+                tracing::error!(generation = self.generation, "reload refused: cannot listen on DNS TCP {addr}: {e}; the running config keeps serving");
+                return;
+            }
+        };
         let mut opened = match open_groups(&to_open, &layout.shard_cpus, new.tuning.steer_connections) {
             Ok(groups) => groups,
             Err((addr, e)) => {
@@ -289,6 +345,13 @@ impl ControlCore {
                     Some(SessionStore::open(&self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
             }
         }
+        // The zone files were re-read by the config load; the dynamic records go on top again.
+        match (&mut self.dns, &new.dns_catalog) {
+            (Some(dns), Some(base)) => dns.rebase(base.clone()),
+            (None, Some(base)) => self.dns = Some(DnsZones::open(&self.config.runtime.data_dir, base.clone())),
+            (_, None) => self.dns = None,
+        }
+        let dns_catalog = self.dns.as_ref().map(DnsZones::current);
         self.generation += 1;
         let config = Arc::new(new);
         let routes = Arc::new(RouteTable::new(&config));
@@ -302,6 +365,9 @@ impl ControlCore {
                 udp_open: std::mem::take(&mut udp_opened[i]),
                 udp_close: udp_to_close.clone(),
                 radius: radius.clone(),
+                dns_catalog: dns_catalog.clone(),
+                dns_tcp_open: std::mem::take(&mut dns_tcp_opened[i]),
+                dns_tcp_close: dns_tcp_to_close.clone(),
             };
             let _ = shard.send(ToShard::Apply(snapshot));
         }
@@ -311,11 +377,14 @@ impl ControlCore {
             closed = ?to_close,
             udp_opened = ?udp_to_open.keys().collect::<Vec<_>>(),
             udp_closed = ?udp_to_close,
+            dns_tcp_opened = ?dns_tcp_to_open,
+            dns_tcp_closed = ?dns_tcp_to_close,
             routes = config.routes.len(),
             "reload applied: new connections use the new routes"
         );
         self.listening = wanted;
         self.udp_listening = udp_wanted;
+        self.dns_tcp_listening = dns_tcp_wanted;
         self.config = config;
     }
 

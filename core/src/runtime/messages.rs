@@ -6,12 +6,18 @@
 //!   listening on (TCP route ports and UDP service ports alike), and the RADIUS policy
 //!   compiled once for the generation. Sent once at start (generation 1) and after every
 //!   accepted reload.
+//! - [`ToShard::DnsCatalog`]: the DNS zones after a dynamic record change (`shardgate dns
+//!   add|remove`): every shard gets the same `Arc<Catalog>` at once and answers from it from
+//!   the next query on. (A config generation carries its catalog in `ShardSnapshot::dns_catalog`.)
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
 //! - [`ToControl::Stats`]: a shard's counters, about once a second;
 //! - [`ToControl::RadiusAccounting`]: an accounting record a shard answered, for the session
 //!   table the control core keeps;
+//! - [`ToControl::DnsUpdate`]: from the admin socket (`runtime::admin`): add or remove a
+//!   dynamic DNS record; the control core applies and persists it, sends the new catalog to
+//!   every shard, then answers on the request's reply channel;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -48,6 +54,12 @@ pub struct ShardSnapshot {
     /// The `[radius]` policy of this generation (`None` without a `[radius]` section); the
     /// next datagram on a RADIUS socket uses it.
     pub radius: Option<Arc<RadiusPolicy>>,
+    /// The DNS zones of this generation, dynamic records applied (`None` without `[dns]`).
+    pub dns_catalog: Option<Arc<shardgate_dns::Catalog>>,
+    /// New DNS TCP listening sockets for this shard (its member of each reuseport group).
+    pub dns_tcp_open: Vec<(SocketAddr, socket2::Socket)>,
+    /// DNS TCP addresses no longer served: stop listening there.
+    pub dns_tcp_close: Vec<SocketAddr>,
 }
 
 /// Control core → shard.
@@ -55,6 +67,8 @@ pub struct ShardSnapshot {
 pub enum ToShard {
     /// Use this config for new connections; open/close listeners as listed.
     Apply(ShardSnapshot),
+    /// Answer from this DNS catalog from the next query on (a dynamic record changed).
+    DnsCatalog(Arc<shardgate_dns::Catalog>),
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.
@@ -69,6 +83,14 @@ pub enum ToControl {
     Stats(ShardStats),
     /// An Accounting-Request a shard acknowledged that changes the session table.
     RadiusAccounting(AccountingEvent),
+    /// Add or remove a dynamic DNS record (from the admin socket); the outcome goes back on
+    /// `reply` after every shard has been sent the new catalog.
+    DnsUpdate {
+        /// The change.
+        change: crate::dns::dynamic::DnsChange,
+        /// Where the outcome goes (the zone and its new serial, or why it was refused).
+        reply: crossbeam_channel::Sender<Result<crate::dns::dynamic::DnsUpdated, String>>,
+    },
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Re-read the config (SIGHUP).

@@ -3,16 +3,19 @@
 //! [`run`] starts everything for a checked [`Config`] and blocks until a graceful stop:
 //! 1. the data folder is created and every listening address, TCP and UDP, is bound (one
 //!    `SO_REUSEPORT` socket per shard; a port that cannot be bound fails the start with its
-//!    address), and the `[radius]` policy is compiled;
+//!    address), the `[radius]` policy is compiled, and the `[dns]` zones get their persisted
+//!    dynamic records;
 //! 2. one glommio executor per shard CPU ([`shard`]), each sent generation 1 of the config
 //!    with its own listening sockets;
-//! 3. the control core thread ([`control`]), pinned to its CPU or floating;
+//! 3. the control core thread ([`control`]), pinned to its CPU or floating, and the admin
+//!    socket ([`admin`], `<data_dir>/control.sock`) that feeds it requests from the CLI;
 //! 4. this thread waits for signals: SIGHUP → reload, SIGTERM/SIGINT → graceful stop
 //!    (a second one stops at once).
 //!
 //! The shard ⇄ control-core protocol is [`messages`]; the wake-up mechanism that lets a
 //! glommio shard wait on a crossbeam channel is [`doorbell`].
 
+pub mod admin;
 pub mod control;
 pub mod cpu;
 pub mod doorbell;
@@ -26,7 +29,10 @@ use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::route::RouteTable;
-use control::{compile_radius_policy, listen_addresses, open_groups, open_udp_groups, udp_listen_addresses, ConfigSource, ControlCore};
+use control::{
+    compile_radius_policy, dns_tcp_listen_addresses, listen_addresses, open_groups, open_udp_groups, udp_listen_addresses,
+    ConfigSource, ControlCore,
+};
 use messages::{ShardSnapshot, ToControl, ToShard};
 
 /// Why the appliance could not start.
@@ -88,6 +94,12 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let mut udp_sockets =
         open_udp_groups(&udp_listening, shard_count).map_err(|(addr, source)| StartError::ListenUdp { addr, source })?;
     let radius = compile_radius_policy(&config)?;
+    let dns_tcp_listening = dns_tcp_listen_addresses(&config);
+    let mut dns_tcp_sockets = open_groups(&dns_tcp_listening, &layout.shard_cpus, config.tuning.steer_connections)
+        .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    // The configured zones with the persisted dynamic records re-applied.
+    let dns_zones = config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(&data_dir, base));
+    let dns_catalog = dns_zones.as_ref().map(crate::dns::dynamic::DnsZones::current);
 
     let tls = Arc::new(
         crate::tls::TlsShared::new().map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?,
@@ -112,13 +124,25 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             udp_open: std::mem::take(&mut udp_sockets[index]),
             udp_close: Vec::new(),
             radius: radius.clone(),
+            dns_catalog: dns_catalog.clone(),
+            dns_tcp_open: std::mem::take(&mut dns_tcp_sockets[index]),
+            dns_tcp_close: Vec::new(),
         };
         let _ = mailbox.send(ToShard::Apply(snapshot));
         mailboxes.push(mailbox);
     }
 
     let control =
-        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone());
+        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone())
+            .with_dns(dns_zones, dns_tcp_listening.clone());
+    // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
+    let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "admin socket not available: `shardgate dns` cannot reach this appliance");
+            None
+        }
+    };
     let control_cpu = layout.control_cpu;
     let control_thread = std::thread::Builder::new()
         .name("control".into())
@@ -154,6 +178,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         control_cpu = ?layout.control_cpu,
         listening = ?listening,
         udp = ?udp_listening.keys().collect::<Vec<_>>(),
+        dns_tcp = ?dns_tcp_listening,
         source = %config.source,
         "shardgate started"
     );
@@ -164,6 +189,9 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     }
     signal_handle.close();
     let _ = signal_thread.join();
+    if let Some(path) = admin_socket {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("shardgate stopped");
     Ok(())
 }

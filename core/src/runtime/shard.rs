@@ -4,7 +4,9 @@
 //! snapshot arrives — connections already open keep the `Rc` of the state they started with,
 //! so a reload never touches them), its member socket of every reuseport group (one accept
 //! task each), its member socket of every UDP service group (one serving task each; RADIUS:
-//! [`crate::radius::serve`]), and its counters. It listens to the control core through its
+//! [`crate::radius::serve`]; DNS: [`crate::dns::udp`]), its DNS state and DNS TCP listeners
+//! ([`crate::dns::ShardDns`]: the zones in force, swapped by `ToShard::DnsCatalog`), and its
+//! counters. It listens to the control core through its
 //! [`Inbox`](super::doorbell::Inbox) and reports stats every [`STATS_INTERVAL`].
 
 use std::cell::RefCell;
@@ -59,6 +61,7 @@ struct Shard {
     listeners: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     udp_services: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     radius: Rc<ShardRadius>,
+    dns: Rc<crate::dns::ShardDns>,
     tls: std::sync::Arc<crate::tls::TlsShared>,
     to_control: Sender<ToControl>,
 }
@@ -94,6 +97,7 @@ async fn run_shard(spec: ShardSpec) {
         listeners: RefCell::new(HashMap::new()),
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
+        dns: Rc::new(crate::dns::ShardDns::new(index)),
         tls,
         to_control,
     });
@@ -110,6 +114,7 @@ async fn run_shard(spec: ShardSpec) {
     while let Some(message) = inbox.recv(&bell).await {
         match message {
             ToShard::Apply(snapshot) => shard.apply(snapshot),
+            ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
             ToShard::Stop { deadline } => {
                 shard.drain(deadline).await;
                 break;
@@ -123,8 +128,16 @@ async fn run_shard(spec: ShardSpec) {
 
 impl Shard {
     fn apply(self: &Rc<Self>, snapshot: ShardSnapshot) {
-        let ShardSnapshot { generation, config, routes, open, close, udp_open, udp_close, radius } = snapshot;
+        let ShardSnapshot { generation, config, routes, open, close, udp_open, udp_close, radius, dns_catalog, dns_tcp_open, dns_tcp_close } =
+            snapshot;
         self.radius.set_policy(radius);
+        self.dns.configure(config.dns.as_ref(), dns_catalog);
+        for addr in &dns_tcp_close {
+            self.dns.close_tcp(addr);
+        }
+        for (addr, socket) in dns_tcp_open {
+            self.dns.open_tcp(addr, socket);
+        }
         let table = (*routes).clone();
         let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls);
         *self.state.borrow_mut() = Rc::new(state);
@@ -151,6 +164,7 @@ impl Shard {
             let task = match service {
                 UdpService::RadiusAuth => glommio::spawn_local(serve_radius_socket(self.radius.clone(), socket, addr, PortKind::Auth)),
                 UdpService::RadiusAcct => glommio::spawn_local(serve_radius_socket(self.radius.clone(), socket, addr, PortKind::Acct)),
+                UdpService::Dns => glommio::spawn_local(crate::dns::udp::serve_socket(self.dns.clone(), socket, addr)),
             };
             udp_services.insert(addr, task);
         }
@@ -158,7 +172,9 @@ impl Shard {
     }
 
     async fn drain(&self, deadline: Instant) {
-        let closed = self.listeners.borrow_mut().drain().count() + self.udp_services.borrow_mut().drain().count();
+        let closed = self.listeners.borrow_mut().drain().count()
+            + self.udp_services.borrow_mut().drain().count()
+            + self.dns.close_all_tcp();
         tracing::debug!(shard = self.index, closed, "stopped accepting; draining");
         while self.shard_counters.open_connections.get() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -177,6 +193,7 @@ impl Shard {
             bad_client_hello: self.shard_counters.bad_client_hello.get(),
             routes: Default::default(),
             radius: self.radius.counters(),
+            dns: self.dns.counters(),
         };
         for (name, counters) in self.counters.borrow().iter() {
             stats.routes.insert(name.clone(), counters.snapshot());

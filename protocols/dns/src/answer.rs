@@ -91,8 +91,10 @@ pub struct ResponseInfo {
     pub truncated: bool,
 }
 
-/// Per-shard counters of the answer path; merge them for totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Per-shard counters of the answer path; merge them for totals. Serialisable so the
+/// appliance can report them as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AnswerStats {
     /// Positive answers.
     pub answers: u64,

@@ -28,8 +28,9 @@ pub enum RrlDecision {
     Drop,
 }
 
-/// Counters, per shard; merge them for totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters, per shard; merge them for totals (serialisable for the appliance's stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RrlStats {
     /// Responses sent normally.
     pub sent: u64,

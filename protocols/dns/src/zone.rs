@@ -477,6 +477,17 @@ fn resolve_name(text: &str, origin: &Name) -> Result<Name, String> {
     Ok(name)
 }
 
+/// Parses one record in the inline form (`name`, `type`, `ttl`, `value` as in `[[dns.zones]]`
+/// records) for the zone `origin`: what the control core uses for dynamic records added at run
+/// time (`shardgate dns add`). The same checks as for configured records apply.
+pub fn parse_record(
+    origin: &Name,
+    default_ttl: u32,
+    record: &crate::config::RecordConfig,
+) -> Result<Record, DnsError> {
+    parse_inline_record(origin, default_ttl, 0, record)
+}
+
 fn parse_inline_record(
     origin: &Name,
     default_ttl: u32,
@@ -634,6 +645,31 @@ impl Catalog {
         let mut next = self.clone();
         next.zones.insert(zone.origin_key.clone(), Arc::new(zone));
         next
+    }
+
+    /// A snapshot in which zone `origin`'s SOA serial is at least `serial` in RFC 1982 serial
+    /// arithmetic — so a serial once served never goes back, e.g. when dynamic changes are
+    /// re-applied after a restart and some of them cancelled each other. Unchanged when the
+    /// serial is already there or no such zone is served.
+    pub fn with_serial_at_least(&self, origin: &Name, serial: u32) -> Catalog {
+        let Some(zone) = self.zone(origin) else {
+            return self.clone();
+        };
+        // RFC 1982 §3.2: `current` < `serial` when the forward distance is in (0, 2^31).
+        let distance = serial.wrapping_sub(zone.serial());
+        if distance == 0 || distance >= 1 << 31 {
+            return self.clone();
+        }
+        let mut records = zone.records();
+        for record in records.iter_mut() {
+            if let RData::SOA(soa) = &mut record.data {
+                soa.serial = serial;
+            }
+        }
+        match Zone::from_records(zone.origin(), records) {
+            Ok(next) => self.replaced(next),
+            Err(_) => self.clone(),
+        }
     }
 
     /// A new snapshot with `record` added to the zone that contains it and that zone's serial
@@ -985,5 +1021,23 @@ txt     IN TXT "first string" "second string"
         let lens: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
         assert_eq!(lens, vec![255, 255, 90]);
         assert_eq!(txt.txt_data.concat(), long.as_bytes());
+    }
+
+    #[test]
+    fn serial_floor_raises_but_never_lowers() {
+        let origin = Name::from_str("example.com.").expect("name");
+        let zone = Zone::from_master_text(&origin, EXAMPLE_ZONE, None).expect("zone");
+        let catalog = Catalog::new([zone]);
+        let serial = |c: &Catalog| c.zone(&origin).map(Zone::serial);
+        assert_eq!(serial(&catalog), Some(2024010101));
+        let raised = catalog.with_serial_at_least(&origin, 2024010109);
+        assert_eq!(serial(&raised), Some(2024010109));
+        assert!(raised.zone(&origin).and_then(|z| z.rrset(&Name::from_str("www.example.com.").expect("www"), RecordType::A)).is_some());
+        assert_eq!(serial(&raised.with_serial_at_least(&origin, 5)), Some(2024010109), "older serial");
+        // Wrapping: 1 is "after" 0xffff_fff0 in serial arithmetic.
+        let wrapped = raised.with_serial_at_least(&origin, 0xffff_fff0).with_serial_at_least(&origin, 1);
+        assert_eq!(serial(&wrapped), Some(1));
+        let other = Name::from_str("example.org.").expect("name");
+        assert_eq!(serial(&catalog.with_serial_at_least(&other, 9)), Some(2024010101));
     }
 }
