@@ -127,6 +127,9 @@ pub fn freeradius(secret: &str, macs: &[MacAddress]) -> Option<RadiusPeer> {
     let child = Command::new("taskset")
         .args(["-c", &cpu_list(&proxy_cpus()), "freeradius", "-f", "-d"])
         .arg(root)
+        // FreeRADIUS treats `destination = stderr` as a file name relative to its working
+        // folder on some builds: keep it inside the temporary config folder.
+        .current_dir(root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();

@@ -41,8 +41,8 @@ impl TlsShared {
 }
 
 /// A rustls server config for a route: its pinned certificate or the store by SNI; TLS 1.2
-/// and 1.3; ALPN `alpn`; resumption by tickets and a session cache; secret extraction on (for
-/// kTLS).
+/// and 1.3 with rustls' AEAD-only suites in server order; ALPN `alpn`; resumption by tickets
+/// and a session cache; secret extraction on (for kTLS).
 pub fn server_config(
     store: &Arc<CertificateStore>,
     pinned: Option<&str>,
@@ -63,6 +63,9 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Our cipher order (AEAD suites, strongest key exchange first), not the client's, as
+    // nginx's `ssl_prefer_server_ciphers` and testssl.sh expect.
+    config.ignore_client_order = true;
     config.ticketer = shared.ticketer.clone();
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     config.enable_secret_extraction = true;
