@@ -477,11 +477,13 @@ fn dynamic_records_from_the_cli_are_served_at_once_persisted_and_survive_restart
     assert_eq!(dig(port, &["_acme-challenge.example.com", "TXT"]).answer_values("TXT"), ["\"token-123\""]);
     assert_eq!(dig(port, &["dyn.example.com", "A"]).answer_values("A"), ["192.0.2.200"]);
     assert!(dig(port, &["mail.example.com", "AAAA"]).answer.is_empty());
+    assert_eq!(soa_serial(port), serial + 3, "the serial served before the restart");
 
     // Removing the challenge makes the name disappear again.
     let (ok, text) = shardgate_dns(&appliance, &["remove", "_acme-challenge.example.com", "TXT", "token-123"]);
     assert!(ok, "{text}");
     assert_eq!(dig(port, &["_acme-challenge.example.com", "TXT"]).status, "NXDOMAIN");
+    assert_eq!(soa_serial(port), serial + 4);
     let persisted = std::fs::read_to_string(appliance.dir.path().join("data").join("dns-dynamic.json")).expect("file");
     assert!(!persisted.contains("token-123") && persisted.contains("192.0.2.200"), "{persisted}");
 }

@@ -151,6 +151,10 @@ fn run_without_config_uses_the_embedded_default() {
         eprintln!("port 8081 busy on this host; skipping the embedded-default check");
         return;
     };
+    if TcpStream::connect("127.0.0.1:8080").is_ok() {
+        eprintln!("something already listens on 8080 (another shardgate?); skipping the embedded-default check");
+        return;
+    }
     let mut child = Command::new(shardgate_bin())
         .arg("run")
         .current_dir(dir.path())

@@ -7,6 +7,8 @@
 //! - [`load`]: backends and workloads (bulk streams, short connections);
 //! - [`radius_load`] / [`radius_peers`]: the RADIUS load generator (N Access-Requests in
 //!   flight) and shardgate/FreeRADIUS started with the same MAB policy.
+//! - [`tls_load`] / [`tls_peers`]: TLS handshake and bulk workloads, and shardgate/HAProxy
+//!   terminating TLS with the same certificate.
 //! - [`dns_peers`]: shardgate, Knot DNS and NSD serving the same zone, and the `dnsperf` load.
 //!
 //! The criterion benches in `benches/` use these; `ratio-report` reads criterion's results
@@ -18,3 +20,5 @@ pub mod load;
 pub mod peers;
 pub mod radius_load;
 pub mod radius_peers;
+pub mod tls_load;
+pub mod tls_peers;

@@ -22,6 +22,13 @@ pub struct Peer {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Peer {
+    /// A started peer process that owns its temporary folder.
+    pub fn new(name: &'static str, port: u16, child: Child, dir: tempfile::TempDir) -> Peer {
+        Peer { name, port, child: Some(child), _dir: Some(dir) }
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
@@ -36,7 +43,8 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-fn wait_listening(port: u16) -> bool {
+/// Waits up to 10 s until something accepts on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {

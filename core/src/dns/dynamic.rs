@@ -2,8 +2,10 @@
 //! re-applied onto the configured zones.
 //!
 //! Owns: [`DnsZones`] — the configured catalog of the running generation (`base`), the list of
-//! dynamic changes ([`DnsChange`], kept in `<data_dir>/dns-dynamic.json`), and the catalog in
-//! force (`base` with every change applied, each bumping its zone's SOA serial). A change is
+//! dynamic changes ([`DnsChange`]) and the last serial served per zone (both kept in
+//! `<data_dir>/dns-dynamic.json`), and the catalog in force (`base` with every change applied,
+//! each bumping its zone's SOA serial, and no zone below the serial it last served — so the
+//! serial never goes back across restarts even when changes cancelled each other). A change is
 //! first applied to a copy of the catalog (so an invalid record is refused with the reason),
 //! then the new change list is written crash-safely (temporary file, `fsync`, rename), and only
 //! then does the new catalog become current — what a shard serves is always on disk. The control
@@ -18,6 +20,7 @@
 //! Not here: the admin channel (`runtime::admin`), the CLI, record parsing and zone rules
 //! (`shardgate_dns::zone`).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -107,12 +110,23 @@ pub enum DnsChangeError {
     NoDns,
 }
 
+/// What `dns-dynamic.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DynamicFile {
+    /// The changes in force, in order.
+    changes: Vec<DnsChange>,
+    /// Per zone origin, the SOA serial last served after a change.
+    #[serde(default)]
+    serials: BTreeMap<String, u32>,
+}
+
 /// The control core's DNS zones: configured base, persisted dynamic changes, current catalog.
 #[derive(Debug)]
 pub struct DnsZones {
     path: PathBuf,
     base: Arc<Catalog>,
-    changes: Vec<DnsChange>,
+    state: DynamicFile,
     current: Arc<Catalog>,
 }
 
@@ -120,30 +134,30 @@ impl DnsZones {
     /// The zones of `base` with the changes persisted in `data_dir` applied.
     pub fn open(data_dir: &Path, base: Arc<Catalog>) -> DnsZones {
         let path = data_dir.join(DYNAMIC_FILE);
-        let changes = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<Vec<DnsChange>>(&bytes) {
-                Ok(changes) => changes,
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<DynamicFile>(&bytes) {
+                Ok(state) => state,
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "dynamic DNS records unreadable; starting without them (the file is kept until the next change)");
-                    Vec::new()
+                    DynamicFile::default()
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DynamicFile::default(),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot read the dynamic DNS records; starting without them");
-                Vec::new()
+                DynamicFile::default()
             }
         };
-        let current = Arc::new(replay(&base, &changes));
-        if !changes.is_empty() {
-            tracing::info!(changes = changes.len(), "dynamic DNS records re-applied");
+        let current = Arc::new(replay(&base, &state));
+        if !state.changes.is_empty() {
+            tracing::info!(changes = state.changes.len(), "dynamic DNS records re-applied");
         }
-        DnsZones { path, base, changes, current }
+        DnsZones { path, base, state, current }
     }
 
     /// A new configured catalog (reload): the dynamic changes are re-applied onto it.
     pub fn rebase(&mut self, base: Arc<Catalog>) {
-        self.current = Arc::new(replay(&base, &self.changes));
+        self.current = Arc::new(replay(&base, &self.state));
         self.base = base;
     }
 
@@ -154,7 +168,7 @@ impl DnsZones {
 
     /// The dynamic changes in force, in order.
     pub fn changes(&self) -> &[DnsChange] {
-        &self.changes
+        &self.state.changes
     }
 
     /// Applies one change: checked, persisted, then current. The caller sends
@@ -164,24 +178,31 @@ impl DnsZones {
         let name = fqdn(&change.name)?;
         let zone = next.find_zone(&name).ok_or_else(|| DnsError::NoZoneFor { name: change.name.clone() })?;
         let updated = DnsUpdated { zone: zone.origin().to_ascii(), serial: zone.serial() };
-        let changes = merged(&self.changes, change);
-        write_atomically(&self.path, &changes).map_err(|source| DnsChangeError::Persist { path: self.path.clone(), source })?;
-        self.changes = changes;
+        let mut state = DynamicFile { changes: merged(&self.state.changes, change), serials: self.state.serials.clone() };
+        state.serials.insert(updated.zone.clone(), updated.serial);
+        write_atomically(&self.path, &state).map_err(|source| DnsChangeError::Persist { path: self.path.clone(), source })?;
+        self.state = state;
         self.current = Arc::new(next);
         Ok(updated)
     }
 }
 
-/// `base` with `changes` applied in order; a change that does not apply is logged and skipped.
-fn replay(base: &Catalog, changes: &[DnsChange]) -> Catalog {
+/// `base` with the changes applied in order (a change that does not apply is logged and
+/// skipped), then every zone raised to at least the serial it last served.
+fn replay(base: &Catalog, state: &DynamicFile) -> Catalog {
     let mut catalog = base.clone();
-    for change in changes {
+    for change in &state.changes {
         match apply_change(&catalog, change) {
             Ok(next) => catalog = next,
             Err(e) => tracing::warn!(
                 name = %change.name, rtype = %change.rtype, kind = ?change.kind, error = %e,
                 "dynamic DNS record not applied to the configured zones (kept for later)"
             ),
+        }
+    }
+    for (zone, serial) in &state.serials {
+        if let Ok(origin) = fqdn(zone) {
+            catalog = catalog.with_serial_at_least(&origin, *serial);
         }
     }
     catalog
@@ -250,9 +271,9 @@ fn apply_change(catalog: &Catalog, change: &DnsChange) -> Result<Catalog, DnsCha
 
 /// Writes the change list through a temporary file, `fsync` and a rename, so a crash leaves
 /// either the old or the new list, never half of one.
-fn write_atomically(path: &Path, changes: &[DnsChange]) -> std::io::Result<()> {
+fn write_atomically(path: &Path, state: &DynamicFile) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(changes).map_err(std::io::Error::other)?;
+    let text = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&text)?;
     file.sync_all()?;
@@ -321,6 +342,7 @@ mod tests {
         assert!(has(&reopened, "_acme-challenge.example.net.", RecordType::TXT));
         assert!(!has(&reopened, "www.example.net.", RecordType::A));
         assert_eq!(reopened.changes().len(), 2);
+        assert_eq!(serial(&reopened), 102);
 
         // Removing the dynamic record cancels its add instead of growing the list.
         zones
@@ -329,6 +351,9 @@ mod tests {
         assert_eq!(zones.changes().len(), 1);
         let text = std::fs::read_to_string(dir.path().join(DYNAMIC_FILE)).expect("file");
         assert!(!text.contains("token-1"), "{text}");
+        assert_eq!(serial(&zones), 103);
+        // After a restart one change is left, yet the serial does not go back below 103.
+        assert_eq!(serial(&DnsZones::open(dir.path(), base())), 103);
 
         // Reload: a new base (same zone) gets the remaining change again.
         zones.rebase(base());

@@ -1034,8 +1034,10 @@ txt     IN TXT "first string" "second string"
         assert_eq!(serial(&raised), Some(2024010109));
         assert!(raised.zone(&origin).and_then(|z| z.rrset(&Name::from_str("www.example.com.").expect("www"), RecordType::A)).is_some());
         assert_eq!(serial(&raised.with_serial_at_least(&origin, 5)), Some(2024010109), "older serial");
-        // Wrapping: 1 is "after" 0xffff_fff0 in serial arithmetic.
-        let wrapped = raised.with_serial_at_least(&origin, 0xffff_fff0).with_serial_at_least(&origin, 1);
+        // Wrapping: 1 is "after" 4024010109 in serial arithmetic (forward distance < 2^31).
+        let near_end = raised.with_serial_at_least(&origin, 4_024_010_109);
+        assert_eq!(serial(&near_end), Some(4_024_010_109));
+        let wrapped = near_end.with_serial_at_least(&origin, 1);
         assert_eq!(serial(&wrapped), Some(1));
         let other = Name::from_str("example.org.").expect("name");
         assert_eq!(serial(&catalog.with_serial_at_least(&other, 9)), Some(2024010101));

@@ -1,0 +1,79 @@
+//! TLS termination side by side: shardgate (`tls = { mode = "terminate" }`) and HAProxy
+//! (`mode tcp`, `bind ... ssl crt`), both with the same ECDSA P-256 certificate, TLS 1.2 and
+//! 1.3, relaying plaintext to the same backend, pinned to the proxy CPUs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::cpus::{cpu_list, proxy_cpus};
+use crate::peers::{free_port, shardgate_bin, wait_listening, Peer};
+
+/// The certificate both peers serve, written under `dir`: (cert path, key path, combined path).
+pub fn write_certificate(dir: &Path) -> Option<(String, String, String)> {
+    let certified = rcgen::generate_simple_self_signed(vec!["bench.example.test".to_string()]).ok()?;
+    let cert = dir.join("bench.crt");
+    let key = dir.join("bench.key");
+    let combined = dir.join("bench.pem");
+    std::fs::write(&cert, certified.cert.pem()).ok()?;
+    std::fs::write(&key, certified.signing_key.serialize_pem()).ok()?;
+    std::fs::write(&combined, format!("{}{}", certified.cert.pem(), certified.signing_key.serialize_pem())).ok()?;
+    Some((cert.display().to_string(), key.display().to_string(), combined.display().to_string()))
+}
+
+/// shardgate terminating TLS on a loopback port, relaying to `backend_port`.
+pub fn shardgate_tls(backend_port: u16) -> Option<Peer> {
+    let bin = shardgate_bin();
+    if !bin.exists() {
+        eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let (cert, key, _) = write_certificate(dir.path())?;
+    let port = free_port();
+    let config = format!(
+        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n[proxy]\nlisten = [\"127.0.0.1\"]\n\n\
+         [[certificates]]\nname = \"bench\"\ncert = \"{cert}\"\nkey = \"{key}\"\ndefault = true\n\n\
+         [[routes]]\nname = \"bench-tls\"\nmatch = {{ ports = {port} }}\n\
+         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\", tls = {{ mode = \"terminate\" }} }}\n",
+        cpus = cpu_list(&proxy_cpus()),
+        data = dir.path().join("data").display()
+    );
+    let path = dir.path().join("bench.toml");
+    std::fs::write(&path, config).ok()?;
+    let child = Command::new(bin)
+        .args(["run", "--log-level", "warn", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    let peer = Peer::new("shardgate", port, child, dir);
+    wait_listening(port).then_some(peer)
+}
+
+/// HAProxy terminating TLS (`mode tcp`, OpenSSL) on the proxy CPUs.
+pub fn haproxy_tls(backend_port: u16) -> Option<Peer> {
+    let cpus = proxy_cpus();
+    let dir = tempfile::tempdir().ok()?;
+    let (_, _, combined) = write_certificate(dir.path())?;
+    let port = free_port();
+    let cpu_map: String = cpus.iter().enumerate().map(|(i, c)| format!("    cpu-map 1/{} {c}\n", i + 1)).collect();
+    let config = format!(
+        "global\n    nbthread {n}\n{cpu_map}    maxconn 4000\n    ssl-default-bind-options ssl-min-ver TLSv1.2\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 300s\n    timeout server 300s\n\n\
+         frontend fe\n    bind 127.0.0.1:{port} ssl crt {combined}\n    default_backend be\n\n\
+         backend be\n    server s1 127.0.0.1:{backend_port}\n",
+        n = cpus.len()
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config).ok()?;
+    let child = match Command::new("haproxy").args(["-db", "-f"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("haproxy not runnable ({e}); install Debian's haproxy");
+            return None;
+        }
+    };
+    let peer = Peer::new("haproxy", port, child, dir);
+    wait_listening(port).then_some(peer)
+}
