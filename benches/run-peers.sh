@@ -18,6 +18,7 @@ if ((${#need[@]})); then
 fi
 cargo build --release -p shardgate-appliance
 cargo bench -p shardgate-benches --bench tcp_relay_vs_haproxy -- "${1:-}"
+cargo bench -p shardgate-benches --bench tls_vs_haproxy -- "${1:-}"
 cargo bench -p shardgate-benches --bench dns_vs_knot -- "${1:-}"
 cargo bench -p shardgate-benches --bench radius_access_requests -- "${1:-}"
 cargo run --release -q -p shardgate-benches --bin ratio-report

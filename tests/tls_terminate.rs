@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardgate_tests::backends::EchoBackend;
+use shardgate_tests::backends::{CountingBackend, EchoBackend};
 use shardgate_tests::{connect_from, free_port, Appliance};
 
 struct TestCert {
@@ -204,4 +204,39 @@ fn a_plaintext_client_on_a_tls_port_is_closed() {
     assert_eq!(backend.accepted(), 0);
     let stats = app.stats();
     assert_eq!(stats["routes"]["secure"]["tls_failures"], 1, "{stats}");
+}
+
+#[test]
+fn megabytes_from_the_client_arrive_whole_in_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    let exact = make_cert(dir.path(), "exact", &["api.example.test"]);
+    let backend = CountingBackend::start();
+    let port = free_port();
+    let _app = Appliance::start(&config(port, backend.port, &[("exact", &exact, true)], None), port);
+    let payload: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let expected_sum = payload.iter().fold(0u32, |s, b| s.wrapping_add(u32::from(*b)));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let recorder = Arc::new(Recorder(std::sync::Mutex::new(None), provider.clone()));
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(recorder)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("api.example.test").expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+    let mut tcp = connect_from("127.0.0.1", port).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    {
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        tls.write_all(&payload).expect("send 12 MiB through TLS");
+    }
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp).expect("flush");
+    }
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    assert_eq!(answer, format!("{} {expected_sum}\n", payload.len()));
 }

@@ -63,6 +63,38 @@ fn echo(mut stream: TcpStream, tag: Option<String>) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
+/// A backend that reads until EOF and then answers with the number of bytes it got and a
+/// checksum (`<count> <sum of bytes mod 2^32>\n`), then closes.
+pub struct CountingBackend {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl CountingBackend {
+    /// Starts the counter.
+    pub fn start() -> CountingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let (mut count, mut sum) = (0u64, 0u32);
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        count += n as u64;
+                        sum = buf[..n].iter().fold(sum, |s, b| s.wrapping_add(u32::from(*b)));
+                    }
+                    let _ = stream.write_all(format!("{count} {sum}\n").as_bytes());
+                });
+            }
+        });
+        CountingBackend { port }
+    }
+}
+
 /// A backend that expects a PROXY v1 or v2 header, records the client address it names,
 /// then echoes.
 pub struct ProxyHeaderBackend {

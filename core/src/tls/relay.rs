@@ -76,44 +76,44 @@ pub async fn relay_userspace(
     let upstream = async {
         let mut cipher = vec![0u8; CHUNK];
         let mut plain = vec![0u8; CHUNK];
-        let mut pending = leftover;
+        let mut encrypted = leftover;
+        let mut decrypted = Vec::with_capacity(CHUNK);
         loop {
-            if pending.is_empty() {
+            if encrypted.is_empty() {
                 let n = client.read(&mut cipher).await?;
                 if n == 0 {
                     break;
                 }
-                pending.extend_from_slice(&cipher[..n]);
+                encrypted.extend_from_slice(&cipher[..n]);
             }
             let mut closed = false;
             {
                 let mut conn = shared.conn.borrow_mut();
-                let mut input = pending.as_slice();
-                while !input.is_empty() {
+                let mut input = encrypted.as_slice();
+                // rustls holds at most 16 KiB of received plaintext: take it out after every
+                // batch of records, or `read_tls` refuses more.
+                while !input.is_empty() && !closed {
                     conn.read_tls(&mut input)?;
                     conn.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                }
-                pending.clear();
-                let mut out = Vec::new();
-                loop {
-                    match conn.reader().read(&mut plain) {
-                        Ok(0) => {
-                            closed = true;
-                            break;
+                    loop {
+                        match conn.reader().read(&mut plain) {
+                            Ok(0) => {
+                                closed = true;
+                                break;
+                            }
+                            Ok(n) => decrypted.extend_from_slice(&plain[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
                         }
-                        Ok(n) => out.extend_from_slice(&plain[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
                     }
                 }
-                drop(conn);
-                pending = out;
             }
-            if !pending.is_empty() {
-                target_writer.write_all(&pending).await?;
-                on_upstream(pending.len() as u64);
+            encrypted.clear();
+            if !decrypted.is_empty() {
+                target_writer.write_all(&decrypted).await?;
+                on_upstream(decrypted.len() as u64);
                 shared.last_activity.set(Instant::now());
-                pending.clear();
+                decrypted.clear();
             }
             // Alerts or key-update answers rustls queued while reading.
             shared.flush_to_client().await?;
