@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cpus::{cpu_list, load_cpus, proxy_cpus};
-use crate::peers::shardgate_bin;
+use crate::peers::spawn_shardgate;
 
 /// What the load asks, in turn: positive answers, a CNAME chain, a wildcard, a referral,
 /// NXDOMAIN, NODATA, MX with additional records — the mix an authoritative server sees.
@@ -113,30 +113,15 @@ fn started(name: &'static str, port: u16, child: std::io::Result<Child>, dir: te
 
 /// shardgate serving the zone, one shard per proxy CPU, RRL off.
 pub fn shardgate_dns() -> Option<DnsPeer> {
-    let bin = shardgate_bin();
-    if !bin.exists() {
-        eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
-        return None;
-    }
     let dir = tempfile::tempdir().ok()?;
     let port = free_port()?;
-    let config = format!(
-        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n\
-         [dns]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n[dns.rrl]\nenabled = false\n\n\
+    let body = format!(
+        "[dns]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n[dns.rrl]\nenabled = false\n\n\
          [[dns.zones]]\norigin = \"example.com.\"\nfile = \"{zone}\"\n",
-        cpus = cpu_list(&proxy_cpus()),
-        data = dir.path().join("data").display(),
         zone = zone_file().display(),
     );
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, config).ok()?;
-    let child = Command::new(bin)
-        .args(["run", "--log-level", "warn", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn();
-    started("shardgate", port, child, dir, "see its log above")
+    let child = spawn_shardgate(dir.path(), &body)?;
+    started("shardgate", port, Ok(child), dir, "see its log above")
 }
 
 /// Knot DNS serving the zone with as many UDP workers as proxy CPUs, pinned to them.

@@ -65,6 +65,31 @@ pub fn shardgate_bin() -> PathBuf {
     manifest.join("../target/release/shardgate")
 }
 
+/// Starts the release `shardgate` on a config made of a `[runtime]` section (one shard per
+/// proxy CPU, control core floating, data under `dir`) followed by `body`. `None` (with a
+/// message) when the binary is missing or cannot start.
+pub fn spawn_shardgate(dir: &std::path::Path, body: &str) -> Option<Child> {
+    let bin = shardgate_bin();
+    if !bin.exists() {
+        eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
+        return None;
+    }
+    let config = format!(
+        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n{body}",
+        cpus = cpu_list(&proxy_cpus()),
+        data = dir.join("data").display()
+    );
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, config).ok()?;
+    match Command::new(bin).args(["run", "--log-level", "warn", "--config"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn() {
+        Ok(child) => Some(child),
+        Err(e) => {
+            eprintln!("shardgate did not start: {e}");
+            None
+        }
+    }
+}
+
 /// No proxy: clients connect to the backend itself.
 pub fn direct(backend_port: u16) -> Peer {
     Peer { name: "direct", port: backend_port, child: None, _dir: None }
@@ -72,30 +97,14 @@ pub fn direct(backend_port: u16) -> Peer {
 
 /// shardgate relaying one port to `backend_port`, shards on the proxy CPUs.
 pub fn shardgate_tcp(backend_port: u16) -> Option<Peer> {
-    let bin = shardgate_bin();
-    if !bin.exists() {
-        eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
-        return None;
-    }
     let dir = tempfile::tempdir().ok()?;
     let port = free_port();
-    let config = format!(
-        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n[proxy]\nlisten = [\"127.0.0.1\"]\n\n\
-         [[routes]]\nname = \"bench\"\nmatch = {{ ports = {port} }}\n\
-         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\" }}\n",
-        cpus = cpu_list(&proxy_cpus()),
-        data = dir.path().join("data").display()
+    let body = format!(
+        "[proxy]\nlisten = [\"127.0.0.1\"]\n\n[[routes]]\nname = \"bench\"\nmatch = {{ ports = {port} }}\n\
+         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\" }}\n"
     );
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, config).ok()?;
-    let child = Command::new(bin)
-        .args(["run", "--log-level", "warn", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .ok()?;
-    let peer = Peer { name: "shardgate", port, child: Some(child), _dir: Some(dir) };
+    let child = spawn_shardgate(dir.path(), &body)?;
+    let peer = Peer::new("shardgate", port, child, dir);
     wait_listening(port).then_some(peer)
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use shardgate_radius::mac::MacAddress;
 
 use crate::cpus::{cpu_list, proxy_cpus};
-use crate::peers::shardgate_bin;
+use crate::peers::spawn_shardgate;
 use crate::radius_load::{user_name, AccessLoad};
 
 /// The VLAN both servers assign.
@@ -57,32 +57,16 @@ fn wait_answering(auth: SocketAddr, secret: &[u8], mac: MacAddress) -> bool {
 
 /// shardgate serving MAB for `macs` on one UDP port, shards on the proxy CPUs.
 pub fn shardgate_radius(secret: &str, macs: &[MacAddress]) -> Option<RadiusPeer> {
-    let bin = shardgate_bin();
-    if !bin.exists() {
-        eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
-        return None;
-    }
     let dir = tempfile::tempdir().ok()?;
     let (auth, acct) = (free_udp_port()?, free_udp_port()?);
     let allowed: Vec<String> = macs.iter().map(|mac| format!("\"{mac}\"")).collect();
-    let config = format!(
-        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n\
-         [radius]\nlisten = [\"127.0.0.1\"]\nauth_port = {auth}\nacct_port = {acct}\nrequire_message_authenticator = true\n\n\
+    let body = format!(
+        "[radius]\nlisten = [\"127.0.0.1\"]\nauth_port = {auth}\nacct_port = {acct}\nrequire_message_authenticator = true\n\n\
          [[radius.clients]]\nname = \"bench\"\nsource = \"127.0.0.1\"\nsecret = \"{secret}\"\n\n\
          [radius.mac_auth]\nallowed = [{allowed}]\ndefault_vlan = {BENCH_VLAN}\nunknown = \"reject\"\n",
-        cpus = cpu_list(&proxy_cpus()),
-        data = dir.path().join("data").display(),
         allowed = allowed.join(", "),
     );
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, config).ok()?;
-    let child = Command::new(bin)
-        .args(["run", "--log-level", "warn", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .ok()?;
+    let child = spawn_shardgate(dir.path(), &body)?;
     let peer = RadiusPeer { name: "shardgate", auth: SocketAddr::from(([127, 0, 0, 1], auth)), child, _dir: dir };
     wait_answering(peer.auth, secret.as_bytes(), *macs.first()?).then_some(peer)
 }

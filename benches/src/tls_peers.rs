@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::cpus::{cpu_list, proxy_cpus};
-use crate::peers::{free_port, shardgate_bin, wait_listening, Peer};
+use crate::cpus::proxy_cpus;
+use crate::peers::{free_port, spawn_shardgate, wait_listening, Peer};
 
 /// The certificate both peers serve, written under `dir`: (cert path, key path, combined path).
 pub fn write_certificate(dir: &Path) -> Option<(String, String, String)> {
@@ -22,31 +22,16 @@ pub fn write_certificate(dir: &Path) -> Option<(String, String, String)> {
 
 /// shardgate terminating TLS on a loopback port, relaying to `backend_port`.
 pub fn shardgate_tls(backend_port: u16) -> Option<Peer> {
-    let bin = shardgate_bin();
-    if !bin.exists() {
-        eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
-        return None;
-    }
     let dir = tempfile::tempdir().ok()?;
     let (cert, key, _) = write_certificate(dir.path())?;
     let port = free_port();
-    let config = format!(
-        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n[proxy]\nlisten = [\"127.0.0.1\"]\n\n\
+    let body = format!(
+        "[proxy]\nlisten = [\"127.0.0.1\"]\n\n\
          [[certificates]]\nname = \"bench\"\ncert = \"{cert}\"\nkey = \"{key}\"\ndefault = true\n\n\
          [[routes]]\nname = \"bench-tls\"\nmatch = {{ ports = {port} }}\n\
-         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\", tls = {{ mode = \"terminate\" }} }}\n",
-        cpus = cpu_list(&proxy_cpus()),
-        data = dir.path().join("data").display()
+         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\", tls = {{ mode = \"terminate\" }} }}\n"
     );
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, config).ok()?;
-    let child = Command::new(bin)
-        .args(["run", "--log-level", "warn", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .ok()?;
+    let child = spawn_shardgate(dir.path(), &body)?;
     let peer = Peer::new("shardgate", port, child, dir);
     wait_listening(port).then_some(peer)
 }
