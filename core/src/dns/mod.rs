@@ -1,7 +1,7 @@
 //! Authoritative DNS on the appliance: the I/O around the sans-I/O core in `shardgate-dns`.
 //!
 //! - [`udp`] (shards): each shard's member socket of every DNS UDP reuseport group, served in
-//!   batches — `recvmmsg` up to [`udp::BATCH`] queries, answer each into a reused buffer, apply
+//!   batches — `recvmmsg` up to [`crate::net::udp_batch::BATCH`] queries, answer each into a reused buffer, apply
 //!   response rate limiting, `sendmmsg` the answers — with readiness from glommio's io_uring
 //!   (the module doc says how).
 //! - [`tcp`] (shards): DNS over TCP on the shard's member of every DNS TCP reuseport group:

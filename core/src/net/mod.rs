@@ -6,6 +6,8 @@
 //! reuseport group equal to the shard index (which CPU steering relies on), and lets a reload
 //! refuse a new port that cannot be bound before any shard sees the new config.
 
+pub mod udp_batch;
+
 use std::io;
 use std::net::SocketAddr;
 

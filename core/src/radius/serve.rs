@@ -22,6 +22,7 @@ use shardgate_radius::duplicate::DuplicateCache;
 use shardgate_radius::policy::Policy;
 use shardgate_radius::server::{DropReason, Outcome, PortKind, RadiusCounters, RadiusServer};
 
+use crate::net::udp_batch::serve_batches;
 use crate::runtime::messages::ToControl;
 
 /// Largest RADIUS packet (RFC 2865 §3); a bigger datagram is truncated and then refused by
@@ -67,41 +68,37 @@ impl ShardRadius {
     }
 
     /// Handles one datagram; `reply` holds what to send back (empty: nothing).
-    fn handle(&self, source: SocketAddr, datagram: &[u8], port: PortKind, reply: &mut Vec<u8>) -> Option<Outcome> {
+    fn handle(&self, source: SocketAddr, datagram: &[u8], port: PortKind, now: Instant, reply: &mut Vec<u8>) -> Option<Outcome> {
         reply.clear();
         let policy = self.policy.borrow();
         let policy = policy.as_ref()?;
-        Some(self.server.borrow_mut().handle(policy, source, datagram, Instant::now(), port, reply))
+        Some(self.server.borrow_mut().handle(policy, source, datagram, now, port, reply))
     }
 }
 
-/// Serves one RADIUS socket until the task is dropped (reload removing the port, or stop).
+/// Serves one RADIUS socket until the task is dropped (reload removing the port, or stop), in
+/// batches ([`crate::net::udp_batch`]: `recvmmsg`/`sendmmsg`).
 pub async fn serve_socket(radius: Rc<ShardRadius>, socket: UdpSocket, addr: SocketAddr, port: PortKind) {
-    let mut datagram = vec![0u8; MAX_DATAGRAM];
-    let mut reply = Vec::with_capacity(MAX_DATAGRAM);
-    loop {
-        let (len, source) = match socket.recv_from(&mut datagram).await {
-            Ok(received) => received,
-            Err(e) => {
-                tracing::debug!(shard = radius.shard, %addr, error = %e, "RADIUS receive failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-                continue;
+    let label = format!("radius {addr} shard {}", radius.shard);
+    serve_batches(
+        &socket,
+        &label,
+        |datagram, reply| {
+            let Some(source) = datagram.source else { return false };
+            // A cut datagram is handed on as received: the framing check refuses it.
+            let Some(outcome) = radius.handle(source, datagram.bytes, port, datagram.received, reply) else { return false };
+            match outcome {
+                Outcome::Accounting(Some(event)) => {
+                    let _ = radius.to_control.send(ToControl::RadiusAccounting(event));
+                }
+                Outcome::Drop(reason) => log_drop(radius.shard, addr, source, &reason),
+                _ => {}
             }
-        };
-        let Some(outcome) = radius.handle(source, &datagram[..len], port, &mut reply) else { continue };
-        match outcome {
-            Outcome::Accounting(Some(event)) => {
-                let _ = radius.to_control.send(ToControl::RadiusAccounting(event));
-            }
-            Outcome::Drop(reason) => log_drop(radius.shard, addr, source, &reason),
-            _ => {}
-        }
-        if !reply.is_empty() {
-            if let Err(e) = socket.send_to(&reply, source).await {
-                tracing::debug!(shard = radius.shard, %addr, %source, error = %e, "RADIUS reply not sent");
-            }
-        }
-    }
+            !reply.is_empty()
+        },
+        |errors| tracing::debug!(shard = radius.shard, %addr, errors, "RADIUS replies not sent"),
+    )
+    .await;
 }
 
 fn log_drop(shard: usize, local: SocketAddr, source: SocketAddr, reason: &DropReason) {
