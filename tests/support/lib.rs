@@ -26,10 +26,30 @@ pub fn shardgate_bin() -> PathBuf {
     bin
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port (TCP and UDP) that was free a moment ago and was not handed out before.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("addr").port()
+    unused_port()
+}
+
+/// A port no earlier call in this process handed out, free for both TCP and UDP on loopback
+/// right now. Ports come from 20000..32000, below Linux's ephemeral range, so outgoing client
+/// sockets never take them; the start depends on the process id so test binaries that run at
+/// the same time do not walk the same sequence.
+fn unused_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id().wrapping_mul(7919) % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// A running `shardgate run --config ...` with its own data folder and captured log.
@@ -172,10 +192,9 @@ fn with_runtime(body: &str, dir: &Path) -> String {
     )
 }
 
-/// A loopback UDP port that was free a moment ago.
+/// A loopback UDP port, as [`free_port`].
 pub fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-    socket.local_addr().expect("addr").port()
+    unused_port()
 }
 
 /// Whether `program` runs (`probe` are harmless arguments such as `-v`); if not and we are
@@ -237,6 +256,10 @@ fn bind_and_connect(source: SocketAddr, target: SocketAddr) -> std::io::Result<T
             }
         };
         let src = to_sockaddr(source);
+        // Let connect() pick the source port, so ports in TIME_WAIT from earlier connections
+        // can be reused (a bind() to port 0 would reserve one for good and run out under load).
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, (&one as *const libc::c_int).cast(), 4);
         if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
             return Err(std::io::Error::last_os_error());
         }
