@@ -147,6 +147,10 @@ pub struct ControlCore {
     dns: Option<DnsZones>,
     dns_tcp_listening: BTreeSet<SocketAddr>,
     latest: BTreeMap<usize, ShardStats>,
+    /// The control core's tokio runtime (ACME, delivery, admin API); stopped when the control
+    /// core ends.
+    #[allow(dead_code, reason = "the ACME, delivery and admin API tasks spawn here as they land")]
+    async_tasks: super::control_async::ControlAsync,
     stats_path: PathBuf,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
@@ -161,6 +165,7 @@ impl ControlCore {
         inbox: Receiver<ToControl>,
         listening: BTreeSet<SocketAddr>,
         udp_listening: BTreeMap<SocketAddr, UdpService>,
+        async_tasks: super::control_async::ControlAsync,
     ) -> ControlCore {
         let stats_path = config.runtime.data_dir.join("stats.json");
         let radius_sessions = config.radius.as_ref().map(|radius| {
@@ -178,6 +183,7 @@ impl ControlCore {
             dns: None,
             dns_tcp_listening: BTreeSet::new(),
             latest: BTreeMap::new(),
+            async_tasks,
             stats_path,
             stopping: None,
             stopped: BTreeSet::new(),

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod control;
+pub mod control_async;
 pub mod cpu;
 pub mod doorbell;
 pub mod messages;
@@ -132,8 +133,10 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         mailboxes.push(mailbox);
     }
 
+    let control_async = control_async::ControlAsync::start(layout.control_cpu)
+        .map_err(|source| StartError::Spawn { what: "the control core's async runtime".into(), source })?;
     let control =
-        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone())
+        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async)
             .with_dns(dns_zones, dns_tcp_listening.clone());
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
     let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
