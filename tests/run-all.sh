@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # namespaces for the tuning tests), freeradius-utils (radclient) and python3-pyrad (RADIUS),
 # bind9-dnsutils (dig), knot-dnsutils (kdig) and knot (knotd, the DNS equivalence peer).
 packages=(openssl iproute2 ca-certificates freeradius-utils python3-pyrad bind9-dnsutils knot-dnsutils knot)
+# The HTTP proxy tests: curl as the client, python3 for the HTTP/1.1 test backend.
+packages+=(curl python3)
 # The kTLS VM proof (tests/ktls-vm): qemu, busybox and tools to build its initramfs. It fetches
 # Debian's kernel package itself (unpacked in a temporary directory, never installed).
 packages+=(qemu-system-x86 busybox-static cpio kmod xz-utils)

@@ -22,4 +22,5 @@ pub mod proxy;
 pub mod stats;
 pub mod radius;
 pub mod dns;
+pub mod http;
 pub mod tls;

@@ -46,6 +46,27 @@ pub struct Counters {
     /// Terminated sessions carried by userspace rustls.
     #[serde(default)]
     pub userspace_tls_sessions: u64,
+    /// HTTP requests received (HTTP routes).
+    #[serde(default)]
+    pub http_requests: u64,
+    /// HTTP responses with a 1xx or 2xx status.
+    #[serde(default)]
+    pub http_2xx: u64,
+    /// HTTP responses with a 3xx status.
+    #[serde(default)]
+    pub http_3xx: u64,
+    /// HTTP responses with a 4xx status (ours or the backend's).
+    #[serde(default)]
+    pub http_4xx: u64,
+    /// HTTP responses with a 5xx status (ours or the backend's).
+    #[serde(default)]
+    pub http_5xx: u64,
+    /// HTTP requests refused by `limits` (429).
+    #[serde(default)]
+    pub http_rate_limited: u64,
+    /// HTTP requests sent on a pooled (kept-alive) backend connection.
+    #[serde(default)]
+    pub upstream_reused: u64,
     /// Bytes relayed client → target.
     pub bytes_upstream: u64,
     /// Bytes relayed target → client.
@@ -67,6 +88,13 @@ impl Counters {
         self.tls_failures += other.tls_failures;
         self.ktls_sessions += other.ktls_sessions;
         self.userspace_tls_sessions += other.userspace_tls_sessions;
+        self.http_requests += other.http_requests;
+        self.http_2xx += other.http_2xx;
+        self.http_3xx += other.http_3xx;
+        self.http_4xx += other.http_4xx;
+        self.http_5xx += other.http_5xx;
+        self.http_rate_limited += other.http_rate_limited;
+        self.upstream_reused += other.upstream_reused;
         self.bytes_upstream += other.bytes_upstream;
         self.bytes_downstream += other.bytes_downstream;
     }
@@ -101,6 +129,20 @@ pub struct RouteCounters {
     pub ktls_sessions: Cell<u64>,
     /// See [`Counters::userspace_tls_sessions`].
     pub userspace_tls_sessions: Cell<u64>,
+    /// See [`Counters::http_requests`].
+    pub http_requests: Cell<u64>,
+    /// See [`Counters::http_2xx`].
+    pub http_2xx: Cell<u64>,
+    /// See [`Counters::http_3xx`].
+    pub http_3xx: Cell<u64>,
+    /// See [`Counters::http_4xx`].
+    pub http_4xx: Cell<u64>,
+    /// See [`Counters::http_5xx`].
+    pub http_5xx: Cell<u64>,
+    /// See [`Counters::http_rate_limited`].
+    pub http_rate_limited: Cell<u64>,
+    /// See [`Counters::upstream_reused`].
+    pub upstream_reused: Cell<u64>,
     /// See [`Counters::bytes_upstream`].
     pub bytes_upstream: Cell<u64>,
     /// See [`Counters::bytes_downstream`].
@@ -129,6 +171,13 @@ impl RouteCounters {
             tls_failures: self.tls_failures.get(),
             ktls_sessions: self.ktls_sessions.get(),
             userspace_tls_sessions: self.userspace_tls_sessions.get(),
+            http_requests: self.http_requests.get(),
+            http_2xx: self.http_2xx.get(),
+            http_3xx: self.http_3xx.get(),
+            http_4xx: self.http_4xx.get(),
+            http_5xx: self.http_5xx.get(),
+            http_rate_limited: self.http_rate_limited.get(),
+            upstream_reused: self.upstream_reused.get(),
             bytes_upstream: self.bytes_upstream.get(),
             bytes_downstream: self.bytes_downstream.get(),
         }

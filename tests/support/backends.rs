@@ -211,3 +211,60 @@ pub fn client_config_trusting(cert_der: &[u8]) -> Arc<rustls::ClientConfig> {
             .with_no_client_auth(),
     )
 }
+
+/// The Python HTTP/1.1 test backend (`tests/support/http_backend.py`: echo as JSON, chunked,
+/// close-delimited, slow, garbage, big and WebSocket-like answers), stopped on drop.
+pub struct HttpBackend {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl HttpBackend {
+    /// Starts a backend that tags its answers with `X-Backend: tag`.
+    pub fn start(tag: &str) -> HttpBackend {
+        use std::io::BufRead;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("support").join("http_backend.py");
+        let port = crate::free_port();
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(tag)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the HTTP test backend");
+        let stdout = child.stdout.take().expect("backend stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("backend says it listens");
+        assert_eq!(line.trim(), "listening", "HTTP backend did not start");
+        HttpBackend { port, child }
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw bytes, half-closes after `half_close`, and reads the answer until the server
+/// closes or `wait` passes without bytes.
+pub fn raw_exchange(port: u16, request: &[u8], half_close: bool, wait: std::time::Duration) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    stream.write_all(request).expect("write request");
+    if half_close {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}

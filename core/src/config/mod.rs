@@ -7,6 +7,7 @@
 //! routes are looked up per connection (see `route`).
 
 mod dns;
+mod http;
 mod ports;
 mod problems;
 mod schema;
@@ -18,10 +19,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub use http::{HttpSettings, PathPrefix, Protocol, Redirect, RouteLimits, Serve};
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
 use problems::ProblemList;
-use schema::{CpuChoice, OneOrMany, RawAction, RawMatch, RawProxy, RawRoute, RawRuntime, RawSecurity, TargetPortValue};
+use schema::{CpuChoice, OneOrMany, RawAction, RawHttp, RawMatch, RawProxy, RawRoute, RawRuntime, RawSecurity, TargetPortValue};
 
 use crate::route::DomainPattern;
 use crate::runtime::cpu::{allowed_cpus, CpuLayout};
@@ -45,8 +47,11 @@ pub struct Config {
     pub runtime: RuntimeSettings,
     /// Where route ports are listened on.
     pub proxy: ProxySettings,
-    /// The routes, ordered by priority (highest first), then by position in the file.
+    /// The routes, ordered by priority (highest first), then by path specificity (longest
+    /// `match.path` first), then by position in the file.
     pub routes: Vec<Route>,
+    /// `[http]`: timeouts and limits of HTTP routes.
+    pub http: HttpSettings,
     /// `[tuning]`: host tuning at start-up and reuseport CPU steering.
     pub tuning: shardgate_tuning::TuningConfig,
     /// `[[certificates]]`, loaded and checked (chain, key, names, expiry).
@@ -91,6 +96,36 @@ pub struct Route {
     pub action: RouteAction,
     /// Client address rules checked after the route is chosen.
     pub security: Security,
+    /// Per-client request and connection limits (HTTP routes).
+    pub limits: RouteLimits,
+}
+
+impl Route {
+    /// Whether connections of this route are parsed as HTTP/1.1 (requests routed by Host and
+    /// path) rather than relayed as bytes.
+    pub fn is_http(&self) -> bool {
+        match &self.action {
+            RouteAction::Forward(f) => f.protocol == Protocol::Http,
+            RouteAction::Redirect(_) | RouteAction::Serve(_) => true,
+            RouteAction::Reject => self.matcher.paths.is_some(),
+        }
+    }
+
+    /// What the route does with TLS.
+    pub fn tls(&self) -> &TlsMode {
+        match &self.action {
+            RouteAction::Forward(f) => &f.tls,
+            RouteAction::Redirect(r) => &r.tls,
+            RouteAction::Serve(s) => &s.tls,
+            RouteAction::Reject => &TlsMode::None,
+        }
+    }
+
+    /// Length of the longest `match.path` prefix (0 without one): the tie-breaker between
+    /// routes of equal priority.
+    pub fn path_specificity(&self) -> usize {
+        self.matcher.paths.as_ref().and_then(|p| p.iter().map(PathPrefix::specificity).max()).unwrap_or(0)
+    }
 }
 
 /// The `match` of a route.
@@ -102,6 +137,8 @@ pub struct RouteMatch {
     pub domains: Option<Vec<DomainPattern>>,
     /// Client networks; `None` matches every client.
     pub client_ip: Option<Vec<IpNet>>,
+    /// Request path prefixes (HTTP routes); `None` matches every path.
+    pub paths: Option<Vec<PathPrefix>>,
 }
 
 /// What a route does.
@@ -109,8 +146,12 @@ pub struct RouteMatch {
 pub enum RouteAction {
     /// Relay the connection to one of the targets.
     Forward(Forward),
-    /// Close the connection at once.
+    /// Close the connection at once (HTTP routes: answer 403).
     Reject,
+    /// HTTP: answer every request with a redirect.
+    Redirect(Redirect),
+    /// HTTP: serve static files from a folder.
+    Serve(Serve),
 }
 
 /// The `forward` action.
@@ -130,6 +171,8 @@ pub struct Forward {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// What is done with TLS on this route.
     pub tls: TlsMode,
+    /// Relay bytes (`tcp`) or proxy HTTP requests (`http`).
+    pub protocol: Protocol,
 }
 
 /// A forward target.
@@ -266,6 +309,11 @@ impl Config {
                     }
                 }
                 "routes" => config.routes = validate_routes(&mut problems, value),
+                "http" => {
+                    if let Some(raw) = section::<RawHttp>(&mut problems, "http", value) {
+                        config.http = http::validate_http(&mut problems, raw);
+                    }
+                }
                 "certificates" => config.certificates = std::sync::Arc::new(validate_certificates(&mut problems, value)),
                 "tuning" => {
                     if let Some(tuning) = section::<shardgate_tuning::TuningConfig>(&mut problems, "tuning", value) {
@@ -290,11 +338,12 @@ impl Config {
                 other => problems.push(
                     ProblemScope::File,
                     other,
-                    "unknown section (known: runtime, proxy, routes, certificates, tuning, radius, dns)",
+                    "unknown section (known: runtime, proxy, routes, http, certificates, tuning, radius, dns)",
                 ),
             }
         }
         check_conflicts(&mut problems, &config.routes);
+        check_port_protocols(&mut problems, &config.routes);
         crate::config::dns::check_dns_addresses(&mut problems, &config);
         check_route_certificates(&mut problems, &config);
         let ports: usize = distinct_route_ports(&config.routes).len();
@@ -305,7 +354,7 @@ impl Config {
                 format!("routes ask for {ports} listening ports; at most {MAX_LISTEN_PORTS} are allowed"),
             );
         }
-        config.routes.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        config.routes.sort_by_key(|r| (std::cmp::Reverse(r.priority), std::cmp::Reverse(r.path_specificity())));
         problems.into_result(config)
     }
 
@@ -319,6 +368,7 @@ impl Config {
             },
             proxy: ProxySettings { listen: vec![IpAddr::from([0, 0, 0, 0])] },
             routes: Vec::new(),
+            http: HttpSettings::default(),
             tuning: shardgate_tuning::TuningConfig::default(),
             certificates: std::sync::Arc::new(crate::tls::store::CertificateStore::default()),
             radius: None,
@@ -518,6 +568,7 @@ fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<Route
 
 fn validate_route(problems: &mut ProblemList, label: &str, raw: RawRoute) -> Option<Route> {
     let before = problems.len();
+    let protocol_given = raw.action.as_ref().and_then(|a| a.protocol.clone());
     let matcher = match raw.matcher {
         Some(m) => validate_match(problems, label, m),
         None => {
@@ -528,19 +579,34 @@ fn validate_route(problems: &mut ProblemList, label: &str, raw: RawRoute) -> Opt
     let action = match raw.action {
         Some(a) => validate_action(problems, label, a),
         None => {
-            problems.route(label, "action", "missing: give `action.type` (forward or reject)");
+            problems.route(label, "action", "missing: give `action.type` (forward, redirect, serve or reject)");
             None
         }
     };
     let security = raw.security.map(|s| validate_security(problems, label, s)).unwrap_or_default();
-    if let (Some(RouteAction::Forward(f)), Some(m)) = (&action, &matcher) {
-        if f.tls == TlsMode::None && m.domains.is_some() {
+    let limits = raw.limits.map(|l| http::validate_limits(problems, label, l)).unwrap_or_default();
+    // `match.path` makes a forward an HTTP route unless it says otherwise.
+    let mut action = action;
+    if let (Some(RouteAction::Forward(f)), Some(m)) = (&mut action, &matcher) {
+        if m.paths.is_some() && f.protocol == Protocol::Tcp {
+            if protocol_given.as_deref().map(str::trim) == Some("tcp") {
+                problems.route(label, "match.path", "paths are HTTP: set `action.protocol = \"http\"` (or leave protocol out)");
+            }
+            f.protocol = Protocol::Http;
+        }
+        if f.protocol == Protocol::Tcp && f.tls == TlsMode::None && m.domains.is_some() {
             problems.route(
                 label,
                 "match.domains",
-                "domains are matched against TLS SNI: set `action.tls = { mode = \"passthrough\" }` or \"terminate\"",
+                "domains are matched against TLS SNI, or the Host of HTTP requests: set `action.tls = { mode = \"passthrough\" }` or \"terminate\", or `action.protocol = \"http\"`",
             );
         }
+        if f.protocol == Protocol::Http && f.tls == TlsMode::Passthrough {
+            problems.route(label, "action.tls.mode", "HTTP routes see requests, so they cannot pass TLS through: use \"terminate\"");
+        }
+    }
+    if limits != RouteLimits::default() && !matches!(&action, Some(a) if route_action_is_http(a, matcher.as_ref())) {
+        problems.route(label, "limits", "request and connection limits apply to HTTP routes (protocol = \"http\", redirect or serve)");
     }
     if problems.len() != before {
         return None;
@@ -551,6 +617,7 @@ fn validate_route(problems: &mut ProblemList, label: &str, raw: RawRoute) -> Opt
         matcher: matcher?,
         action: action?,
         security,
+        limits,
     })
 }
 
@@ -605,7 +672,8 @@ fn validate_match(problems: &mut ProblemList, label: &str, raw: RawMatch) -> Opt
         }
         parse_networks(problems, label, "match.client_ip", &items)
     });
-    Some(RouteMatch { ports: ports?, domains, client_ip })
+    let paths = raw.path.map(|p| http::validate_paths(problems, label, p));
+    Some(RouteMatch { ports: ports?, domains, client_ip, paths })
 }
 
 fn validate_security(problems: &mut ProblemList, label: &str, raw: RawSecurity) -> Security {
@@ -631,6 +699,10 @@ fn validate_action(problems: &mut ProblemList, label: &str, raw: RawAction) -> O
                 ("max_connections", raw.max_connections.is_some()),
                 ("proxy_protocol", raw.proxy_protocol.is_some()),
                 ("tls", raw.tls.is_some()),
+                ("protocol", raw.protocol.is_some()),
+                ("status", raw.status.is_some()),
+                ("to", raw.to.is_some()),
+                ("root", raw.root.is_some()),
             ];
             for (field, present) in extra {
                 if present {
@@ -639,13 +711,48 @@ fn validate_action(problems: &mut ProblemList, label: &str, raw: RawAction) -> O
             }
             Some(RouteAction::Reject)
         }
-        Some("forward") => validate_forward(problems, label, raw).map(RouteAction::Forward),
+        Some("forward") => {
+            for (field, present) in [("status", raw.status.is_some()), ("to", raw.to.is_some()), ("root", raw.root.is_some())] {
+                if present {
+                    problems.route(label, &format!("action.{field}"), "not allowed for type `forward`");
+                }
+            }
+            validate_forward(problems, label, raw).map(RouteAction::Forward)
+        }
+        Some(kind @ ("redirect" | "serve")) => {
+            let extra = [
+                ("targets", raw.targets.is_some()),
+                ("balance", raw.balance.is_some()),
+                ("connect_timeout", raw.connect_timeout.is_some()),
+                ("idle_timeout", raw.idle_timeout.is_some()),
+                ("max_connections", raw.max_connections.is_some()),
+                ("proxy_protocol", raw.proxy_protocol.is_some()),
+                ("protocol", raw.protocol.is_some()),
+                ("status", kind == "serve" && raw.status.is_some()),
+                ("to", kind == "serve" && raw.to.is_some()),
+                ("root", kind == "redirect" && raw.root.is_some()),
+            ];
+            for (field, present) in extra {
+                if present {
+                    problems.route(label, &format!("action.{field}"), format!("not allowed for type `{kind}`"));
+                }
+            }
+            let tls = validate_tls(problems, label, raw.tls);
+            if tls == TlsMode::Passthrough {
+                problems.route(label, "action.tls.mode", format!("`{kind}` answers HTTP requests itself, so TLS cannot pass through: use \"terminate\""));
+            }
+            if kind == "redirect" {
+                http::validate_redirect(problems, label, raw.status, raw.to, tls).map(RouteAction::Redirect)
+            } else {
+                http::validate_serve(problems, label, raw.root, tls).map(RouteAction::Serve)
+            }
+        }
         Some(other) => {
-            problems.route(label, "action.type", format!("`{other}` is not an action type (known: forward, reject)"));
+            problems.route(label, "action.type", format!("`{other}` is not an action type (known: forward, redirect, serve, reject)"));
             None
         }
         None => {
-            problems.route(label, "action.type", "missing: forward or reject");
+            problems.route(label, "action.type", "missing: forward, redirect, serve or reject");
             None
         }
     }
@@ -738,7 +845,24 @@ fn validate_forward(problems: &mut ProblemList, label: &str, raw: RawAction) -> 
             None
         }
     };
-    let tls = match raw.tls {
+    let tls = validate_tls(problems, label, raw.tls);
+    let protocol = match raw.protocol.as_deref().map(str::trim) {
+        None | Some("tcp") => Protocol::Tcp,
+        Some("http") => Protocol::Http,
+        Some(other) => {
+            problems.route(label, "action.protocol", format!("`{other}` is not a protocol (known: tcp, http)"));
+            Protocol::Tcp
+        }
+    };
+    if problems.len() != before {
+        return None;
+    }
+    Some(Forward { targets, balance, connect_timeout, idle_timeout, max_connections, proxy_protocol, tls, protocol })
+}
+
+/// Parses `action.tls`.
+fn validate_tls(problems: &mut ProblemList, label: &str, raw_tls: Option<schema::RawTls>) -> TlsMode {
+    match raw_tls {
         None => TlsMode::None,
         Some(tls) => match tls.mode.as_deref().map(str::trim) {
             None => {
@@ -771,11 +895,44 @@ fn validate_forward(problems: &mut ProblemList, label: &str, raw: RawAction) -> 
                 TlsMode::None
             }
         },
-    };
-    if problems.len() != before {
-        return None;
     }
-    Some(Forward { targets, balance, connect_timeout, idle_timeout, max_connections, proxy_protocol, tls })
+}
+
+/// Whether `action` (with `matcher`) makes an HTTP route.
+fn route_action_is_http(action: &RouteAction, matcher: Option<&RouteMatch>) -> bool {
+    match action {
+        RouteAction::Forward(f) => f.protocol == Protocol::Http,
+        RouteAction::Redirect(_) | RouteAction::Serve(_) => true,
+        RouteAction::Reject => matcher.is_some_and(|m| m.paths.is_some()),
+    }
+}
+
+/// A port speaks one protocol on its plain side, as an HAProxy frontend is `mode http` or
+/// `mode tcp`: HTTP routes and TCP routes without TLS cannot share a port. TLS routes are
+/// told apart by SNI and may share a port with anything.
+fn check_port_protocols(problems: &mut ProblemList, routes: &[Route]) {
+    for (i, a) in routes.iter().enumerate() {
+        if *a.tls() != TlsMode::None {
+            continue;
+        }
+        for b in &routes[i + 1..] {
+            if *b.tls() != TlsMode::None || a.is_http() == b.is_http() {
+                continue;
+            }
+            if let Some(port) = b.matcher.ports.iter().find(|p| a.matcher.ports.contains(*p)) {
+                let (http, tcp) = if a.is_http() { (a, b) } else { (b, a) };
+                problems.route(
+                    &b.name,
+                    "match.ports",
+                    format!(
+                        "port {port} would carry both the HTTP route `{}` and the TCP route `{}` without TLS; \
+                         a plain port speaks one protocol: move one to another port or give the TCP route TLS",
+                        http.name, tcp.name
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Resolves a target host once, at load time; an unresolvable host is a config error.
@@ -853,8 +1010,7 @@ fn validate_certificates(problems: &mut ProblemList, value: &toml::Value) -> cra
 /// from by SNI.
 fn check_route_certificates(problems: &mut ProblemList, config: &Config) {
     for route in &config.routes {
-        let RouteAction::Forward(forward) = &route.action else { continue };
-        let TlsMode::Terminate { certificate } = &forward.tls else { continue };
+        let TlsMode::Terminate { certificate } = route.tls() else { continue };
         match certificate {
             Some(name) if config.certificates.by_name(name).is_none() => problems.route(
                 &route.name,
@@ -879,6 +1035,7 @@ fn check_conflicts(problems: &mut ProblemList, routes: &[Route]) {
             if a.priority == b.priority
                 && a.matcher.domains == b.matcher.domains
                 && a.matcher.client_ip == b.matcher.client_ip
+                && a.matcher.paths == b.matcher.paths
                 && a.matcher.ports.overlaps(&b.matcher.ports)
             {
                 let shared = b.matcher.ports.iter().find(|p| a.matcher.ports.contains(*p)).unwrap_or(0);
@@ -886,7 +1043,7 @@ fn check_conflicts(problems: &mut ProblemList, routes: &[Route]) {
                     &b.name,
                     "match",
                     format!(
-                        "conflicts with route `{}`: same priority ({}), same domains and clients, both on port {shared}; \
+                        "conflicts with route `{}`: same priority ({}), same domains, paths and clients, both on port {shared}; \
                          give one a higher priority or a narrower match",
                         a.name, a.priority
                     ),

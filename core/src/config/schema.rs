@@ -43,6 +43,32 @@ pub(crate) struct RawRoute {
     pub matcher: Option<RawMatch>,
     pub action: Option<RawAction>,
     pub security: Option<RawSecurity>,
+    pub limits: Option<RawLimits>,
+}
+
+/// `[routes.limits]`: nginx `limit_req` / `limit_conn` per client IP (HTTP routes).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct RawLimits {
+    /// `10r/s` or `600r/m`.
+    pub requests: Option<String>,
+    pub burst: Option<i64>,
+    pub nodelay: Option<bool>,
+    pub connections_per_ip: Option<i64>,
+}
+
+/// The `[http]` section: HTTP/1.1 timeouts and limits for every HTTP route.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub(crate) struct RawHttp {
+    pub header_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub upstream_timeout: Option<String>,
+    pub upstream_keepalive_timeout: Option<String>,
+    pub upstream_idle_per_target: Option<i64>,
+    pub max_request_line: Option<i64>,
+    pub max_header_bytes: Option<i64>,
+    pub max_headers: Option<i64>,
+    pub max_body_size: Option<i64>,
+    pub trust_forwarded: Option<bool>,
 }
 
 /// `[routes.match]`.
@@ -51,6 +77,8 @@ pub(crate) struct RawMatch {
     pub ports: Option<PortsValue>,
     pub domains: Option<OneOrMany>,
     pub client_ip: Option<OneOrMany>,
+    /// Path prefixes (HTTP routes).
+    pub path: Option<OneOrMany>,
 }
 
 /// A string or a list of strings.
@@ -83,6 +111,14 @@ pub(crate) struct RawAction {
     pub max_connections: Option<i64>,
     pub proxy_protocol: Option<String>,
     pub tls: Option<RawTls>,
+    /// `tcp` (default) or `http` for `forward`.
+    pub protocol: Option<String>,
+    /// `redirect`: 301, 302, 307 or 308.
+    pub status: Option<i64>,
+    /// `redirect`: the target, with `{host}` and `{path}` placeholders.
+    pub to: Option<String>,
+    /// `serve`: the folder files are served from.
+    pub root: Option<String>,
 }
 
 /// One forward target.

@@ -53,6 +53,8 @@ pub struct RouteRuntime {
     pub shard_limit: Option<u64>,
     /// The rustls config for `terminate` routes.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// HTTP routes: the per-client request and connection limiters.
+    pub http_limits: crate::http::HttpRouteLimits,
 }
 
 /// A shard's view of one config generation.
@@ -66,12 +68,14 @@ pub struct RouteState {
     pub table: RouteTable,
     /// Runtime of each route, indexed by [`crate::route::RouteId`].
     pub runtimes: Vec<RouteRuntime>,
+    /// `[http]` settings of this generation.
+    pub http: crate::config::HttpSettings,
 }
 
 impl RouteState {
     /// A state with no routes (before the first snapshot).
     pub fn empty() -> RouteState {
-        RouteState { generation: 0, ktls: false, table: RouteTable::empty(), runtimes: Vec::new() }
+        RouteState { generation: 0, ktls: false, table: RouteTable::empty(), runtimes: Vec::new(), http: Default::default() }
     }
 
     /// Builds the shard-local state for `table`, reusing counters by route name from
@@ -95,11 +99,16 @@ impl RouteState {
                         Balancer::new(f.balance, f.targets.len()),
                         f.max_connections.map(|m| u64::from(m).div_ceil(shard_count.max(1) as u64)),
                     ),
-                    RouteAction::Reject => (Balancer::new(crate::config::Balance::RoundRobin, 0), None),
+                    RouteAction::Reject | RouteAction::Redirect(_) | RouteAction::Serve(_) => {
+                        (Balancer::new(crate::config::Balance::RoundRobin, 0), None)
+                    }
                 };
-                let tls = match &route.action {
-                    RouteAction::Forward(Forward { tls: TlsMode::Terminate { certificate }, .. }) => {
-                        match crate::tls::server_config(&config.certificates, certificate.as_deref(), &[], tls) {
+                // HTTP routes offer ALPN `http/1.1` (clients that offer only h2 are refused
+                // by rustls, as nginx without http2 does).
+                let alpn: &[&[u8]] = if route.is_http() { &[b"http/1.1"] } else { &[] };
+                let tls = match route.tls() {
+                    TlsMode::Terminate { certificate } => {
+                        match crate::tls::server_config(&config.certificates, certificate.as_deref(), alpn, tls) {
                             Ok(c) => Some(c),
                             Err(e) => {
                                 tracing::error!(route = %route.name, error = %e, "no TLS config; connections will be closed");
@@ -109,10 +118,11 @@ impl RouteState {
                     }
                     _ => None,
                 };
-                RouteRuntime { counters, balancer, shard_limit, tls }
+                let http_limits = crate::http::HttpRouteLimits::new(&route.limits, shard_count);
+                RouteRuntime { counters, balancer, shard_limit, tls, http_limits }
             })
             .collect();
-        RouteState { generation, ktls: tls.ktls.is_available(), table, runtimes }
+        RouteState { generation, ktls: tls.ktls.is_available(), table, runtimes, http: config.http.clone() }
     }
 }
 
@@ -133,7 +143,7 @@ impl Drop for OpenGuard<'_> {
 }
 
 /// Serves one accepted connection start to finish on this shard.
-pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, mut client: TcpStream) {
+pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, shard_http: Rc<crate::http::ShardHttp>, mut client: TcpStream) {
     let _open = OpenGuard::new(&shard.open_connections);
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
         return;
@@ -168,6 +178,47 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, m
     };
     let counters = &runtime.counters;
     bump(&counters.accepted, 1);
+    if route.is_http() {
+        // Requests are routed (and checked against `security` and `limits`) one by one.
+        let _ = client.set_nodelay(true);
+        let stream = match route.tls() {
+            TlsMode::Terminate { .. } => {
+                let Some(config) = runtime.tls.clone() else { return };
+                let already_read = std::mem::take(&mut first_bytes);
+                match handshake::accept(&mut client, config, already_read, CLIENT_HELLO_TIMEOUT).await {
+                    Ok(established) => {
+                        bump(&counters.tls_handshakes, 1);
+                        if state.ktls && established.leftover.is_empty() {
+                            use std::os::fd::AsRawFd;
+                            match ktls::offload(client.as_raw_fd(), established.conn) {
+                                Ok(()) => {
+                                    bump(&counters.ktls_sessions, 1);
+                                    crate::http::stream::ClientStream::Ktls(client)
+                                }
+                                Err(e) => {
+                                    bump(&counters.tls_failures, 1);
+                                    tracing::warn!(route = %route.name, %peer, error = %e, "kTLS offload failed; connection closed");
+                                    return;
+                                }
+                            }
+                        } else {
+                            bump(&counters.userspace_tls_sessions, 1);
+                            crate::http::stream::ClientStream::rustls(client, established.conn, established.leftover)
+                        }
+                    }
+                    Err(e) => {
+                        bump(&counters.tls_failures, 1);
+                        tracing::debug!(route = %route.name, %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                }
+            }
+            _ => crate::http::stream::ClientStream::Plain(client),
+        };
+        let info = crate::http::ConnectionInfo { peer, local };
+        crate::http::serve(state.clone(), shard_http, info, stream, first_bytes).await;
+        return;
+    }
     if !route.security.permits(peer.ip()) {
         bump(&counters.refused, 1);
         tracing::info!(target: "shardgate::security", route = %route.name, %peer, "refused by ip rules");
@@ -179,6 +230,8 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, m
             return;
         }
         RouteAction::Forward(f) => f,
+        // HTTP-only actions never reach here (`is_http` above).
+        RouteAction::Redirect(_) | RouteAction::Serve(_) => return,
     };
     if let Some(limit) = runtime.shard_limit {
         if counters.active.get() >= limit {

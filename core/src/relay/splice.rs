@@ -144,7 +144,7 @@ pub struct KtlsEnds {
 
 /// On a kTLS source, takes the control record the kernel would not splice or peek: `Ok(())`
 /// for the peer's `close_notify` (its EOF), an error for anything else.
-fn take_close_notify(source_fd: RawFd) -> io::Result<()> {
+pub(crate) fn take_close_notify(source_fd: RawFd) -> io::Result<()> {
     match ktls::read_control_record(source_fd)? {
         ControlRecord::CloseNotify => Ok(()),
         ControlRecord::Alert(level, description) => Err(io::Error::new(
@@ -161,7 +161,7 @@ fn take_close_notify(source_fd: RawFd) -> io::Result<()> {
 /// Sends `close_notify` on a kTLS sink whose send buffer may be full: retried with a short,
 /// growing sleep (a kTLS alert cannot go through glommio's writer); the caller's idle
 /// timeout bounds the wait.
-async fn send_close_notify(sink_fd: RawFd) -> io::Result<()> {
+pub(crate) async fn send_close_notify(sink_fd: RawFd) -> io::Result<()> {
     let mut pause = std::time::Duration::from_millis(1);
     loop {
         match ktls::send_close_notify(sink_fd) {

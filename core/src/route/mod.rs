@@ -6,6 +6,13 @@
 //! read from the ClientHello lazily: a connection to a port whose first matching candidate has
 //! no `domains` is routed without waiting for any client bytes (so server-speaks-first
 //! protocols work through a plain TCP route).
+//!
+//! HTTP routes are chosen twice. At accept time ([`RouteTable::select`]) a plain HTTP route
+//! stands for "this port speaks HTTP" — its `domains` name Host values, not SNI, so they are
+//! not looked at — and a TLS-terminating one is chosen by SNI like any TLS route, which
+//! fixes the certificate. Then every request is routed on its own
+//! ([`RouteTable::select_request`]) among the port's HTTP routes on the same side (plain or
+//! terminated) by client address, Host and path.
 
 mod domain;
 
@@ -14,7 +21,7 @@ use std::net::IpAddr;
 
 pub use domain::{validate_hostname, DomainPattern};
 
-use crate::config::{canonical_ip, Config, Route};
+use crate::config::{canonical_ip, Config, Route, TlsMode};
 
 /// Index of a route in [`RouteTable::routes`]; stable for the life of one snapshot.
 pub type RouteId = usize;
@@ -92,7 +99,9 @@ impl RouteTable {
                     continue;
                 }
             }
-            if let Some(domains) = &m.domains {
+            let route = &self.routes[id];
+            let host_routed = route.is_http() && *route.tls() == TlsMode::None;
+            if let Some(domains) = m.domains.as_ref().filter(|_| !host_routed) {
                 match server_name {
                     ServerName::NotRead => return Selection::NeedServerName,
                     ServerName::Read(None) => continue,
@@ -106,6 +115,38 @@ impl RouteTable {
             return Selection::Route(id);
         }
         Selection::NoRoute
+    }
+
+    /// Chooses the HTTP route for one request on `local_port`: the first (by priority, then
+    /// longest path) HTTP route on the same side (`terminated` TLS or plain) whose client
+    /// networks, domains (against the request's host name) and paths match.
+    pub fn select_request(&self, local_port: u16, client: IpAddr, terminated: bool, host: Option<&str>, path: &[u8]) -> Option<RouteId> {
+        let client = canonical_ip(client);
+        let candidates = self.by_port.get(&local_port)?;
+        candidates.iter().copied().find(|&id| {
+            let route = &self.routes[id];
+            if !route.is_http() || matches!(route.tls(), TlsMode::Terminate { .. }) != terminated {
+                return false;
+            }
+            let m = &route.matcher;
+            if let Some(nets) = &m.client_ip {
+                if !nets.iter().any(|n| n.contains(&client)) {
+                    return false;
+                }
+            }
+            if let Some(domains) = &m.domains {
+                match host {
+                    Some(name) if domains.iter().any(|d| d.matches(name)) => {}
+                    _ => return false,
+                }
+            }
+            if let Some(paths) = &m.paths {
+                if !paths.iter().any(|p| p.matches(path)) {
+                    return false;
+                }
+            }
+            true
+        })
     }
 }
 
@@ -154,6 +195,39 @@ mod tests {
         assert_eq!(name(&t, t.select(9000, c, ServerName::Read(Some("www.example.com")))), "fallback");
         assert_eq!(name(&t, t.select(9000, c, ServerName::Read(None))), "fallback");
         assert_eq!(t.select(9002, c, ServerName::NotRead), Selection::NoRoute);
+    }
+
+    #[test]
+    fn http_requests_route_by_host_and_longest_path() {
+        let t = table(
+            r#"
+            [[routes]]
+            name = "site"
+            match = { ports = 8000, domains = ["www.example.com"] }
+            action = { type = "forward", protocol = "http", targets = [{ host = "127.0.0.1", port = 1 }] }
+
+            [[routes]]
+            name = "api"
+            match = { ports = 8000, domains = ["www.example.com"], path = "/api" }
+            action = { type = "forward", targets = [{ host = "127.0.0.1", port = 2 }] }
+
+            [[routes]]
+            name = "other-hosts"
+            priority = -1
+            match = { ports = 8000 }
+            action = { type = "redirect", to = "https://{host}{path}" }
+            "#,
+        );
+        let c: IpAddr = "192.0.2.1".parse().expect("ip");
+        // Plain HTTP ports never wait for a ClientHello, whatever the domains say.
+        assert_eq!(name(&t, t.select(8000, c, ServerName::NotRead)), "api");
+        let pick = |host, path: &str| t.select_request(8000, c, false, host, path.as_bytes()).map(|id| t.routes()[id].name.clone());
+        assert_eq!(pick(Some("www.example.com"), "/api/v1").as_deref(), Some("api"));
+        assert_eq!(pick(Some("www.example.com"), "/apiary").as_deref(), Some("site"));
+        assert_eq!(pick(Some("www.example.com"), "/").as_deref(), Some("site"));
+        assert_eq!(pick(Some("else.example.com"), "/api").as_deref(), Some("other-hosts"));
+        assert_eq!(pick(None, "/").as_deref(), Some("other-hosts"));
+        assert_eq!(t.select_request(8000, c, true, Some("www.example.com"), b"/"), None);
     }
 
     #[test]

@@ -58,6 +58,8 @@ struct Shard {
     state: RefCell<Rc<RouteState>>,
     counters: RefCell<HashMap<String, Rc<RouteCounters>>>,
     shard_counters: Rc<ShardCounters>,
+    /// HTTP state that outlives config generations (the backend connection pool).
+    http: Rc<crate::http::ShardHttp>,
     listeners: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     udp_services: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     radius: Rc<ShardRadius>,
@@ -94,6 +96,7 @@ async fn run_shard(spec: ShardSpec) {
         state: RefCell::new(Rc::new(empty)),
         counters: RefCell::new(HashMap::new()),
         shard_counters: Rc::new(ShardCounters::default()),
+        http: Rc::new(crate::http::ShardHttp::default()),
         listeners: RefCell::new(HashMap::new()),
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
@@ -107,6 +110,8 @@ async fn run_shard(spec: ShardSpec) {
             loop {
                 glommio::timer::sleep(STATS_INTERVAL).await;
                 shard.radius.expire(Instant::now());
+                let upstream_idle = shard.state.borrow().http.upstream_keepalive_timeout;
+                shard.http.pool.expire(upstream_idle);
                 shard.report_stats();
             }
         }
@@ -207,7 +212,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, addr: SocketAddr) 
         match listener.accept().await {
             Ok(stream) => {
                 let state = shard.state.borrow().clone();
-                glommio::spawn_local(serve_connection(state, shard.shard_counters.clone(), stream)).detach();
+                glommio::spawn_local(serve_connection(state, shard.shard_counters.clone(), shard.http.clone(), stream)).detach();
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.

@@ -1,0 +1,792 @@
+//! The HTTP/1.1 reverse proxy on the shards: what a shard does with a connection of an HTTP
+//! route, plain or TLS-terminated.
+//!
+//! Owns: the per-connection loop ([`serve`]): read a request head (header timeout → 408,
+//! limits → 414/431, smuggling defences → 400/501, all from `shardgate_http1`), route the
+//! request on its own by client address, Host and path ([`RouteTable::select_request`]),
+//! apply the route's `security` (403) and `limits` (429 with `Retry-After`), then answer:
+//! `forward` (one exchange with a backend, see below), `redirect`, `serve` ([`files`]) or
+//! `reject` (403). Keep-alive on both sides; the backend side uses a per-shard pool of idle
+//! connections ([`upstream`]).
+//!
+//! One forwarded exchange: the request head is rewritten (hop-by-hop fields out,
+//! `X-Forwarded-*` and `Forwarded` in) and the body streamed with its framing re-made
+//! (content-length copied, chunked decoded and re-encoded; never buffered whole).
+//! `Expect: 100-continue` is answered here before the body is read. The response head is
+//! parsed (invalid → 502; no answer in `upstream_timeout` → 504; unreachable → 502),
+//! interim 1xx heads are passed on, a 101 turns the connection into a tunnel (WebSocket),
+//! and the body is streamed back, re-chunked for HTTP/1.1 clients when the backend closes
+//! to end it. A pooled connection that fails before any response byte is retried once on a
+//! new connection when the request had no body (the backend may close idle connections at
+//! any time).
+//!
+//! Does not own: TLS (the caller terminates it and hands over a [`ClientStream`]), the rules
+//! of HTTP/1.1 (the sans-I/O `shardgate_http1` crate), routing tables (see `route`).
+
+pub mod files;
+pub mod stream;
+pub mod upstream;
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use shardgate_http1::chunked::{self, ChunkedDecoder};
+use shardgate_http1::ratelimit::{ConnectionLimiter, ConnectionSlot, RateDecision, RateLimiter};
+use shardgate_http1::reply::{self, ErrorStatus};
+use shardgate_http1::request::{RequestHead, RequestParser, Scheme};
+use shardgate_http1::response::{ResponseClass, ResponseParser};
+use shardgate_http1::rewrite::{self, ForwardingContext};
+use shardgate_http1::{BodyFraming, Http1Error, ParseStatus};
+
+use crate::config::{Forward, HttpSettings, Route, RouteAction, RouteLimits};
+use crate::proxy::{RouteRuntime, RouteState};
+use crate::relay::{relay, RelayEnd};
+use crate::route::RouteId;
+use crate::stats::{bump, RouteCounters};
+use stream::ClientStream;
+use upstream::{AcquireError, Upstream, UpstreamPool};
+
+/// Bytes read per socket read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Body bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What a shard keeps for HTTP across config generations: the backend connection pool.
+#[derive(Default)]
+pub struct ShardHttp {
+    /// Idle backend connections by address.
+    pub pool: UpstreamPool,
+}
+
+/// Per-generation state of one HTTP route on a shard: its `limits`.
+#[derive(Default, Debug)]
+pub struct HttpRouteLimits {
+    requests: Option<RefCell<RateLimiter>>,
+    connections: Option<RefCell<ConnectionLimiter>>,
+}
+
+impl HttpRouteLimits {
+    /// Limiters for `limits` (the connection limit is shared out across shards).
+    pub fn new(limits: &RouteLimits, shard_count: usize) -> HttpRouteLimits {
+        HttpRouteLimits {
+            requests: limits.requests.map(|c| RefCell::new(RateLimiter::new(c))),
+            connections: limits
+                .connections_per_ip
+                .map(|n| RefCell::new(ConnectionLimiter::new(n.div_ceil(shard_count.max(1) as u32).max(1)))),
+        }
+    }
+}
+
+/// A connection slot held against a route's `connections_per_ip`, released on drop.
+struct HeldSlot {
+    state: Rc<RouteState>,
+    route: RouteId,
+    slot: Option<ConnectionSlot>,
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(runtime)) = (self.slot.take(), self.state.runtimes.get(self.route)) {
+            if let Some(limiter) = &runtime.http_limits.connections {
+                limiter.borrow_mut().release(slot);
+            }
+        }
+    }
+}
+
+/// Who and where a connection is.
+pub struct ConnectionInfo {
+    /// The client.
+    pub peer: SocketAddr,
+    /// Our address it connected to.
+    pub local: SocketAddr,
+}
+
+/// A growing read buffer: unread bytes are `buf[start..]`.
+#[derive(Default)]
+struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl InBuf {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Makes room for one read and returns it; call [`InBuf::filled`] with what was read.
+    fn spare(&mut self) -> &mut [u8] {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        &mut self.buf[len..]
+    }
+
+    fn filled(&mut self, n: usize) {
+        let len = self.buf.len() - READ_CHUNK + n;
+        self.buf.truncate(len);
+    }
+
+    fn take_all(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
+}
+
+/// Why a read ended without bytes.
+enum ReadEnd {
+    Eof,
+    Timeout,
+    Failed(io::Error),
+}
+
+async fn with_deadline<T>(deadline: Instant, work: impl std::future::Future<Output = io::Result<T>>) -> Result<T, ReadEnd> {
+    let timer = async {
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        Err(ReadEnd::Timeout)
+    };
+    future::or(async { work.await.map_err(ReadEnd::Failed) }, timer).await
+}
+
+async fn fill_client(inbuf: &mut InBuf, client: &mut ClientStream, deadline: Instant) -> Result<usize, ReadEnd> {
+    let spare = inbuf.spare();
+    let result = with_deadline(deadline, client.read(spare)).await;
+    let n = *result.as_ref().unwrap_or(&0);
+    inbuf.filled(n);
+    match result {
+        Ok(0) => Err(ReadEnd::Eof),
+        other => other,
+    }
+}
+
+async fn fill_upstream(inbuf: &mut InBuf, upstream: &mut TcpStream, timeout: Duration) -> Result<usize, ReadEnd> {
+    let spare = inbuf.spare();
+    let result = with_deadline(Instant::now() + timeout, upstream.read(spare)).await;
+    let n = *result.as_ref().unwrap_or(&0);
+    inbuf.filled(n);
+    match result {
+        Ok(0) => Err(ReadEnd::Eof),
+        other => other,
+    }
+}
+
+/// What happens to the client connection after an exchange.
+enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close (politely).
+    Close,
+    /// The connection became a tunnel and is finished.
+    Done,
+}
+
+/// Serves HTTP/1.1 requests on `client` until it closes, times out, fails or a response
+/// closes it. `first_bytes` were read before (they start the first request).
+pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: ConnectionInfo, mut client: ClientStream, first_bytes: Vec<u8>) {
+    let settings = &state.http;
+    let mut parser = RequestParser::new(settings.limits);
+    let mut inbuf = InBuf { buf: first_bytes, start: 0 };
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut slots: Vec<HeldSlot> = Vec::new();
+    let mut idle_deadline = Instant::now() + settings.header_timeout;
+    loop {
+        // The request head: the keep-alive timeout runs until its first byte arrives, then
+        // the header timeout for the whole head.
+        let mut head_deadline = if inbuf.is_empty() { None } else { Some(Instant::now() + settings.header_timeout) };
+        let head = loop {
+            match parser.parse(inbuf.data()) {
+                Ok(ParseStatus::Complete { head, consumed }) => {
+                    inbuf.consume(consumed);
+                    parser.reset();
+                    break head;
+                }
+                Ok(ParseStatus::Partial) => {}
+                Err(e) => {
+                    tracing::debug!(peer = %info.peer, error = %e, "bad request head");
+                    out.clear();
+                    reply::error(e.status(), false, &mut out);
+                    let _ = client.write_all(&out).await;
+                    client.close().await;
+                    return;
+                }
+            }
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            match fill_client(&mut inbuf, &mut client, deadline).await {
+                Ok(_) => {
+                    head_deadline.get_or_insert_with(|| Instant::now() + settings.header_timeout);
+                }
+                Err(ReadEnd::Timeout) if head_deadline.is_some() => {
+                    out.clear();
+                    reply::error(ErrorStatus::RequestTimeout, false, &mut out);
+                    let _ = client.write_all(&out).await;
+                    client.close().await;
+                    return;
+                }
+                Err(ReadEnd::Timeout) | Err(ReadEnd::Eof) => {
+                    client.close().await;
+                    return;
+                }
+                Err(ReadEnd::Failed(_)) => return,
+            }
+        };
+        let next = match answer(&state, &shard_http, &info, &mut client, &mut inbuf, &mut out, &mut slots, head).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::debug!(peer = %info.peer, error = %e, "HTTP connection ended by an error");
+                return;
+            }
+        };
+        match next {
+            Next::KeepAlive => idle_deadline = Instant::now() + settings.keepalive_timeout,
+            Next::Close => {
+                client.close().await;
+                return;
+            }
+            Next::Done => return,
+        }
+    }
+}
+
+/// Counts a response status on the route.
+fn count_status(counters: &RouteCounters, status: u16) {
+    let cell = match status {
+        0..=299 => &counters.http_2xx,
+        300..=399 => &counters.http_3xx,
+        400..=499 => &counters.http_4xx,
+        _ => &counters.http_5xx,
+    };
+    bump(cell, 1);
+}
+
+/// Answers one request.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    state: &Rc<RouteState>,
+    shard_http: &ShardHttp,
+    info: &ConnectionInfo,
+    client: &mut ClientStream,
+    inbuf: &mut InBuf,
+    out: &mut Vec<u8>,
+    slots: &mut Vec<HeldSlot>,
+    head: RequestHead,
+) -> io::Result<Next> {
+    let has_body = !matches!(head.framing, BodyFraming::None | BodyFraming::ContentLength(0));
+    // A request we answer ourselves leaves its body unread: close after the answer.
+    let local_keep_alive = head.connection.keep_alive && !has_body;
+    let host = head.host_name();
+    let route_id = state.table.select_request(info.local.port(), info.peer.ip(), client.is_tls(), host.as_deref(), head.path());
+    let (Some(route_id), Some(route)) = (route_id, route_id.and_then(|id| state.table.route(id))) else {
+        tracing::debug!(peer = %info.peer, host = ?host, "no HTTP route for the request");
+        return local_reply(client, out, ErrorStatus::NotFound, local_keep_alive, None).await;
+    };
+    let Some(runtime) = state.runtimes.get(route_id) else {
+        return local_reply(client, out, ErrorStatus::InternalServerError, false, None).await;
+    };
+    let counters = &runtime.counters;
+    bump(&counters.http_requests, 1);
+    if !route.security.permits(info.peer.ip()) {
+        bump(&counters.refused, 1);
+        tracing::info!(target: "shardgate::security", route = %route.name, peer = %info.peer, "request refused by ip rules");
+        return local_reply(client, out, ErrorStatus::Forbidden, local_keep_alive, Some(counters)).await;
+    }
+    if let Some(limiter) = &runtime.http_limits.connections {
+        if !slots.iter().any(|s| s.route == route_id && Rc::ptr_eq(&s.state, state)) {
+            let acquired = limiter.borrow_mut().try_acquire(info.peer.ip());
+            match acquired {
+                Some(slot) => slots.push(HeldSlot { state: state.clone(), route: route_id, slot: Some(slot) }),
+                None => {
+                    bump(&counters.http_rate_limited, 1);
+                    tracing::info!(target: "shardgate::security", route = %route.name, peer = %info.peer, "connection limit per client reached");
+                    out.clear();
+                    reply::too_many_requests(1, false, out);
+                    count_status(counters, 429);
+                    client.write_all(out).await?;
+                    return Ok(Next::Close);
+                }
+            }
+        }
+    }
+    if let Some(limiter) = &runtime.http_limits.requests {
+        let decision = limiter.borrow_mut().check(info.peer.ip(), Instant::now());
+        match decision {
+            RateDecision::Allow => {}
+            RateDecision::Delay(wait) => glommio::timer::sleep(wait).await,
+            RateDecision::Reject { retry_after_secs } => {
+                bump(&counters.http_rate_limited, 1);
+                tracing::info!(target: "shardgate::security", route = %route.name, peer = %info.peer, "request rate limit reached");
+                out.clear();
+                let keep = reply::too_many_requests(retry_after_secs, local_keep_alive, out);
+                count_status(counters, 429);
+                client.write_all(out).await?;
+                return Ok(if keep { Next::KeepAlive } else { Next::Close });
+            }
+        }
+    }
+    match &route.action {
+        RouteAction::Reject => {
+            bump(&counters.rejected, 1);
+            local_reply(client, out, ErrorStatus::Forbidden, local_keep_alive, Some(counters)).await
+        }
+        RouteAction::Redirect(redirect) => {
+            out.clear();
+            let location = redirect.to.expand(&head);
+            if reply::redirect(redirect.status, &location, local_keep_alive, out).is_err() {
+                return local_reply(client, out, ErrorStatus::BadRequest, false, Some(counters)).await;
+            }
+            count_status(counters, redirect.status);
+            client.write_all(out).await?;
+            Ok(if local_keep_alive { Next::KeepAlive } else { Next::Close })
+        }
+        RouteAction::Serve(serve) => {
+            let served = files::serve_file(serve, &head, local_keep_alive, client, out).await?;
+            count_status(counters, served.status);
+            Ok(if served.keep_alive { Next::KeepAlive } else { Next::Close })
+        }
+        RouteAction::Forward(forward) => {
+            forward_request(state, shard_http, info, route, runtime, forward, client, inbuf, out, head).await
+        }
+    }
+}
+
+async fn local_reply(client: &mut ClientStream, out: &mut Vec<u8>, status: ErrorStatus, keep_alive: bool, counters: Option<&RouteCounters>) -> io::Result<Next> {
+    out.clear();
+    let keep = reply::error(status, keep_alive, out);
+    if let Some(c) = counters {
+        count_status(c, status.code());
+    }
+    client.write_all(out).await?;
+    Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// How a forwarded exchange failed before a response head reached the client.
+enum ExchangeError {
+    /// Answer the client with this status and close.
+    Status(ErrorStatus),
+    /// The pooled connection failed before any response byte: try again on a new one.
+    RetryFresh,
+    /// The client went away or failed: just close.
+    Client(io::Error),
+}
+
+/// Forwards one request to the route's backends and streams the response back.
+#[allow(clippy::too_many_arguments)]
+async fn forward_request(
+    state: &Rc<RouteState>,
+    shard_http: &ShardHttp,
+    info: &ConnectionInfo,
+    route: &Route,
+    runtime: &RouteRuntime,
+    forward: &Forward,
+    client: &mut ClientStream,
+    inbuf: &mut InBuf,
+    out: &mut Vec<u8>,
+    head: RequestHead,
+) -> io::Result<Next> {
+    let settings = &state.http;
+    if let Some(limit) = runtime.shard_limit {
+        if runtime.counters.active.get() >= limit {
+            bump(&runtime.counters.limited, 1);
+            return local_reply(client, out, ErrorStatus::ServiceUnavailable, false, Some(&runtime.counters)).await;
+        }
+    }
+    let _active = ActiveGuard::new(&runtime.counters);
+    let mut fresh = false;
+    loop {
+        let mut upstream = match upstream::acquire(forward, runtime, &shard_http.pool, info.local.port(), settings.upstream_keepalive_timeout, fresh).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(route = %route.name, peer = %info.peer, "no backend could be connected");
+                let status = match e {
+                    AcquireError::TimedOut => ErrorStatus::GatewayTimeout,
+                    AcquireError::Unreachable => ErrorStatus::BadGateway,
+                };
+                return local_reply(client, out, status, false, Some(&runtime.counters)).await;
+            }
+        };
+        runtime.balancer.opened(upstream.target);
+        let result = exchange(settings, &shard_http.pool, info, runtime, forward, &mut upstream, client, inbuf, out, &head).await;
+        runtime.balancer.closed(upstream.target);
+        match result {
+            Ok(next) => return Ok(next),
+            Err(ExchangeError::RetryFresh) if !fresh => {
+                tracing::debug!(route = %route.name, backend = %upstream.addr, "pooled backend connection was closed; retrying on a new one");
+                fresh = true;
+            }
+            Err(ExchangeError::RetryFresh) => {
+                return local_reply(client, out, ErrorStatus::BadGateway, false, Some(&runtime.counters)).await;
+            }
+            Err(ExchangeError::Status(status)) => {
+                tracing::info!(route = %route.name, peer = %info.peer, backend = %upstream.addr, status = status.code(), "backend exchange failed");
+                return local_reply(client, out, status, false, Some(&runtime.counters)).await;
+            }
+            Err(ExchangeError::Client(e)) => return Err(e),
+        }
+    }
+}
+
+/// Keeps a route's `active` count while an exchange runs.
+struct ActiveGuard<'a>(&'a RouteCounters);
+
+impl<'a> ActiveGuard<'a> {
+    fn new(counters: &'a RouteCounters) -> Self {
+        bump(&counters.active, 1);
+        ActiveGuard(counters)
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+    }
+}
+
+fn upstream_read_error(end: ReadEnd, retryable: bool) -> ExchangeError {
+    match end {
+        ReadEnd::Timeout => ExchangeError::Status(ErrorStatus::GatewayTimeout),
+        ReadEnd::Eof | ReadEnd::Failed(_) if retryable => ExchangeError::RetryFresh,
+        ReadEnd::Eof | ReadEnd::Failed(_) => ExchangeError::Status(ErrorStatus::BadGateway),
+    }
+}
+
+/// One request/response exchange on `upstream`.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    settings: &HttpSettings,
+    pool: &UpstreamPool,
+    info: &ConnectionInfo,
+    runtime: &RouteRuntime,
+    forward: &Forward,
+    upstream: &mut Upstream,
+    client: &mut ClientStream,
+    inbuf: &mut InBuf,
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+) -> Result<Next, ExchangeError> {
+    let counters = &runtime.counters;
+    let has_body = !matches!(head.framing, BodyFraming::None | BodyFraming::ContentLength(0));
+    // Only a body-less request can be replayed on a new connection.
+    let retryable = upstream.reused && !has_body;
+    let context = ForwardingContext {
+        client_ip: info.peer.ip(),
+        proto: if client.is_tls() { Scheme::Https } else { Scheme::Http },
+        trust_incoming_forwarded: settings.trust_forwarded,
+        upstream_keep_alive: true,
+    };
+    out.clear();
+    rewrite::write_upstream_request(head, &context, out);
+    if let Err(e) = upstream.stream.write_all(out).await {
+        tracing::debug!(backend = %upstream.addr, error = %e, "writing the request head failed");
+        return Err(if retryable { ExchangeError::RetryFresh } else { ExchangeError::Status(ErrorStatus::BadGateway) });
+    }
+    if has_body {
+        if head.connection.expect_continue && inbuf.is_empty() {
+            client.write_all(reply::CONTINUE).await.map_err(ExchangeError::Client)?;
+        }
+        send_request_body(settings, upstream, client, inbuf, out, head.framing, counters).await?;
+    }
+
+    // The response.
+    let mut parser = ResponseParser::new(shardgate_http1::Limits { max_body_bytes: None, ..shardgate_http1::Limits::default() });
+    let mut upbuf = InBuf::default();
+    let mut got_bytes = false;
+    loop {
+        let parsed = parser.parse(upbuf.data(), head.response_context()).map_err(|e: Http1Error| {
+            tracing::info!(backend = %upstream.addr, error = %e, "invalid response from the backend");
+            ExchangeError::Status(e.upstream_status())
+        })?;
+        let (response, consumed) = match parsed {
+            ParseStatus::Complete { head: response, consumed } => (response, consumed),
+            ParseStatus::Partial => {
+                match fill_upstream(&mut upbuf, &mut upstream.stream, settings.upstream_timeout).await {
+                    Ok(_) => got_bytes = true,
+                    Err(end) => return Err(upstream_read_error(end, retryable && !got_bytes)),
+                }
+                continue;
+            }
+        };
+        upbuf.consume(consumed);
+        parser.reset();
+        out.clear();
+        let plan = rewrite::write_client_response(&response, head, true, out);
+        match response.class {
+            ResponseClass::Interim => {
+                if plan.head_written {
+                    client.write_all(out).await.map_err(ExchangeError::Client)?;
+                }
+                continue;
+            }
+            ResponseClass::SwitchingProtocols => {
+                count_status(counters, response.status);
+                client.write_all(out).await.map_err(ExchangeError::Client)?;
+                if !upbuf.is_empty() {
+                    client.write_all(upbuf.data()).await.map_err(ExchangeError::Client)?;
+                }
+                let pending = inbuf.take_all();
+                if !pending.is_empty() {
+                    upstream.stream.write_all(&pending).await.map_err(|_| ExchangeError::Status(ErrorStatus::BadGateway))?;
+                }
+                tunnel(client, &mut upstream.stream, forward.idle_timeout, counters).await;
+                return Ok(Next::Done);
+            }
+            ResponseClass::Final => {}
+        }
+        count_status(counters, response.status);
+        // From here on the client has (or will have) our head: failures just close.
+        let complete = send_response_body(settings, upstream, client, &mut upbuf, out, response.framing, plan.framing, counters).await?;
+        let reusable = complete && response.connection.keep_alive && response.framing != BodyFraming::UntilClose && upbuf.is_empty();
+        if reusable {
+            let stream = std::mem::replace(&mut upstream.stream, placeholder_stream()?);
+            pool.put(upstream.addr, stream, settings.upstream_idle_per_target);
+        }
+        return Ok(if plan.keep_alive && complete { Next::KeepAlive } else { Next::Close });
+    }
+}
+
+/// A stand-in left in an [`Upstream`] whose connection went back to the pool: a socket that
+/// was never connected (dropping it just closes it).
+fn placeholder_stream() -> Result<TcpStream, ExchangeError> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| ExchangeError::Client(io::Error::other(e)))?;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a fresh socket whose ownership moves to the stream.
+    Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Streams the request body to the backend with its framing re-made.
+async fn send_request_body(
+    settings: &HttpSettings,
+    upstream: &mut Upstream,
+    client: &mut ClientStream,
+    inbuf: &mut InBuf,
+    out: &mut Vec<u8>,
+    framing: BodyFraming,
+    counters: &RouteCounters,
+) -> Result<(), ExchangeError> {
+    let body_deadline = || Instant::now() + settings.keepalive_timeout;
+    let backend_failed = |e: io::Error| {
+        tracing::debug!(error = %e, "writing the request body to the backend failed");
+        ExchangeError::Status(ErrorStatus::BadGateway)
+    };
+    match framing {
+        BodyFraming::ContentLength(mut left) => {
+            while left > 0 {
+                if inbuf.is_empty() {
+                    match fill_client(inbuf, client, body_deadline()).await {
+                        Ok(_) => {}
+                        Err(ReadEnd::Failed(e)) => return Err(ExchangeError::Client(e)),
+                        Err(_) => return Err(ExchangeError::Client(io::Error::new(io::ErrorKind::UnexpectedEof, "client ended the request body early"))),
+                    }
+                }
+                let take = (inbuf.data().len() as u64).min(left) as usize;
+                upstream.stream.write_all(&inbuf.data()[..take]).await.map_err(backend_failed)?;
+                bump(&counters.bytes_upstream, take as u64);
+                inbuf.consume(take);
+                left -= take as u64;
+            }
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(settings.limits.max_body_bytes);
+            loop {
+                out.clear();
+                let mut done = false;
+                while !inbuf.is_empty() && !done {
+                    let step = match decoder.decode(inbuf.data()) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            // The backend already has a partial request: it cannot be reused.
+                            return Err(ExchangeError::Status(e.status()));
+                        }
+                    };
+                    if !step.data.is_empty() {
+                        bump(&counters.bytes_upstream, step.data.len() as u64);
+                        chunked::encode_chunk(step.data, out);
+                    }
+                    done = step.done;
+                    inbuf.consume(step.consumed);
+                }
+                if done {
+                    chunked::encode_last_chunk(decoder.trailers(), out);
+                }
+                if !out.is_empty() {
+                    upstream.stream.write_all(out).await.map_err(backend_failed)?;
+                }
+                if done {
+                    break;
+                }
+                match fill_client(inbuf, client, body_deadline()).await {
+                    Ok(_) => {}
+                    Err(ReadEnd::Failed(e)) => return Err(ExchangeError::Client(e)),
+                    Err(_) => return Err(ExchangeError::Client(io::Error::new(io::ErrorKind::UnexpectedEof, "client ended the chunked body early"))),
+                }
+            }
+        }
+        BodyFraming::None | BodyFraming::UntilClose => {}
+    }
+    Ok(())
+}
+
+/// Streams the response body (its head is in `out`, not yet sent) to the client, re-framed
+/// as `to`. Returns whether the backend's body was read completely.
+#[allow(clippy::too_many_arguments)]
+async fn send_response_body(
+    settings: &HttpSettings,
+    upstream: &mut Upstream,
+    client: &mut ClientStream,
+    upbuf: &mut InBuf,
+    out: &mut Vec<u8>,
+    from: BodyFraming,
+    to: BodyFraming,
+    counters: &RouteCounters,
+) -> Result<bool, ExchangeError> {
+    let chunk_out = to == BodyFraming::Chunked;
+    let emit = |data: &[u8], out: &mut Vec<u8>| {
+        if chunk_out {
+            chunked::encode_chunk(data, out);
+        } else {
+            out.extend_from_slice(data);
+        }
+    };
+    let complete = match from {
+        BodyFraming::None => true,
+        BodyFraming::ContentLength(mut left) => {
+            loop {
+                let take = (upbuf.data().len() as u64).min(left) as usize;
+                if take > 0 {
+                    out.extend_from_slice(&upbuf.data()[..take]);
+                    bump(&counters.bytes_downstream, take as u64);
+                    upbuf.consume(take);
+                    left -= take as u64;
+                }
+                if left == 0 {
+                    break true;
+                }
+                if out.len() >= WRITE_BATCH {
+                    client.write_all(out).await.map_err(ExchangeError::Client)?;
+                    out.clear();
+                }
+                match fill_upstream(upbuf, &mut upstream.stream, settings.upstream_timeout).await {
+                    Ok(_) => {}
+                    Err(_) => break false,
+                }
+            }
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(None);
+            loop {
+                let mut done = false;
+                while !upbuf.is_empty() && !done {
+                    let step = match decoder.decode(upbuf.data()) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            tracing::info!(backend = %upstream.addr, error = %e, "invalid chunked body from the backend");
+                            client.write_all(out).await.map_err(ExchangeError::Client)?;
+                            return Ok(false);
+                        }
+                    };
+                    if !step.data.is_empty() {
+                        bump(&counters.bytes_downstream, step.data.len() as u64);
+                        emit(step.data, out);
+                    }
+                    done = step.done;
+                    upbuf.consume(step.consumed);
+                }
+                if done {
+                    if chunk_out {
+                        chunked::encode_last_chunk(decoder.trailers(), out);
+                    }
+                    break true;
+                }
+                if out.len() >= WRITE_BATCH || !out.is_empty() && upbuf.is_empty() {
+                    client.write_all(out).await.map_err(ExchangeError::Client)?;
+                    out.clear();
+                }
+                match fill_upstream(upbuf, &mut upstream.stream, settings.upstream_timeout).await {
+                    Ok(_) => {}
+                    Err(_) => break false,
+                }
+            }
+        }
+        BodyFraming::UntilClose => loop {
+            if !upbuf.is_empty() {
+                bump(&counters.bytes_downstream, upbuf.data().len() as u64);
+                emit(upbuf.data(), out);
+                upbuf.consume(upbuf.data().len());
+            }
+            if !out.is_empty() {
+                client.write_all(out).await.map_err(ExchangeError::Client)?;
+                out.clear();
+            }
+            match fill_upstream(upbuf, &mut upstream.stream, settings.upstream_timeout).await {
+                Ok(_) => {}
+                Err(ReadEnd::Eof) => {
+                    if chunk_out {
+                        out.extend_from_slice(chunked::LAST_CHUNK);
+                    }
+                    break true;
+                }
+                Err(_) => break false,
+            }
+        },
+    };
+    if !out.is_empty() {
+        client.write_all(out).await.map_err(ExchangeError::Client)?;
+        out.clear();
+    }
+    Ok(complete)
+}
+
+/// After a 101: bytes both ways until either side ends or the route's idle timeout passes.
+async fn tunnel(client: &mut ClientStream, upstream: &mut TcpStream, idle: Duration, counters: &RouteCounters) {
+    let up = |n| bump(&counters.bytes_upstream, n);
+    let down = |n| bump(&counters.bytes_downstream, n);
+    let end = match client {
+        ClientStream::Plain(tcp) => relay(tcp, false, upstream, idle, up, down).await,
+        ClientStream::Ktls(tcp) => relay(tcp, true, upstream, idle, up, down).await,
+        ClientStream::Rustls(_) => {
+            let Ok(placeholder) = placeholder_stream() else { return };
+            let ClientStream::Rustls(mut session) = std::mem::replace(client, ClientStream::Plain(placeholder)) else {
+                return;
+            };
+            // Plaintext rustls already decrypted goes first.
+            let mut early = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                match std::io::Read::read(&mut session.conn.reader(), &mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => early.extend_from_slice(&chunk[..n]),
+                    Err(_) => break,
+                }
+            }
+            if !early.is_empty() && upstream.write_all(&early).await.is_err() {
+                return;
+            }
+            let stream::RustlsStream { mut tcp, conn, pending, .. } = *session;
+            crate::tls::relay::relay_userspace(&mut tcp, conn, pending, upstream, idle, up, down).await
+        }
+    };
+    if let RelayEnd::Failed(e) = end {
+        tracing::debug!(error = %e, "tunnel ended by an error");
+    }
+}
