@@ -447,3 +447,73 @@ fn https_termination_forwards_with_proto_https_and_alpn_http11() {
     let stats = app.stats();
     assert!(stats["routes"]["secure"]["tls_handshakes"].as_u64().unwrap_or(0) >= 4, "{stats}");
 }
+
+#[test]
+fn dns_over_https_answers_curl_as_a_doh_client_and_json_queries() {
+    if !have_curl() {
+        return;
+    }
+    let backend = HttpBackend::start("doh-site");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified = rcgen::generate_simple_self_signed(vec!["dns.example.test".to_string()]).expect("cert");
+    let cert = dir.path().join("dns.crt");
+    let key = dir.path().join("dns.key");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+    let port = free_port();
+    let dns_port = free_port();
+    let config = format!(
+        "[[certificates]]\nname = \"dns\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         default = true\n\n[[routes]]\nname = \"https\"\nmatch = {{ ports = {port} }}\n\
+         action = {{ type = \"forward\", protocol = \"http\", targets = [{{ host = \"127.0.0.1\", port = {} }}], tls = {{ mode = \"terminate\" }} }}\n\n\
+         [dns]\nudp = [\"127.0.0.1:{dns_port}\"]\ndoh_domain = \"dns.example.test\"\n\n\
+         [[dns.zones]]\norigin = \"example.test.\"\nsoa = {{ mname = \"ns1\", rname = \"hostmaster\", serial = 1 }}\n\
+         records = [\n  {{ name = \"@\", type = \"NS\", value = \"ns1\" }},\n  {{ name = \"ns1\", type = \"A\", value = \"127.0.0.1\" }},\n  {{ name = \"www\", type = \"A\", ttl = 300, value = \"127.0.0.1\" }},\n]\n",
+        cert.display(),
+        key.display(),
+        backend.port
+    );
+    let app = Appliance::start(&config, port);
+    let cacert = cert.to_str().expect("path");
+    let resolve = format!("dns.example.test:{port}:127.0.0.1");
+    // curl resolves www.example.test through our DoH endpoint (RFC 8484 POST), then fetches
+    // from the backend through the same appliance.
+    let fetched = curl(&[
+        "--cacert",
+        cacert,
+        "--resolve",
+        &resolve,
+        "--doh-url",
+        &format!("https://dns.example.test:{port}/dns-query"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{remote_ip}",
+        &format!("http://www.example.test:{}/echo", backend.port),
+    ]);
+    assert_eq!(fetched, "200 127.0.0.1", "curl resolved www.example.test over DoH");
+    // RFC 8484 GET (the spec's example query for www.example.com, here answered REFUSED: not
+    // our zone) and the JSON format.
+    let get = curl(&["--cacert", cacert, "--resolve", &resolve, "-D", "-", "-o", "/dev/null", &format!("https://dns.example.test:{port}/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB")]);
+    assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+    assert!(get.contains("Content-Type: application/dns-message"), "{get}");
+    let resolved = json(&curl(&["--cacert", cacert, "--resolve", &resolve, &format!("https://dns.example.test:{port}/resolve?name=www.example.test&type=A")]));
+    assert_eq!(resolved["Status"], 0);
+    assert_eq!(resolved["Answer"][0]["data"], "127.0.0.1");
+    assert_eq!(resolved["Answer"][0]["TTL"], 300);
+    // Bad input: a broken parameter is 400, a wrong media type 415, PUT 405.
+    let code = |args: &[&str]| {
+        let mut all = vec!["--cacert", cacert, "--resolve", &resolve, "-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        curl(&all)
+    };
+    let base = format!("https://dns.example.test:{port}/dns-query");
+    assert_eq!(code(&[&format!("{base}?dns=!!!")]), "400");
+    assert_eq!(code(&["-H", "Content-Type: text/plain", "--data-binary", "abc", &base]), "415");
+    assert_eq!(code(&["-X", "PUT", &base]), "405");
+    // Other hosts on the same port still reach the route.
+    let other = curl(&["-k", "--resolve", &format!("site.test:{port}:127.0.0.1"), "-o", "/dev/null", "-w", "%header{x-backend}", &format!("https://site.test:{port}/dns-query")]);
+    assert_eq!(other, "doh-site");
+    let stats = app.stats();
+    assert!(stats["dns"]["doh_queries"].as_u64().unwrap_or(0) >= 3, "{}", stats["dns"]);
+}

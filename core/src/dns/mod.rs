@@ -62,6 +62,8 @@ pub struct DnsCounters {
     pub tcp_refused: u64,
     /// TCP connections closed by the idle timeout.
     pub tcp_idle_timeouts: u64,
+    /// Queries received over DNS-over-HTTPS (RFC 8484 and JSON).
+    pub doh_queries: u64,
 }
 
 impl DnsCounters {
@@ -75,6 +77,7 @@ impl DnsCounters {
         self.tcp_connections += other.tcp_connections;
         self.tcp_refused += other.tcp_refused;
         self.tcp_idle_timeouts += other.tcp_idle_timeouts;
+        self.doh_queries += other.doh_queries;
     }
 }
 
@@ -87,6 +90,7 @@ struct IoCounters {
     tcp_connections: Cell<u64>,
     tcp_refused: Cell<u64>,
     tcp_idle_timeouts: Cell<u64>,
+    doh_queries: Cell<u64>,
 }
 
 /// One shard's DNS state. Every borrow of a `RefCell` here is for a synchronous call and never
@@ -161,6 +165,7 @@ impl ShardDns {
             tcp_connections: self.io.tcp_connections.get(),
             tcp_refused: self.io.tcp_refused.get(),
             tcp_idle_timeouts: self.io.tcp_idle_timeouts.get(),
+            doh_queries: self.io.doh_queries.get(),
         }
     }
 
@@ -208,6 +213,19 @@ impl ShardDns {
             }
             RrlDecision::Drop => false,
         }
+    }
+
+    /// Answers one DNS-over-HTTPS query (a wire message) into `out`, like a TCP query (the
+    /// client completed a handshake, so no rate limiting). `false`: no answer (no zones, or a
+    /// message that gets none).
+    pub fn respond_doh(&self, query: &[u8], client: IpAddr, out: &mut Vec<u8>) -> bool {
+        crate::stats::bump(&self.io.doh_queries, 1);
+        self.respond(query, Transport::Tcp, client, Instant::now(), out)
+    }
+
+    /// Whether `[dns]` is configured (zones to answer from).
+    pub fn is_serving(&self) -> bool {
+        self.catalog.borrow().is_some()
     }
 
     /// Counts a datagram the kernel cut short (larger than our receive buffer): dropped.

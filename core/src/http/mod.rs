@@ -23,6 +23,7 @@
 //! Does not own: TLS (the caller terminates it and hands over a [`ClientStream`]), the rules
 //! of HTTP/1.1 (the sans-I/O `shardgate_http1` crate), routing tables (see `route`).
 
+pub mod doh;
 pub mod files;
 pub mod stream;
 pub mod upstream;
@@ -56,11 +57,20 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Body bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// What a shard keeps for HTTP across config generations: the backend connection pool.
-#[derive(Default)]
+/// What a shard keeps for HTTP across config generations: the backend connection pool, and
+/// the shard's DNS (for DNS-over-HTTPS).
 pub struct ShardHttp {
     /// Idle backend connections by address.
     pub pool: UpstreamPool,
+    /// The shard's DNS state, which answers DoH requests.
+    pub dns: Rc<crate::dns::ShardDns>,
+}
+
+impl ShardHttp {
+    /// HTTP state for a shard whose DNS is `dns`.
+    pub fn new(dns: Rc<crate::dns::ShardDns>) -> ShardHttp {
+        ShardHttp { pool: UpstreamPool::default(), dns }
+    }
 }
 
 /// Per-generation state of one HTTP route on a shard: its `limits`.
@@ -109,7 +119,7 @@ pub struct ConnectionInfo {
 
 /// A growing read buffer: unread bytes are `buf[start..]`.
 #[derive(Default)]
-struct InBuf {
+pub(crate) struct InBuf {
     buf: Vec<u8>,
     start: usize,
 }
@@ -156,7 +166,7 @@ impl InBuf {
 }
 
 /// Why a read ended without bytes.
-enum ReadEnd {
+pub(crate) enum ReadEnd {
     Eof,
     Timeout,
     Failed(io::Error),
@@ -170,7 +180,7 @@ async fn with_deadline<T>(deadline: Instant, work: impl std::future::Future<Outp
     future::or(async { work.await.map_err(ReadEnd::Failed) }, timer).await
 }
 
-async fn fill_client(inbuf: &mut InBuf, client: &mut ClientStream, deadline: Instant) -> Result<usize, ReadEnd> {
+pub(crate) async fn fill_client(inbuf: &mut InBuf, client: &mut ClientStream, deadline: Instant) -> Result<usize, ReadEnd> {
     let spare = inbuf.spare();
     let result = with_deadline(deadline, client.read(spare)).await;
     let n = *result.as_ref().unwrap_or(&0);
@@ -296,6 +306,13 @@ async fn answer(
     // A request we answer ourselves leaves its body unread: close after the answer.
     let local_keep_alive = head.connection.keep_alive && !has_body;
     let host = head.host_name();
+    if let Some(doh_domain) = state.doh_domain.as_deref() {
+        if doh::is_doh_request(&head, host.as_deref(), doh_domain) && shard_http.dns.is_serving() {
+            let deadline = Instant::now() + state.http.header_timeout;
+            let keep = doh::answer(&shard_http.dns, &head, info.peer.ip(), client, inbuf, deadline, out).await?;
+            return Ok(if keep { Next::KeepAlive } else { Next::Close });
+        }
+    }
     let route_id = state.table.select_request(info.local.port(), info.peer.ip(), client.is_tls(), host.as_deref(), head.path());
     let (Some(route_id), Some(route)) = (route_id, route_id.and_then(|id| state.table.route(id))) else {
         tracing::debug!(peer = %info.peer, host = ?host, "no HTTP route for the request");

@@ -70,12 +70,15 @@ pub struct RouteState {
     pub runtimes: Vec<RouteRuntime>,
     /// `[http]` settings of this generation.
     pub http: crate::config::HttpSettings,
+    /// `[dns] doh_domain`: HTTP requests for this host on `/dns-query` or `/resolve` are
+    /// answered by the shard's DNS.
+    pub doh_domain: Option<String>,
 }
 
 impl RouteState {
     /// A state with no routes (before the first snapshot).
     pub fn empty() -> RouteState {
-        RouteState { generation: 0, ktls: false, table: RouteTable::empty(), runtimes: Vec::new(), http: Default::default() }
+        RouteState { generation: 0, ktls: false, table: RouteTable::empty(), runtimes: Vec::new(), http: Default::default(), doh_domain: None }
     }
 
     /// Builds the shard-local state for `table`, reusing counters by route name from
@@ -122,7 +125,7 @@ impl RouteState {
                 RouteRuntime { counters, balancer, shard_limit, tls, http_limits }
             })
             .collect();
-        RouteState { generation, ktls: tls.ktls.is_available(), table, runtimes, http: config.http.clone() }
+        RouteState { generation, ktls: tls.ktls.is_available(), table, runtimes, http: config.http.clone(), doh_domain: config.dns.as_ref().and_then(|d| d.doh_domain.as_ref()).map(|d| d.trim_end_matches('.').to_ascii_lowercase()) }
     }
 }
 

@@ -89,6 +89,7 @@ async fn run_shard(spec: ShardSpec) {
         }
     };
     let empty = RouteState::empty();
+    let dns = Rc::new(crate::dns::ShardDns::new(index));
     let shard = Rc::new(Shard {
         index,
         count,
@@ -96,11 +97,11 @@ async fn run_shard(spec: ShardSpec) {
         state: RefCell::new(Rc::new(empty)),
         counters: RefCell::new(HashMap::new()),
         shard_counters: Rc::new(ShardCounters::default()),
-        http: Rc::new(crate::http::ShardHttp::default()),
+        http: Rc::new(crate::http::ShardHttp::new(dns.clone())),
         listeners: RefCell::new(HashMap::new()),
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
-        dns: Rc::new(crate::dns::ShardDns::new(index)),
+        dns,
         tls,
         to_control,
     });

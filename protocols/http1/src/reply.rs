@@ -26,10 +26,14 @@ pub enum ErrorStatus {
     MethodNotAllowed,
     /// 408: the client was too slow sending its head.
     RequestTimeout,
+    /// 411: a body without Content-Length where one is required (DoH POST).
+    LengthRequired,
     /// 413: body over the limit.
     PayloadTooLarge,
     /// 414: request line too long.
     UriTooLong,
+    /// 415: a body of a media type this endpoint does not take (DoH POST).
+    UnsupportedMediaType,
     /// 421: the Host does not belong to this TLS connection's certificate/route.
     MisdirectedRequest,
     /// 429: rate limited (use [`too_many_requests`] to add Retry-After).
@@ -59,6 +63,8 @@ impl ErrorStatus {
             ErrorStatus::NotFound => 404,
             ErrorStatus::MethodNotAllowed => 405,
             ErrorStatus::RequestTimeout => 408,
+            ErrorStatus::LengthRequired => 411,
+            ErrorStatus::UnsupportedMediaType => 415,
             ErrorStatus::PayloadTooLarge => 413,
             ErrorStatus::UriTooLong => 414,
             ErrorStatus::MisdirectedRequest => 421,
@@ -81,6 +87,8 @@ impl ErrorStatus {
             ErrorStatus::NotFound => "Not Found",
             ErrorStatus::MethodNotAllowed => "Method Not Allowed",
             ErrorStatus::RequestTimeout => "Request Timeout",
+            ErrorStatus::LengthRequired => "Length Required",
+            ErrorStatus::UnsupportedMediaType => "Unsupported Media Type",
             ErrorStatus::PayloadTooLarge => "Content Too Large",
             ErrorStatus::UriTooLong => "URI Too Long",
             ErrorStatus::MisdirectedRequest => "Misdirected Request",
@@ -103,6 +111,7 @@ impl ErrorStatus {
             self,
             ErrorStatus::BadRequest
                 | ErrorStatus::RequestTimeout
+                | ErrorStatus::LengthRequired
                 | ErrorStatus::PayloadTooLarge
                 | ErrorStatus::UriTooLong
                 | ErrorStatus::RequestHeaderFieldsTooLarge
