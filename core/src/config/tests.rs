@@ -16,8 +16,9 @@ fn has(problems: &[String], needle: &str) -> bool {
 #[test]
 fn embedded_default_is_valid() {
     let config = Config::embedded_default().expect("embedded default must validate");
-    assert_eq!(config.routes.len(), 1);
-    assert_eq!(config.route_ports(), vec![8080]);
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.route_ports(), vec![8000, 8080]);
+    assert!(config.routes.iter().any(|r| r.name == "demo-http" && r.is_http()));
     assert_eq!(config.runtime.data_dir, PathBuf::from("./shardgate-data"));
 }
 
@@ -252,4 +253,59 @@ fn radius_unknown_keys_and_bad_types_are_problems() {
     assert!(has(&found, "[radius]") && has(&found, "auth_prot"), "{found:?}");
     let found = problems("[radius]\nlisten = [\"not-an-ip\"]\n");
     assert!(has(&found, "[radius]"), "{found:?}");
+}
+
+#[test]
+fn http_routes_are_checked_with_file_route_and_field() {
+    let problems = problems(
+        r#"
+        [http]
+        header_timeout = "soon"
+        max_headers = 0
+        [[routes]]
+        name = "bad-redirect"
+        match = { ports = 8000, path = "api" }
+        action = { type = "redirect", status = 200, to = "https://{host}{path}" }
+        [[routes]]
+        name = "bad-serve"
+        match = { ports = 8001 }
+        action = { type = "serve", root = "/definitely/not/here", targets = [] }
+        [[routes]]
+        name = "tcp-with-path"
+        match = { ports = 8002, path = "/x" }
+        action = { type = "forward", protocol = "tcp", targets = [{ host = "127.0.0.1", port = 1 }] }
+        [[routes]]
+        name = "mixed-http"
+        match = { ports = 8003 }
+        action = { type = "forward", protocol = "http", targets = [{ host = "127.0.0.1", port = 1 }] }
+        [[routes]]
+        name = "mixed-tcp"
+        match = { ports = 8003, client_ip = "10.0.0.0/8" }
+        action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }] }
+        [[routes]]
+        name = "limited-tcp"
+        match = { ports = 8004 }
+        action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }] }
+        limits = { requests = "5r/s" }
+        [[routes]]
+        name = "limited-http"
+        match = { ports = 8005 }
+        action = { type = "forward", protocol = "http", targets = [{ host = "127.0.0.1", port = 1 }] }
+        limits = { requests = "fast" }
+        "#,
+    );
+    for needle in [
+        "[http] header_timeout",
+        "[http] max_headers",
+        "route `bad-redirect`: match.path: `api` must start with `/`",
+        "route `bad-redirect`: action.status: 200 is not a redirect status",
+        "route `bad-serve`: action.root",
+        "route `bad-serve`: action.targets: not allowed for type `serve`",
+        "route `tcp-with-path`: match.path",
+        "port 8003 would carry both the HTTP route `mixed-http` and the TCP route `mixed-tcp`",
+        "route `limited-http`: limits.requests: `fast` is not a rate",
+        "route `limited-tcp`: limits: request and connection limits apply to HTTP routes",
+    ] {
+        assert!(has(&problems, needle), "missing {needle:?} in {problems:#?}");
+    }
 }
