@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx)
 command -v knotd >/dev/null || need+=(knot)
 command -v nsd >/dev/null || need+=(nsd)
 command -v dnsperf >/dev/null || need+=(dnsperf)
@@ -19,6 +20,7 @@ fi
 cargo build --release -p shardgate-appliance
 cargo bench -p shardgate-benches --bench tcp_relay_vs_haproxy -- "${1:-}"
 cargo bench -p shardgate-benches --bench tls_vs_haproxy -- "${1:-}"
+cargo bench -p shardgate-benches --bench http_vs_nginx_haproxy -- "${1:-}"
 cargo bench -p shardgate-benches --bench dns_vs_knot -- "${1:-}"
 cargo bench -p shardgate-benches --bench radius_access_requests -- "${1:-}"
 cargo run --release -q -p shardgate-benches --bin ratio-report

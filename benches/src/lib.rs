@@ -16,6 +16,8 @@
 
 pub mod cpus;
 pub mod dns_peers;
+pub mod http_load;
+pub mod http_peers;
 pub mod load;
 pub mod peers;
 pub mod radius_load;
