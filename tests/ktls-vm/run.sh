@@ -126,6 +126,16 @@ ports = [8443]
 type = "forward"
 targets = [{ host = "127.0.0.1", port = 9000 }]
 tls = { mode = "terminate" }
+
+[[routes]]
+name = "ktls-http"
+[routes.match]
+ports = [8444]
+[routes.action]
+type = "forward"
+protocol = "http"
+targets = [{ host = "127.0.0.1", port = 9001 }]
+tls = { mode = "terminate" }
 EOF
 # Check the config on the host first (with host paths to the same files).
 sed "s#/etc/shardgate/#$root/etc/shardgate/#" "$root/etc/shardgate/shardgate.toml" > "$work/host.toml"
@@ -176,6 +186,8 @@ rose() { # counter names to try: the first one present must have risen by at lea
   echo "      none of $* in /proc/net/tls_stat"; return 1
 }
 exchanges="$(sed -n 's/^exchanges total=//p' "$work/evidence.txt")"; exchanges=${exchanges:-0}
+http_total="$(sed -n 's/^http total=//p' "$work/evidence.txt")"; http_total=${http_total:-0}
+http_matched="$(grep -c '^http .* rc=0 match=yes$' "$work/evidence.txt" || true)"
 matched="$(grep -c '^exchange .* rc=0 match=yes$' "$work/evidence.txt" || true)"
 ktls="$(counter ktls_sessions)"; userspace="$(counter userspace_tls_sessions)"
 relay_errors="$(counter relay_errors)"; tls_failures="$(counter tls_failures)"
@@ -184,11 +196,13 @@ check "the VM ran to the end" grep -q '^DONE$' "$work/evidence.txt"
 check "shardgate logged \"kTLS: available\"" grep -q '^log .*kTLS: available' "$work/evidence.txt"
 check "exchanges ran ($exchanges)" [ "$exchanges" -ge 8 ]
 check "every exchange echoed its bytes and s_client exited 0 ($matched/$exchanges)" [ "$matched" -eq "$exchanges" ]
+check "HTTPS keep-alive exchanges through the HTTP proxy ran ($http_total)" [ "$http_total" -ge 2 ]
+check "every HTTPS exchange got both responses and their bodies ($http_matched/$http_total)" [ "$http_matched" -eq "$http_total" ]
 check "kernel TLS TX carried them" rose TlsTxSw TlsCurrTxSw
 check "kernel TLS RX carried them" rose TlsRxSw TlsCurrRxSw
 both_versions() { grep -q 'version=Some(TLSv1_3)' "$work/evidence.txt" && grep -q 'version=Some(TLSv1_2)' "$work/evidence.txt"; }
 check "shardgate negotiated TLS 1.3 and TLS 1.2" both_versions
-check "ktls_sessions ($ktls) = exchanges" [ "$ktls" -eq "$exchanges" ]
+check "ktls_sessions ($ktls) = exchanges + HTTPS exchanges" [ "$ktls" -eq $((exchanges + http_total)) ]
 check "userspace_tls_sessions ($userspace) = 0" [ "$userspace" -eq 0 ]
 check "relay_errors ($relay_errors) = 0 and tls_failures ($tls_failures) = 0" [ "$relay_errors" -eq 0 -a "$tls_failures" -eq 0 ]
 
@@ -197,4 +211,4 @@ if ((${#failures[@]})); then
   echo "FAIL: kTLS VM proof (${#failures[@]} check(s) failed; serial log: set KTLS_VM_KEEP=1 to keep $serial)"
   exit 1
 fi
-echo "PASS: kTLS VM proof ($exchanges TLS 1.3/1.2 exchanges carried by kernel TLS)"
+echo "PASS: kTLS VM proof ($exchanges TLS 1.3/1.2 relay exchanges and $http_total HTTPS keep-alive exchanges carried by kernel TLS)"
