@@ -443,19 +443,22 @@ async fn forward_request(
             }
         };
         runtime.balancer.opened(upstream.target);
-        let result = exchange(settings, &shard_http.pool, info, runtime, forward, &mut upstream, client, inbuf, out, &head).await;
+        let result = exchange(settings, info, runtime, forward, &mut upstream, client, inbuf, out, &head).await;
         runtime.balancer.closed(upstream.target);
+        if upstream.reusable {
+            shard_http.pool.put(upstream.addr, upstream.stream, settings.upstream_idle_per_target);
+        }
         match result {
             Ok(next) => return Ok(next),
             Err(ExchangeError::RetryFresh) if !fresh => {
-                tracing::debug!(route = %route.name, backend = %upstream.addr, "pooled backend connection was closed; retrying on a new one");
+                tracing::debug!(route = %route.name, "pooled backend connection was closed; retrying on a new one");
                 fresh = true;
             }
             Err(ExchangeError::RetryFresh) => {
                 return local_reply(client, out, ErrorStatus::BadGateway, false, Some(&runtime.counters)).await;
             }
             Err(ExchangeError::Status(status)) => {
-                tracing::info!(route = %route.name, peer = %info.peer, backend = %upstream.addr, status = status.code(), "backend exchange failed");
+                tracing::info!(route = %route.name, peer = %info.peer, status = status.code(), "backend exchange failed");
                 return local_reply(client, out, status, false, Some(&runtime.counters)).await;
             }
             Err(ExchangeError::Client(e)) => return Err(e),
@@ -491,7 +494,6 @@ fn upstream_read_error(end: ReadEnd, retryable: bool) -> ExchangeError {
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     settings: &HttpSettings,
-    pool: &UpstreamPool,
     info: &ConnectionInfo,
     runtime: &RouteRuntime,
     forward: &Forward,
@@ -572,11 +574,7 @@ async fn exchange(
         count_status(counters, response.status);
         // From here on the client has (or will have) our head: failures just close.
         let complete = send_response_body(settings, upstream, client, &mut upbuf, out, response.framing, plan.framing, counters).await?;
-        let reusable = complete && response.connection.keep_alive && response.framing != BodyFraming::UntilClose && upbuf.is_empty();
-        if reusable {
-            let stream = std::mem::replace(&mut upstream.stream, placeholder_stream()?);
-            pool.put(upstream.addr, stream, settings.upstream_idle_per_target);
-        }
+        upstream.reusable = complete && response.connection.keep_alive && response.framing != BodyFraming::UntilClose && upbuf.is_empty();
         return Ok(if plan.keep_alive && complete { Next::KeepAlive } else { Next::Close });
     }
 }

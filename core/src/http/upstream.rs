@@ -3,8 +3,8 @@
 //!
 //! Owns: [`UpstreamPool`] (idle connections by backend address, most recently used first,
 //! expired after `upstream_keepalive_timeout`, at most `upstream_idle_per_target` each, and
-//! checked with a non-blocking peek before reuse so a connection the backend closed while
-//! idle is never handed out) and [`acquire`] (balancer order, pooled connection or a new
+//! — when idle for more than two seconds — checked with a non-blocking peek before reuse, so
+//! a connection the backend closed while idle is not handed out) and [`acquire`] (balancer order, pooled connection or a new
 //! one, failover across targets). A pool lives as long as its shard: reloads keep it.
 
 use std::cell::RefCell;
@@ -19,6 +19,9 @@ use crate::config::Forward;
 use crate::proxy::RouteRuntime;
 use crate::stats::bump;
 
+/// Idle connections younger than this are reused without the liveness peek.
+const RECENT: Duration = Duration::from_secs(2);
+
 /// A backend connection in use by one exchange.
 pub struct Upstream {
     /// The connection.
@@ -29,6 +32,9 @@ pub struct Upstream {
     pub target: usize,
     /// It came from the pool (it may have been closed by the backend meanwhile).
     pub reused: bool,
+    /// The last response was read completely on a kept-alive connection: it may go back
+    /// to the pool.
+    pub reusable: bool,
 }
 
 struct Idle {
@@ -49,7 +55,10 @@ impl UpstreamPool {
         let queue = idle.get_mut(&addr)?;
         let now = Instant::now();
         while let Some(entry) = queue.pop_back() {
-            if now.duration_since(entry.since) < max_idle && still_open(&entry.stream) {
+            let idle = now.duration_since(entry.since);
+            // A connection parked a moment ago is taken as is (a backend closing it that fast
+            // is caught by the retry of body-less requests); older ones are peeked first.
+            if idle < max_idle && (idle < RECENT || still_open(&entry.stream)) {
                 return Some(entry.stream);
             }
         }
@@ -118,7 +127,7 @@ pub async fn acquire(forward: &Forward, runtime: &RouteRuntime, pool: &UpstreamP
         if !fresh {
             if let Some(stream) = pool.take(addr, max_idle) {
                 bump(&runtime.counters.upstream_reused, 1);
-                return Ok(Upstream { stream, addr, target: index, reused: true });
+                return Ok(Upstream { stream, addr, target: index, reused: true, reusable: false });
             }
         }
         if attempt > 0 {
@@ -128,7 +137,7 @@ pub async fn acquire(forward: &Forward, runtime: &RouteRuntime, pool: &UpstreamP
         match TcpStream::connect_timeout(addr, forward.connect_timeout).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                return Ok(Upstream { stream, addr, target: index, reused: false });
+                return Ok(Upstream { stream, addr, target: index, reused: false, reusable: false });
             }
             Err(e) => {
                 if matches!(e, glommio::GlommioError::TimedOut(_)) {
