@@ -189,6 +189,12 @@ fn redirect_action_sends_the_classic_https_redirect() {
     let head = curl(&["-I", "-H", "Host: shop.example.test:80", &format!("http://127.0.0.1:{port}/cart?id=7")]);
     assert!(head.starts_with("HTTP/1.1 301 Moved Permanently"), "{head}");
     assert!(head.contains("Location: https://shop.example.test/cart?id=7"), "{head}");
+    // A request body we never read must not destroy the answer (lingering close).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("body.bin");
+    std::fs::write(&body, vec![b'x'; 2_000_000]).expect("body");
+    let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", "--data-binary", &format!("@{}", body.display()), &format!("http://127.0.0.1:{port}/upload")]);
+    assert_eq!(code, "301");
 }
 
 #[test]

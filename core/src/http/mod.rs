@@ -238,7 +238,7 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
                     out.clear();
                     reply::error(e.status(), false, &mut out);
                     let _ = client.write_all(&out).await;
-                    client.close().await;
+                    close_lingering(&mut client).await;
                     return;
                 }
             }
@@ -251,7 +251,7 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
                     out.clear();
                     reply::error(ErrorStatus::RequestTimeout, false, &mut out);
                     let _ = client.write_all(&out).await;
-                    client.close().await;
+                    close_lingering(&mut client).await;
                     return;
                 }
                 Err(ReadEnd::Timeout) | Err(ReadEnd::Eof) => {
@@ -271,10 +271,34 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
         match next {
             Next::KeepAlive => idle_deadline = Instant::now() + settings.keepalive_timeout,
             Next::Close => {
-                client.close().await;
+                close_lingering(&mut client).await;
                 return;
             }
             Next::Done => return,
+        }
+    }
+}
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes our side, then reads and discards what the client still sends (a request body we
+/// did not read) for a moment, as nginx's `lingering_close` does: closing a socket with unread
+/// bytes sends a reset, which can destroy the answer before the client reads it.
+async fn close_lingering(client: &mut ClientStream) {
+    client.close().await;
+    let deadline = Instant::now() + LINGER;
+    let mut sink = InBuf::default();
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        match fill_client(&mut sink, client, deadline).await {
+            Ok(n) => {
+                discarded += n;
+                sink.consume(n);
+            }
+            Err(_) => return,
         }
     }
 }
