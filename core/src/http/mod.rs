@@ -57,21 +57,27 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Body bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// What a shard keeps for HTTP across config generations: the backend connection pool, and
-/// the shard's DNS (for DNS-over-HTTPS).
+/// What a shard keeps for HTTP across config generations: the backend connection pool, the
+/// shard's DNS (for DNS-over-HTTPS) and whether the shard is draining.
 pub struct ShardHttp {
     /// Idle backend connections by address.
     pub pool: UpstreamPool,
     /// The shard's DNS state, which answers DoH requests.
     pub dns: Rc<crate::dns::ShardDns>,
+    /// Set by a graceful stop: idle keep-alive connections close within a second, busy ones
+    /// after their current response (`Connection: close`).
+    pub draining: std::cell::Cell<bool>,
 }
 
 impl ShardHttp {
     /// HTTP state for a shard whose DNS is `dns`.
     pub fn new(dns: Rc<crate::dns::ShardDns>) -> ShardHttp {
-        ShardHttp { pool: UpstreamPool::default(), dns }
+        ShardHttp { pool: UpstreamPool::default(), dns, draining: std::cell::Cell::new(false) }
     }
 }
+
+/// How often an idle keep-alive connection looks at the drain flag.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
 
 /// Per-generation state of one HTTP route on a shard: its `limits`.
 #[derive(Default, Debug)]
@@ -224,7 +230,31 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
     loop {
         // The request head: the keep-alive timeout runs until its first byte arrives, then
         // the header timeout for the whole head.
-        let mut head_deadline = if inbuf.is_empty() { None } else { Some(Instant::now() + settings.header_timeout) };
+        if inbuf.is_empty() {
+            // Idle between requests: wait without reading, so giving up loses nothing.
+            loop {
+                if shard_http.draining.get() || Instant::now() >= idle_deadline {
+                    client.close().await;
+                    return;
+                }
+                let wake = idle_deadline.min(Instant::now() + DRAIN_POLL);
+                let readable = future::or(
+                    async {
+                        client.wait_readable().await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(wake.saturating_duration_since(Instant::now())).await;
+                        false
+                    },
+                )
+                .await;
+                if readable {
+                    break;
+                }
+            }
+        }
+        let mut head_deadline: Option<Instant> = None;
         let head = loop {
             match parser.parse(inbuf.data()) {
                 Ok(ParseStatus::Complete { head, consumed }) => {
@@ -242,18 +272,18 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
                     return;
                 }
             }
-            let deadline = head_deadline.unwrap_or(idle_deadline);
+            let deadline = *head_deadline.get_or_insert_with(|| Instant::now() + settings.header_timeout);
             match fill_client(&mut inbuf, &mut client, deadline).await {
-                Ok(_) => {
-                    head_deadline.get_or_insert_with(|| Instant::now() + settings.header_timeout);
-                }
-                Err(ReadEnd::Timeout) if head_deadline.is_some() => {
+                Ok(_) => {}
+                Err(ReadEnd::Timeout) if !inbuf.is_empty() => {
                     out.clear();
                     reply::error(ErrorStatus::RequestTimeout, false, &mut out);
                     let _ = client.write_all(&out).await;
                     close_lingering(&mut client).await;
                     return;
                 }
+                // Readable but nothing came (TLS records that were not data) within the header
+                // timeout, or the client closed between requests: close quietly.
                 Err(ReadEnd::Timeout) | Err(ReadEnd::Eof) => {
                     client.close().await;
                     return;
@@ -328,7 +358,7 @@ async fn answer(
 ) -> io::Result<Next> {
     let has_body = !matches!(head.framing, BodyFraming::None | BodyFraming::ContentLength(0));
     // A request we answer ourselves leaves its body unread: close after the answer.
-    let local_keep_alive = head.connection.keep_alive && !has_body;
+    let local_keep_alive = head.connection.keep_alive && !has_body && !shard_http.draining.get();
     let host = head.host_name();
     if let Some(doh_domain) = state.doh_domain.as_deref() {
         if doh::is_doh_request(&head, host.as_deref(), doh_domain) && shard_http.dns.is_serving() {
@@ -467,7 +497,7 @@ async fn forward_request(
             }
         };
         runtime.balancer.opened(upstream.target);
-        let result = exchange(settings, info, runtime, forward, &mut upstream, client, inbuf, out, &head).await;
+        let result = exchange(settings, info, runtime, forward, &mut upstream, client, inbuf, out, &head, !shard_http.draining.get()).await;
         runtime.balancer.closed(upstream.target);
         if upstream.reusable {
             shard_http.pool.put(upstream.addr, upstream.stream, settings.upstream_idle_per_target);
@@ -526,6 +556,7 @@ async fn exchange(
     inbuf: &mut InBuf,
     out: &mut Vec<u8>,
     head: &RequestHead,
+    server_keep_alive: bool,
 ) -> Result<Next, ExchangeError> {
     let counters = &runtime.counters;
     let has_body = !matches!(head.framing, BodyFraming::None | BodyFraming::ContentLength(0));
@@ -572,7 +603,7 @@ async fn exchange(
         upbuf.consume(consumed);
         parser.reset();
         out.clear();
-        let plan = rewrite::write_client_response(&response, head, true, out);
+        let plan = rewrite::write_client_response(&response, head, server_keep_alive, out);
         match response.class {
             ResponseClass::Interim => {
                 if plan.head_written {

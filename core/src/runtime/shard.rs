@@ -178,6 +178,7 @@ impl Shard {
     }
 
     async fn drain(&self, deadline: Instant) {
+        self.http.draining.set(true);
         let closed = self.listeners.borrow_mut().drain().count()
             + self.udp_services.borrow_mut().drain().count()
             + self.dns.close_all_tcp();
