@@ -74,7 +74,14 @@ pub struct RuntimeSettings {
     pub data_dir: PathBuf,
     /// How long a graceful stop waits for open connections before closing them.
     pub drain_timeout: Duration,
+    /// How long an idle shard polls for new work before it sleeps in the kernel (Seastar
+    /// polls always; zero sleeps at once). Polling briefly saves the wake-up latency of every
+    /// request/response turn on a busy shard.
+    pub spin_before_park: Duration,
 }
+
+/// The default of `[runtime] spin_before_park`.
+pub const DEFAULT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);
 
 /// `[proxy]`: the addresses route ports are listened on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,6 +372,7 @@ impl Config {
                 layout: CpuLayout::automatic(&allowed_cpus()),
                 data_dir: PathBuf::from("./shardgate-data"),
                 drain_timeout: Duration::from_secs(10),
+                spin_before_park: DEFAULT_SPIN_BEFORE_PARK,
             },
             proxy: ProxySettings { listen: vec![IpAddr::from([0, 0, 0, 0])] },
             routes: Vec::new(),
@@ -487,7 +495,19 @@ fn validate_runtime(problems: &mut ProblemList, raw: RawRuntime) -> RuntimeSetti
         Some(d) => PathBuf::from(d),
         None => PathBuf::from("./shardgate-data"),
     };
-    RuntimeSettings { layout: CpuLayout { shard_cpus, control_cpu }, data_dir, drain_timeout }
+    let spin_before_park = match raw.spin_before_park.as_deref().map(parse_duration) {
+        None => DEFAULT_SPIN_BEFORE_PARK,
+        Some(Ok(d)) if d <= Duration::from_secs(1) => d,
+        Some(Ok(d)) => {
+            problems.section("runtime", "spin_before_park", format!("{d:?} is longer than 1s (a shard would never sleep)"));
+            DEFAULT_SPIN_BEFORE_PARK
+        }
+        Some(Err(e)) => {
+            problems.section("runtime", "spin_before_park", e);
+            DEFAULT_SPIN_BEFORE_PARK
+        }
+    };
+    RuntimeSettings { layout: CpuLayout { shard_cpus, control_cpu }, data_dir, drain_timeout, spin_before_park }
 }
 
 fn validate_proxy(problems: &mut ProblemList, raw: RawProxy) -> ProxySettings {

@@ -16,6 +16,7 @@ pub(crate) struct RawRuntime {
     pub control_cpu: Option<CpuChoice>,
     pub data_dir: Option<String>,
     pub drain_timeout: Option<String>,
+    pub spin_before_park: Option<String>,
 }
 
 /// A CPU selection: `"auto"`/`"none"`, one CPU id, or a list.

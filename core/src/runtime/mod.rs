@@ -114,7 +114,15 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     for (index, &cpu) in layout.shard_cpus.iter().enumerate() {
         let (mailbox, inbox) = doorbell::mailbox::<ToShard>()
             .map_err(|source| StartError::Spawn { what: "a shard mailbox".into(), source })?;
-        let spec = shard::ShardSpec { index, count: shard_count, cpu, inbox, to_control: to_control.clone(), tls: tls.clone() };
+        let spec = shard::ShardSpec {
+            index,
+            count: shard_count,
+            cpu,
+            spin_before_park: config.runtime.spin_before_park,
+            inbox,
+            to_control: to_control.clone(),
+            tls: tls.clone(),
+        };
         handles.push(shard::spawn_shard(spec).map_err(|source| StartError::Spawn { what: format!("shard {index}"), source })?);
         let snapshot = ShardSnapshot {
             generation: 1,

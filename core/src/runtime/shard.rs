@@ -43,6 +43,8 @@ pub struct ShardSpec {
     pub count: usize,
     /// The CPU it is pinned to.
     pub cpu: usize,
+    /// How long the executor polls before parking (see `RuntimeSettings::spin_before_park`).
+    pub spin_before_park: Duration,
     /// Its mailbox from the control core.
     pub inbox: Inbox<ToShard>,
     /// The control core's channel.
@@ -71,7 +73,10 @@ struct Shard {
 /// Starts a shard's thread; it runs until told to stop.
 pub fn spawn_shard(spec: ShardSpec) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
     let name = format!("shard-{}", spec.index);
-    LocalExecutorBuilder::new(Placement::Fixed(spec.cpu))
+    let spin = spec.spin_before_park;
+    let builder = LocalExecutorBuilder::new(Placement::Fixed(spec.cpu));
+    let builder = if spin.is_zero() { builder } else { builder.spin_before_park(spin) };
+    builder
         .name(&name)
         .io_memory(SHARD_IO_MEMORY)
         .spawn(move || async move { run_shard(spec).await })
@@ -79,7 +84,7 @@ pub fn spawn_shard(spec: ShardSpec) -> std::io::Result<glommio::ExecutorJoinHand
 }
 
 async fn run_shard(spec: ShardSpec) {
-    let ShardSpec { index, count, cpu, inbox, to_control, tls } = spec;
+    let ShardSpec { index, count, cpu, inbox, to_control, tls, .. } = spec;
     let bell = match inbox.bell() {
         Ok(b) => b,
         Err(e) => {
