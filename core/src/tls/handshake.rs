@@ -32,6 +32,10 @@ pub enum HandshakeError {
     /// A record header announced an impossible length.
     #[error("TLS record of {0} bytes is larger than allowed")]
     RecordTooLarge(usize),
+    /// A CA completed a TLS-ALPN-01 validation handshake (ALPN `acme-tls/1`); the
+    /// connection is closed without reaching a backend.
+    #[error("ACME TLS-ALPN-01 validation handshake answered")]
+    AcmeValidation,
     /// The bytes are not TLS records at all (e.g. plain HTTP on a TLS port).
     #[error("not TLS: record header {0:02x?}")]
     NotTls([u8; 3]),
@@ -105,13 +109,13 @@ pub async fn accept(
     already_read: Vec<u8>,
     timeout: Duration,
 ) -> Result<Established, HandshakeError> {
-    let mut conn = ServerConnection::new(config)?;
     let mut reader = RecordReader { pending: already_read };
     let handshake = async {
+        let mut conn = start_connection(stream, &mut reader, config).await?;
         loop {
             flush(&mut conn, stream).await?;
             if !conn.is_handshaking() {
-                return Ok(());
+                return Ok(conn);
             }
             let record = reader.next_record(stream).await?;
             conn.read_tls(&mut record.as_slice())?;
@@ -126,8 +130,54 @@ pub async fn accept(
         glommio::timer::sleep(timeout).await;
         Err(HandshakeError::Timeout)
     };
-    future::or(handshake, deadline).await?;
+    let conn = future::or(handshake, deadline).await?;
+    if conn.alpn_protocol() == Some(crate::acme::tls_alpn::ACME_TLS_ALPN) {
+        // A CA validating TLS-ALPN-01 has seen our challenge certificate; such a connection
+        // carries no data (RFC 8737 §3) and must not reach a backend.
+        return Err(HandshakeError::AcmeValidation);
+    }
     Ok(Established { conn, leftover: reader.pending })
+}
+
+/// Reads the ClientHello and starts the server connection. A ClientHello offering ALPN
+/// `acme-tls/1` (a CA validating TLS-ALPN-01) gets a copy of `config` that negotiates exactly
+/// that protocol, as RFC 8737 requires; the resolver then serves the challenge certificate.
+async fn start_connection(
+    stream: &mut TcpStream,
+    reader: &mut RecordReader,
+    config: Arc<ServerConfig>,
+) -> Result<ServerConnection, HandshakeError> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let accepted = loop {
+        let record = reader.next_record(stream).await?;
+        acceptor.read_tls(&mut record.as_slice())?;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = stream.write_all(&out).await;
+                return Err(HandshakeError::Tls(e));
+            }
+        }
+    };
+    let config = if crate::tls::store::offers_acme_tls(&accepted.client_hello()) {
+        let mut challenge = (*config).clone();
+        challenge.alpn_protocols = vec![crate::acme::tls_alpn::ACME_TLS_ALPN.to_vec()];
+        Arc::new(challenge)
+    } else {
+        config
+    };
+    match accepted.into_connection(config) {
+        Ok(conn) => Ok(conn),
+        Err((e, mut alert)) => {
+            let mut out = Vec::new();
+            let _ = alert.write_all(&mut out);
+            let _ = stream.write_all(&out).await;
+            Err(HandshakeError::Tls(e))
+        }
+    }
 }
 
 #[cfg(test)]

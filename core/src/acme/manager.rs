@@ -1,0 +1,388 @@
+//! The control core's ACME manager: which auto certificates exist, which are due, the orders in
+//! flight, the challenges published, and the certificate store the shards get.
+//!
+//! Lives on the control core thread (owned by `ControlCore`); order tasks run on the control
+//! core's tokio runtime and talk back through [`AcmeEvent`]s, which [`AcmeManager::handle`]
+//! applies here. A certificate is due when there is none in storage, when the stored one does
+//! not cover the configured names, when it expires within `renew_before`, or when a renewal
+//! was forced (`shardgate certs renew`). After a failed order the next attempt waits
+//! `retry_after`, doubled per consecutive failure up to [`MAX_RETRY_AFTER`]; the certificate
+//! already served keeps serving meanwhile.
+//!
+//! The store the shards use is always built here the same way: the config's own
+//! `[[certificates]]` first, then every issued auto certificate, plus the TLS-ALPN-01 challenge
+//! certificates of orders in flight. It is sent whole (`ToShard::Certificates`) whenever it
+//! changes; shards swap it in for new handshakes only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
+
+use super::http01::Http01Challenges;
+use super::order::{self, OrderRequest};
+use super::{stored, AcmeEvent, PublishedChallenge};
+use crate::config::{AcmeSettings, Config, MAX_RETRY_AFTER};
+use crate::dns::dynamic::{ChangeKind, DnsChange, DnsZones};
+use crate::runtime::control_async::ControlAsync;
+use crate::runtime::doorbell::Mailbox;
+use crate::runtime::messages::{ToControl, ToShard};
+use crate::storage::Storage;
+use crate::tls::store::{CertificateStore, LoadedCertificate};
+
+/// TTL of `_acme-challenge` TXT records (short: they live for one validation).
+const CHALLENGE_TTL: u32 = 5;
+
+/// One auto certificate as `stats.json` and `shardgate certs` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The route it is for.
+    pub name: String,
+    /// The names configured.
+    pub domains: Vec<String>,
+    /// `valid`, `missing` (never issued), `ordering` (an order is in flight) or `expired`.
+    pub state: String,
+    /// When the served certificate expires (seconds since the epoch), if there is one.
+    pub not_after: Option<i64>,
+    /// Days until then (negative once expired).
+    pub expires_in_days: Option<i64>,
+    /// Orders that succeeded since start.
+    pub issued: u64,
+    /// Consecutive failed orders.
+    pub failures: u32,
+    /// Why the last order failed (cleared by a success).
+    pub last_error: Option<String>,
+    /// Seconds until the next attempt when one is scheduled (after a failure or for renewal).
+    pub next_attempt_in_secs: Option<u64>,
+}
+
+#[derive(Debug)]
+struct ManagedCertificate {
+    domains: Vec<String>,
+    served: Option<Arc<LoadedCertificate>>,
+    in_flight: bool,
+    forced: bool,
+    failures: u32,
+    issued: u64,
+    last_error: Option<String>,
+    /// No order before this (backoff after failures).
+    not_before: Instant,
+}
+
+/// Challenges published for one certificate's order.
+#[derive(Debug, Default)]
+struct Published {
+    dns: Vec<(String, String)>,
+    http_tokens: Vec<String>,
+    alpn_domains: Vec<String>,
+}
+
+/// The ACME manager (see the module doc).
+#[derive(Debug)]
+pub struct AcmeManager {
+    settings: Option<Arc<AcmeSettings>>,
+    storage: Arc<dyn Storage>,
+    to_control: Sender<ToControl>,
+    base: Arc<CertificateStore>,
+    certificates: BTreeMap<String, ManagedCertificate>,
+    published: BTreeMap<String, Published>,
+    alpn: HashMap<String, Arc<CertifiedKey>>,
+    http01: Arc<Http01Challenges>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Whether `cert` names every one of `domains`.
+fn covers(cert: &LoadedCertificate, domains: &[String]) -> bool {
+    domains.iter().all(|d| cert.dns_names.iter().any(|n| n == d))
+}
+
+impl AcmeManager {
+    /// A manager for `config`'s auto certificates; stored certificates are loaded (and served
+    /// from the first store on), so a restart orders nothing while they are good.
+    pub fn new(config: &Config, storage: Arc<dyn Storage>, to_control: Sender<ToControl>) -> AcmeManager {
+        let mut manager = AcmeManager {
+            settings: None,
+            storage,
+            to_control,
+            base: config.certificates.clone(),
+            certificates: BTreeMap::new(),
+            published: BTreeMap::new(),
+            alpn: HashMap::new(),
+            http01: Arc::new(Http01Challenges::default()),
+        };
+        manager.configure(config);
+        manager
+    }
+
+    /// Takes a (re)loaded config's `[acme]` and certificates: new auto certificates are loaded
+    /// from storage, removed ones forgotten, kept ones keep their state.
+    fn configure(&mut self, config: &Config) {
+        self.base = config.certificates.clone();
+        self.settings = config.acme.clone().map(Arc::new);
+        let wanted = config.acme.as_ref().map(|a| a.certificates.clone()).unwrap_or_default();
+        self.certificates.retain(|name, _| wanted.iter().any(|w| &w.name == name));
+        for auto in wanted {
+            if let Some(existing) = self.certificates.get_mut(&auto.name) {
+                existing.domains = auto.domains;
+                continue;
+            }
+            let served = match stored::load_certificate(self.storage.as_ref(), &auto.name) {
+                Ok(Some(cert)) => {
+                    tracing::info!(certificate = %auto.name, names = ?cert.dns_names, not_after = cert.not_after, "stored ACME certificate loaded");
+                    Some(Arc::new(cert))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(certificate = %auto.name, error = %e, "stored ACME certificate unusable; ordering a new one");
+                    None
+                }
+            };
+            self.certificates.insert(
+                auto.name.clone(),
+                ManagedCertificate {
+                    domains: auto.domains,
+                    served,
+                    in_flight: false,
+                    forced: false,
+                    failures: 0,
+                    issued: 0,
+                    last_error: None,
+                    not_before: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// For a reload: takes the new config's settings and puts the merged store into it.
+    pub fn reconfigure(&mut self, config: &mut Config) {
+        self.configure(config);
+        config.certificates = self.store();
+    }
+
+    /// The store shards should use now.
+    pub fn store(&self) -> Arc<CertificateStore> {
+        let issued: Vec<Arc<LoadedCertificate>> = self.certificates.values().filter_map(|c| c.served.clone()).collect();
+        Arc::new(self.base.merged(&issued, self.alpn.clone()))
+    }
+
+    /// Sends the current store to every shard.
+    pub fn send_store(&self, shards: &[Mailbox<ToShard>]) {
+        let store = self.store();
+        for shard in shards {
+            let _ = shard.send(ToShard::Certificates(store.clone()));
+        }
+    }
+
+    fn due(&self, certificate: &ManagedCertificate, now: Instant) -> bool {
+        let Some(settings) = &self.settings else { return false };
+        if certificate.in_flight || now < certificate.not_before {
+            return false;
+        }
+        match &certificate.served {
+            _ if certificate.forced => true,
+            None => true,
+            Some(cert) => {
+                !covers(cert, &certificate.domains) || cert.not_after - (settings.renew_before.as_secs() as i64) <= unix_now()
+            }
+        }
+    }
+
+    /// Starts an order for every due certificate.
+    pub fn start_due_orders(&mut self, now: Instant, tasks: &ControlAsync) {
+        let Some(settings) = self.settings.clone() else { return };
+        let due: Vec<String> =
+            self.certificates.iter().filter(|(_, c)| self.due(c, now)).map(|(name, _)| name.clone()).collect();
+        for name in due {
+            let Some(certificate) = self.certificates.get_mut(&name) else { continue };
+            certificate.in_flight = true;
+            certificate.forced = false;
+            tracing::info!(certificate = %name, names = ?certificate.domains, challenge = settings.challenge.as_str(), "ACME order started");
+            let request = OrderRequest {
+                certificate: name.clone(),
+                domains: certificate.domains.clone(),
+                settings: settings.clone(),
+                storage: self.storage.clone(),
+                to_control: self.to_control.clone(),
+            };
+            tasks.spawn(order::run(request));
+        }
+    }
+
+    /// Applies one event from an order task or the admin socket.
+    pub fn handle(&mut self, event: AcmeEvent, shards: &[Mailbox<ToShard>], dns: Option<&mut DnsZones>) {
+        match event {
+            AcmeEvent::Publish { certificate, challenge, reply } => {
+                let _ = reply.send(self.publish(&certificate, challenge, shards, dns));
+            }
+            AcmeEvent::Withdraw { certificate } => self.withdraw(&certificate, shards, dns),
+            AcmeEvent::Finished { certificate, outcome } => self.finished(&certificate, outcome, shards),
+            AcmeEvent::Renew { certificate, reply } => {
+                let mut started = Vec::new();
+                for (name, managed) in &mut self.certificates {
+                    if certificate.as_deref().is_none_or(|wanted| wanted == name) {
+                        managed.forced = true;
+                        managed.not_before = Instant::now();
+                        started.push(name.clone());
+                    }
+                }
+                let _ = reply.send(match (&certificate, started.is_empty()) {
+                    (Some(name), true) => Err(format!("no auto certificate is named `{name}`")),
+                    (None, true) => Err("no route has certificate = \"auto\"".to_string()),
+                    _ => Ok(started),
+                });
+            }
+            AcmeEvent::Status { reply } => {
+                let _ = reply.send(self.status(Instant::now()));
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        certificate: &str,
+        challenge: PublishedChallenge,
+        shards: &[Mailbox<ToShard>],
+        dns: Option<&mut DnsZones>,
+    ) -> Result<(), String> {
+        let published = self.published.entry(certificate.to_string()).or_default();
+        match challenge {
+            PublishedChallenge::Dns { name, value } => {
+                let Some(dns) = dns else { return Err("dns-01 needs the [dns] server, and it is not configured".into()) };
+                let change = DnsChange {
+                    kind: ChangeKind::Add,
+                    name: name.clone(),
+                    rtype: "TXT".into(),
+                    value: Some(format!("\"{value}\"")),
+                    ttl: Some(CHALLENGE_TTL),
+                };
+                dns.apply(change).map_err(|e| e.to_string())?;
+                published.dns.push((name, value));
+                let catalog = dns.current();
+                for shard in shards {
+                    let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
+                }
+            }
+            PublishedChallenge::Http { token, key_authorization } => {
+                self.http01 = Arc::new(self.http01.with(&token, &key_authorization));
+                published.http_tokens.push(token);
+                for shard in shards {
+                    let _ = shard.send(ToShard::AcmeHttp01(self.http01.clone()));
+                }
+            }
+            PublishedChallenge::TlsAlpn { domain, certificate } => {
+                self.alpn.insert(domain.clone(), certificate);
+                published.alpn_domains.push(domain);
+                self.send_store(shards);
+            }
+        }
+        Ok(())
+    }
+
+    fn withdraw(&mut self, certificate: &str, shards: &[Mailbox<ToShard>], dns: Option<&mut DnsZones>) {
+        let Some(published) = self.published.remove(certificate) else { return };
+        if let Some(dns) = dns {
+            if !published.dns.is_empty() {
+                for (name, value) in published.dns {
+                    let change = DnsChange {
+                        kind: ChangeKind::Remove,
+                        name: name.clone(),
+                        rtype: "TXT".into(),
+                        value: Some(format!("\"{value}\"")),
+                        ttl: None,
+                    };
+                    if let Err(e) = dns.apply(change) {
+                        tracing::warn!(%name, error = %e, "cannot remove an ACME challenge TXT record");
+                    }
+                }
+                let catalog = dns.current();
+                for shard in shards {
+                    let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
+                }
+            }
+        }
+        if !published.http_tokens.is_empty() {
+            let mut set = (*self.http01).clone();
+            for token in &published.http_tokens {
+                set = set.without(token);
+            }
+            self.http01 = Arc::new(set);
+            for shard in shards {
+                let _ = shard.send(ToShard::AcmeHttp01(self.http01.clone()));
+            }
+        }
+        if !published.alpn_domains.is_empty() {
+            for domain in &published.alpn_domains {
+                self.alpn.remove(domain);
+            }
+            self.send_store(shards);
+        }
+    }
+
+    fn finished(&mut self, name: &str, outcome: Result<super::IssuedPem, String>, shards: &[Mailbox<ToShard>]) {
+        let retry_after = self.settings.as_ref().map(|s| s.retry_after).unwrap_or(Duration::from_secs(60));
+        let storage = self.storage.clone();
+        let Some(certificate) = self.certificates.get_mut(name) else { return };
+        certificate.in_flight = false;
+        let loaded = outcome.and_then(|pem| {
+            let loaded = crate::tls::store::certificate_from_pem(name, pem.chain.as_bytes(), pem.key.as_bytes())
+                .map_err(|e| format!("the CA's certificate is unusable: {e}"))?;
+            stored::save_certificate(storage.as_ref(), name, &pem).map_err(|e| e.to_string())?;
+            Ok(loaded)
+        });
+        match loaded {
+            Ok(loaded) => {
+                tracing::info!(certificate = %name, names = ?loaded.dns_names, not_after = loaded.not_after, "ACME certificate issued, stored and served");
+                certificate.served = Some(Arc::new(loaded));
+                certificate.failures = 0;
+                certificate.issued += 1;
+                certificate.last_error = None;
+                certificate.not_before = Instant::now();
+                self.send_store(shards);
+            }
+            Err(error) => {
+                certificate.failures = certificate.failures.saturating_add(1);
+                let wait = retry_after.saturating_mul(1 << (certificate.failures - 1).min(16)).min(MAX_RETRY_AFTER);
+                certificate.not_before = Instant::now() + wait;
+                tracing::warn!(certificate = %name, error = %error, failures = certificate.failures, retry_in = ?wait, "ACME order failed; the current certificate (if any) keeps serving");
+                certificate.last_error = Some(error);
+            }
+        }
+    }
+
+    /// Every auto certificate's state.
+    pub fn status(&self, now: Instant) -> Vec<CertificateStatus> {
+        let unix = unix_now();
+        self.certificates
+            .iter()
+            .map(|(name, c)| {
+                let not_after = c.served.as_ref().map(|s| s.not_after);
+                let state = if c.in_flight {
+                    "ordering"
+                } else {
+                    match not_after {
+                        None => "missing",
+                        Some(t) if t <= unix => "expired",
+                        Some(_) => "valid",
+                    }
+                };
+                CertificateStatus {
+                    name: name.clone(),
+                    domains: c.domains.clone(),
+                    state: state.to_string(),
+                    not_after,
+                    expires_in_days: not_after.map(|t| (t - unix).div_euclid(86400)),
+                    issued: c.issued,
+                    failures: c.failures,
+                    last_error: c.last_error.clone(),
+                    next_attempt_in_secs: (c.not_before > now).then(|| c.not_before.duration_since(now).as_secs()),
+                }
+            })
+            .collect()
+    }
+}
