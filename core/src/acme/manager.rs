@@ -97,6 +97,27 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// When `cert` should be renewed (seconds since the epoch): `renew_before` ahead of its
+/// expiry, or — for a certificate whose whole lifetime is shorter than that (short-lived
+/// certificates, test CAs) — after two thirds of its lifetime, so it is not re-ordered in a
+/// loop.
+pub fn renewal_time(cert: &LoadedCertificate, renew_before: Duration) -> i64 {
+    let renew_before = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
+    let not_before = cert
+        .key
+        .cert
+        .first()
+        .and_then(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok())
+        .map(|(_, parsed)| parsed.validity().not_before.timestamp())
+        .unwrap_or(cert.not_after);
+    let lifetime = cert.not_after - not_before;
+    if lifetime > 0 && lifetime <= renew_before {
+        not_before + lifetime * 2 / 3
+    } else {
+        cert.not_after.saturating_sub(renew_before)
+    }
+}
+
 /// Whether `cert` names every one of `domains`.
 fn covers(cert: &LoadedCertificate, domains: &[String]) -> bool {
     domains.iter().all(|d| cert.dns_names.iter().any(|n| n == d))
@@ -187,9 +208,7 @@ impl AcmeManager {
         match &certificate.served {
             _ if certificate.forced => true,
             None => true,
-            Some(cert) => {
-                !covers(cert, &certificate.domains) || cert.not_after - (settings.renew_before.as_secs() as i64) <= unix_now()
-            }
+            Some(cert) => !covers(cert, &certificate.domains) || renewal_time(cert, settings.renew_before) <= unix_now(),
         }
     }
 
@@ -384,5 +403,36 @@ impl AcmeManager {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(valid_for: Duration) -> LoadedCertificate {
+        let mut params = rcgen::CertificateParams::new(vec!["www.example.net".to_string()]).expect("params");
+        let now = time_now();
+        params.not_before = now;
+        params.not_after = now + valid_for;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        crate::tls::store::certificate_from_pem("site", cert.pem().as_bytes(), key.serialize_pem().as_bytes()).expect("load")
+    }
+
+    fn time_now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+
+    #[test]
+    fn long_certificates_renew_ahead_of_expiry_short_ones_after_two_thirds() {
+        let thirty_days = Duration::from_secs(30 * 86400);
+        let long = certificate(Duration::from_secs(90 * 86400));
+        assert!((renewal_time(&long, thirty_days) - (long.not_after - 30 * 86400)).abs() <= 1);
+        let short = certificate(Duration::from_secs(300));
+        let at = renewal_time(&short, thirty_days);
+        assert!((at - (short.not_after - 100)).abs() <= 2, "{at} vs {}", short.not_after);
+        assert!(covers(&long, &["www.example.net".to_string()]));
+        assert!(!covers(&long, &["www.example.net".to_string(), "*.example.net".to_string()]));
     }
 }
