@@ -43,11 +43,20 @@ pub struct OrderRequest {
 /// Runs one order and reports the outcome to the control loop (never panics, never leaves a
 /// challenge published).
 pub async fn run(request: OrderRequest) {
-    let outcome = obtain(&request).await;
+    // rustls needs a process-wide provider for instant-acme's HTTPS client; ours is ring
+    // (the rest of the binary names ring explicitly). Losing a race to install it is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // A panic inside the order (a library bug) must still end the order, or it would stay
+    // "in flight" forever: it runs as its own task and its failure is reported like any other.
+    let inner = request.clone();
+    let outcome = match tokio::spawn(async move { obtain(&inner).await.map_err(|e| e.to_string()) }).await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(format!("the order task failed: {e}")),
+    };
     let _ = request.to_control.send(ToControl::Acme(AcmeEvent::Withdraw { certificate: request.certificate.clone() }));
     let _ = request.to_control.send(ToControl::Acme(AcmeEvent::Finished {
         certificate: request.certificate.clone(),
-        outcome: outcome.map_err(|e| e.to_string()),
+        outcome,
     }));
 }
 
