@@ -332,3 +332,36 @@ fn tls_alpn01_short_lived_certificates_issue_and_renew_themselves() {
     let second = served_leaf(port, "alpn.example.test", &root).expect("renewed verifies");
     assert_ne!(first, second);
 }
+
+#[test]
+fn storage_export_and_import_move_every_entry_with_its_privacy() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let account = data.join("storage/acme/accounts/ca.test-dir.json");
+    let chain = data.join("storage/acme/certificates/site/chain.pem");
+    for (path, mode) in [(&account, 0o600), (&chain, 0o644)] {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, format!("{}", path.display())).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let cli = |args: &[&str], data_dir: &Path| {
+        Command::new(shardgate_bin()).arg("storage").args(args).arg("--data-dir").arg(data_dir).output().expect("shardgate storage")
+    };
+    let exported = dir.path().join("exported");
+    let out = cli(&["export", &exported.display().to_string()], &data);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("exported 2 entries"), "{out:?}");
+    let other = dir.path().join("other-data");
+    let out = cli(&["import", &exported.display().to_string()], &other);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("imported 2 entries"), "{out:?}");
+    let mode = |p: PathBuf| std::fs::metadata(p).expect("entry").permissions().mode() & 0o777;
+    assert_eq!(mode(other.join("storage/acme/accounts/ca.test-dir.json")), 0o600);
+    assert_eq!(mode(other.join("storage/acme/certificates/site/chain.pem")), 0o644);
+    assert_eq!(
+        std::fs::read_to_string(other.join("storage/acme/accounts/ca.test-dir.json")).expect("read"),
+        account.display().to_string()
+    );
+    // Importing from a folder that does not exist is an error with a reason.
+    let out = cli(&["import", "/nonexistent/export"], &other);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not a folder"), "{out:?}");
+}

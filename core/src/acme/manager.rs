@@ -424,6 +424,84 @@ mod tests {
         time::OffsetDateTime::now_utc()
     }
 
+    fn manager(challenge: crate::config::ChallengeKind) -> (AcmeManager, crossbeam_channel::Receiver<ToControl>) {
+        let mut config = Config::parse(
+            r#"
+            [[routes]]
+            name = "site"
+            match = { ports = 8443, domains = ["www.example.net"] }
+            action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "auto" } }
+            [acme]
+            directory = "https://ca.test/dir"
+            retry_after = "10s"
+            "#,
+            "edge.toml",
+        )
+        .expect("config");
+        if let Some(acme) = &mut config.acme {
+            acme.challenge = challenge;
+        }
+        let (to_control, inbox) = crossbeam_channel::unbounded();
+        (AcmeManager::new(&config, Arc::new(crate::storage::memory::MemoryStorage::default()), to_control), inbox)
+    }
+
+    #[test]
+    fn failures_back_off_doubling_and_a_success_is_stored_and_served() {
+        let (mut acme, _inbox) = manager(crate::config::ChallengeKind::Http01);
+        let now = Instant::now();
+        assert_eq!(acme.status(now)[0].state, "missing");
+        assert!(acme.due(&acme.certificates["site"], now), "a missing certificate is due at once");
+        for (failures, wait) in [(1u32, 10u64), (2, 20), (3, 40)] {
+            acme.certificates.get_mut("site").expect("site").in_flight = true;
+            acme.handle(AcmeEvent::Finished { certificate: "site".into(), outcome: Err("CA says no".into()) }, &[], None);
+            let status = &acme.status(Instant::now())[0];
+            assert_eq!(status.failures, failures);
+            assert_eq!(status.last_error.as_deref(), Some("CA says no"));
+            let next = status.next_attempt_in_secs.expect("scheduled");
+            assert!(next <= wait && next + 2 >= wait, "after {failures} failures: {next}s, expected {wait}s");
+            assert!(!acme.due(&acme.certificates["site"], Instant::now()));
+        }
+        let made = rcgen::generate_simple_self_signed(vec!["www.example.net".to_string()]).expect("cert");
+        let pem = super::super::IssuedPem { chain: made.cert.pem(), key: made.signing_key.serialize_pem() };
+        acme.handle(AcmeEvent::Finished { certificate: "site".into(), outcome: Ok(pem) }, &[], None);
+        let status = &acme.status(Instant::now())[0];
+        assert_eq!((status.state.as_str(), status.issued, status.failures, status.last_error.clone()), ("valid", 1, 0, None));
+        assert!(acme.store().select(Some("www.example.net")).is_some(), "served from the store");
+        assert!(stored::load_certificate(acme.storage.as_ref(), "site").expect("load").is_some(), "stored");
+        // A forced renewal makes it due again; an unknown name is refused.
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        acme.handle(AcmeEvent::Renew { certificate: Some("nope".into()), reply }, &[], None);
+        assert!(answer.recv().expect("answer").is_err());
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        acme.handle(AcmeEvent::Renew { certificate: None, reply }, &[], None);
+        assert_eq!(answer.recv().expect("answer"), Ok(vec!["site".to_string()]));
+        assert!(acme.due(&acme.certificates["site"], Instant::now()));
+    }
+
+    #[test]
+    fn challenges_are_published_and_withdrawn() {
+        let (mut acme, _inbox) = manager(crate::config::ChallengeKind::Http01);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let challenge = PublishedChallenge::Http { token: "tok".into(), key_authorization: "tok.thumb".into() };
+        acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], None);
+        assert_eq!(answer.blocking_recv().expect("answer"), Ok(()));
+        assert_eq!(acme.http01.answer("/.well-known/acme-challenge/tok"), Some("tok.thumb"));
+        let key = super::super::tls_alpn::challenge_certificate("www.example.net", &[1; 32]).expect("alpn cert");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let challenge = PublishedChallenge::TlsAlpn { domain: "www.example.net".into(), certificate: key };
+        acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], None);
+        assert_eq!(answer.blocking_recv().expect("answer"), Ok(()));
+        assert!(acme.store().alpn_challenge("WWW.example.net.").is_some());
+        // DNS-01 without a DNS server is refused with a reason.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let challenge = PublishedChallenge::Dns { name: "_acme-challenge.www.example.net".into(), value: "v".into() };
+        acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], None);
+        assert!(answer.blocking_recv().expect("answer").is_err_and(|e| e.contains("[dns]")));
+        acme.handle(AcmeEvent::Withdraw { certificate: "site".into() }, &[], None);
+        assert!(acme.http01.is_empty());
+        assert!(acme.store().alpn_challenge("www.example.net").is_none());
+    }
+
     #[test]
     fn long_certificates_renew_ahead_of_expiry_short_ones_after_two_thirds() {
         let thirty_days = Duration::from_secs(30 * 86400);

@@ -255,6 +255,31 @@ mod tests {
     }
 
     #[test]
+    fn merged_stores_keep_configured_certificates_first_and_carry_alpn_challenges() {
+        let dir = tempfile::tempdir().expect("dir");
+        let configured = load_certificate(&write_cert(dir.path(), "configured", &["api.example.com"])).expect("configured");
+        let fallback = load_certificate(&write_cert(dir.path(), "fallback", &["fallback.test"])).expect("fallback");
+        let base = CertificateStore::new(vec![(configured, false), (fallback, true)]);
+        let spec = write_cert(dir.path(), "site", &["api.example.com", "www.example.com"]);
+        let chain = std::fs::read(&spec.cert_path).expect("chain");
+        let key = std::fs::read(&spec.key_path).expect("key");
+        let issued = Arc::new(certificate_from_pem("site", &chain, &key).expect("from pem"));
+        let challenge = load_certificate(&write_cert(dir.path(), "challenge", &["www.example.com"])).expect("challenge").key;
+        let merged = base.merged(&[issued.clone()], HashMap::from([("www.example.com".to_string(), challenge)]));
+        let pick = |n: Option<&str>| merged.select(n).map(|c| c.name.clone());
+        assert_eq!(pick(Some("api.example.com")).as_deref(), Some("configured"), "configured certificates keep their names");
+        assert_eq!(pick(Some("www.example.com")).as_deref(), Some("site"));
+        assert_eq!(pick(None).as_deref(), Some("fallback"), "the default stays");
+        assert!(merged.alpn_challenge("www.example.com").is_some());
+        assert!(base.alpn_challenge("www.example.com").is_none() && base.by_name("site").is_none(), "the old store is untouched");
+        // Merging again (a renewal) replaces the issued certificate of the same name.
+        let again = merged.merged(&[issued], HashMap::new());
+        assert_eq!(again.all().count(), 3);
+        assert!(again.alpn_challenge("www.example.com").is_none());
+        assert!(certificate_from_pem("x", b"junk", &key).is_err());
+    }
+
+    #[test]
     fn bad_files_name_the_file_and_field() {
         let dir = tempfile::tempdir().expect("dir");
         let good = write_cert(dir.path(), "good", &["a.test"]);
