@@ -212,6 +212,40 @@ impl AcmeManager {
         }
     }
 
+    /// Whether any route has `certificate = "auto"`.
+    pub fn has_certificates(&self) -> bool {
+        !self.certificates.is_empty()
+    }
+
+    /// Removes `_acme-challenge` TXT records an order left in the dynamic zones when the
+    /// appliance stopped (or crashed) mid-validation; called once at start.
+    pub fn remove_leftover_challenges(&self, shards: &[Mailbox<ToShard>], dns: Option<&mut DnsZones>) {
+        let Some(dns) = dns else { return };
+        let leftovers: Vec<DnsChange> = dns
+            .changes()
+            .iter()
+            .filter(|c| {
+                c.kind == ChangeKind::Add
+                    && c.rtype.eq_ignore_ascii_case("TXT")
+                    && c.name.to_ascii_lowercase().starts_with("_acme-challenge.")
+            })
+            .map(|c| DnsChange { kind: ChangeKind::Remove, ttl: None, ..c.clone() })
+            .collect();
+        if leftovers.is_empty() {
+            return;
+        }
+        for change in leftovers {
+            if let Err(e) = dns.apply(change.clone()) {
+                tracing::warn!(name = %change.name, error = %e, "cannot remove a leftover ACME challenge TXT record");
+            }
+        }
+        tracing::info!("removed ACME challenge TXT records left by an interrupted order");
+        let catalog = dns.current();
+        for shard in shards {
+            let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
+        }
+    }
+
     /// Starts an order for every due certificate.
     pub fn start_due_orders(&mut self, now: Instant, tasks: &ControlAsync) {
         let Some(settings) = self.settings.clone() else { return };
@@ -500,6 +534,56 @@ mod tests {
         acme.handle(AcmeEvent::Withdraw { certificate: "site".into() }, &[], None);
         assert!(acme.http01.is_empty());
         assert!(acme.store().alpn_challenge("www.example.net").is_none());
+    }
+
+    #[test]
+    fn dns01_records_go_into_our_zones_and_leftovers_are_removed_at_start() {
+        let config = Config::parse(
+            r#"
+            [[routes]]
+            name = "site"
+            match = { ports = 8443, domains = ["www.example.net", "*.example.net"] }
+            action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "auto" } }
+            [acme]
+            directory = "https://ca.test/dir"
+            challenge = "dns-01"
+            [dns]
+            udp = ["127.0.0.1:5300"]
+            [[dns.zones]]
+            origin = "example.net."
+            soa = { mname = "ns1", rname = "hostmaster", serial = 1 }
+            records = [{ name = "@", type = "NS", value = "ns1" }, { name = "ns1", type = "A", value = "127.0.0.1" }]
+            "#,
+            "edge.toml",
+        )
+        .expect("config");
+        let dir = tempfile::tempdir().expect("dir");
+        let mut zones = DnsZones::open(dir.path(), config.dns_catalog.clone().expect("catalog"));
+        let (to_control, _inbox) = crossbeam_channel::unbounded();
+        let mut acme = AcmeManager::new(&config, Arc::new(crate::storage::memory::MemoryStorage::default()), to_control);
+        // The wildcard and the base name share one owner name: two TXT values at once.
+        for value in ["for-www", "for-wildcard"] {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let challenge = PublishedChallenge::Dns { name: "_acme-challenge.example.net".into(), value: value.into() };
+            acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], Some(&mut zones));
+            assert_eq!(answer.blocking_recv().expect("answer"), Ok(()));
+        }
+        assert_eq!(zones.changes().len(), 2);
+        acme.handle(AcmeEvent::Withdraw { certificate: "site".into() }, &[], Some(&mut zones));
+        assert!(zones.changes().is_empty(), "{:?}", zones.changes());
+        // A record an interrupted order left behind (persisted) is removed at the next start.
+        let leftover = DnsChange {
+            kind: ChangeKind::Add,
+            name: "_acme-challenge.www.example.net".into(),
+            rtype: "TXT".into(),
+            value: Some("\"stale\"".into()),
+            ttl: Some(5),
+        };
+        zones.apply(leftover).expect("add");
+        let mut reopened = DnsZones::open(dir.path(), config.dns_catalog.clone().expect("catalog"));
+        assert_eq!(reopened.changes().len(), 1);
+        acme.remove_leftover_challenges(&[], Some(&mut reopened));
+        assert!(reopened.changes().is_empty(), "{:?}", reopened.changes());
     }
 
     #[test]

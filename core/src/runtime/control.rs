@@ -202,6 +202,7 @@ impl ControlCore {
 
     /// Hands the control core the ACME manager (its store was already in generation 1).
     pub fn with_acme(mut self, acme: crate::acme::manager::AcmeManager) -> ControlCore {
+        acme.remove_leftover_challenges(&self.shards, self.dns.as_mut());
         self.acme = Some(acme);
         self
     }
@@ -263,7 +264,8 @@ impl ControlCore {
             if Instant::now() >= next_write {
                 if let (Some(acme), None) = (&mut self.acme, self.stopping) {
                     acme.start_due_orders(Instant::now(), &self.async_tasks);
-                    dirty = true;
+                    // Certificate state (countdowns, orders in flight) changes without messages.
+                    dirty |= acme.has_certificates();
                 }
                 if let Some(store) = &mut self.radius_sessions {
                     let now = Instant::now();
