@@ -51,6 +51,9 @@ pub struct ShardSpec {
     pub tls: std::sync::Arc<crate::tls::TlsShared>,
 }
 
+/// A generation's number, config and routes, as a shard keeps them.
+type InForce = (u64, std::sync::Arc<crate::config::Config>, std::sync::Arc<crate::route::RouteTable>);
+
 struct Shard {
     index: usize,
     count: usize,
@@ -66,7 +69,7 @@ struct Shard {
     to_control: Sender<ToControl>,
     /// The generation, config and routes in force, to rebuild the route state when only the
     /// certificates change.
-    current: RefCell<Option<(u64, std::sync::Arc<crate::config::Config>, std::sync::Arc<crate::route::RouteTable>)>>,
+    current: RefCell<Option<InForce>>,
 }
 
 /// Starts a shard's thread; it runs until told to stop.

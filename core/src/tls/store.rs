@@ -265,7 +265,7 @@ mod tests {
         let key = std::fs::read(&spec.key_path).expect("key");
         let issued = Arc::new(certificate_from_pem("site", &chain, &key).expect("from pem"));
         let challenge = load_certificate(&write_cert(dir.path(), "challenge", &["www.example.com"])).expect("challenge").key;
-        let merged = base.merged(&[issued.clone()], HashMap::from([("www.example.com".to_string(), challenge)]));
+        let merged = base.merged(std::slice::from_ref(&issued), HashMap::from([("www.example.com".to_string(), challenge)]));
         let pick = |n: Option<&str>| merged.select(n).map(|c| c.name.clone());
         assert_eq!(pick(Some("api.example.com")).as_deref(), Some("configured"), "configured certificates keep their names");
         assert_eq!(pick(Some("www.example.com")).as_deref(), Some("site"));
