@@ -63,9 +63,10 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The `[radius]` section could not be compiled into a policy.
+    /// The storage backend could not be opened (`<data_dir>/storage`).
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    /// The `[radius]` section could not be compiled into a policy.
     #[error("{0}")]
     RadiusPolicy(#[from] shardgate_radius::RadiusError),
     /// A thread, executor or signal handler could not be started.

@@ -285,4 +285,89 @@ mod tests {
             .expect("join");
         assert_eq!(&client.join().expect("client"), b"hello");
     }
+
+    #[test]
+    fn acme_tls_alpn_handshakes_negotiate_acme_tls_1_get_the_challenge_certificate_and_end() {
+        use crate::tls::store::CertificateStore;
+        let challenge = crate::acme::tls_alpn::challenge_certificate("hs.test", &[9; 32]).expect("challenge");
+        let challenge_der = challenge.cert[0].to_vec();
+        let store = Arc::new(CertificateStore::default().merged(&[], std::collections::HashMap::from([("hs.test".to_string(), challenge)])));
+        let shared = crate::tls::TlsShared::new().expect("tls shared");
+        let config = crate::tls::server_config(&store, None, &[], &shared).expect("server config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        // The CA's side: offers only acme-tls/1 and checks the certificate itself (a CA's
+        // validator accepts the critical acmeIdentifier extension that WebPKI refuses).
+        let client = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChallengeValidator(provider)))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+            let mut conn = rustls::ClientConnection::new(Arc::new(config), "hs.test".try_into().expect("name")).expect("client");
+            let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).expect("handshake");
+            }
+            let served = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+            (conn.alpn_protocol().map(<[u8]>::to_vec), served == Some(challenge_der))
+        });
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind(addr).expect("bind");
+                let mut stream = listener.accept().await.expect("accept");
+                let outcome = accept(&mut stream, config, Vec::new(), Duration::from_secs(5)).await;
+                assert!(matches!(outcome, Err(HandshakeError::AcmeValidation)), "{:?}", outcome.err());
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+        let (alpn, challenge_served) = client.join().expect("client");
+        assert_eq!(alpn.as_deref(), Some(&b"acme-tls/1"[..]));
+        assert!(challenge_served, "the challenge certificate was served");
+    }
+
+    /// Accepts the server's certificate and signatures unchecked: WebPKI refuses the critical
+    /// acmeIdentifier extension (a CA's validator does not); the test compares the certificate
+    /// bytes afterwards.
+    #[derive(Debug)]
+    struct ChallengeValidator(Arc<rustls::crypto::CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for ChallengeValidator {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 }
