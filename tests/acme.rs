@@ -297,6 +297,10 @@ fn dns01_wildcard_issue_restart_reuse_forced_renewal_and_ca_gone() {
     let renewed = served_leaf(port, "www.example.test", &root).expect("renewed verifies");
     assert_ne!(renewed, www, "the renewed certificate is served");
 
+    // A reload keeps serving the issued certificate (merged into the new generation's store).
+    appliance.reload();
+    assert_eq!(served_leaf(port, "www.example.test", &root).expect("served after reload"), renewed);
+
     // The CA goes away: renewal fails, the error is reported, the old certificate keeps serving.
     pebble.stop();
     let renew = certs_cli(&appliance, &["renew", "site"]);
@@ -364,4 +368,17 @@ fn storage_export_and_import_move_every_entry_with_its_privacy() {
     // Importing from a folder that does not exist is an error with a reason.
     let out = cli(&["import", "/nonexistent/export"], &other);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not a folder"), "{out:?}");
+}
+
+#[test]
+fn memory_storage_warns_loudly_and_writes_nothing() {
+    let port = free_port();
+    let backend = EchoBackend::start();
+    let body = format!(
+        "[storage]\nbackend = \"memory\"\n[[routes]]\nname = \"plain\"\nmatch = {{ ports = {port} }}\naction = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {} }}] }}\n",
+        backend.port
+    );
+    let appliance = Appliance::start(&body, port);
+    appliance.wait_for_log("STORAGE IS IN MEMORY", Duration::from_secs(5));
+    assert!(!appliance.dir.path().join("data/storage").exists(), "the memory backend writes no files");
 }
