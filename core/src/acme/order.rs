@@ -25,6 +25,10 @@ use crate::storage::Storage;
 /// How long the CA gets to validate all challenges, and to issue after finalize.
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long a whole order may take (a CA that accepts connections and never answers must not
+/// keep an order in flight for ever).
+const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// What an order task needs.
 #[derive(Debug, Clone)]
 pub struct OrderRequest {
@@ -49,7 +53,13 @@ pub async fn run(request: OrderRequest) {
     // A panic inside the order (a library bug) must still end the order, or it would stay
     // "in flight" forever: it runs as its own task and its failure is reported like any other.
     let inner = request.clone();
-    let outcome = match tokio::spawn(async move { obtain(&inner).await.map_err(|e| e.to_string()) }).await {
+    let order = async move {
+        match tokio::time::timeout(ORDER_TIMEOUT, obtain(&inner)).await {
+            Ok(outcome) => outcome.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("the order took longer than {}s", ORDER_TIMEOUT.as_secs())),
+        }
+    };
+    let outcome = match tokio::spawn(order).await {
         Ok(outcome) => outcome,
         Err(e) => Err(format!("the order task failed: {e}")),
     };
