@@ -335,6 +335,8 @@ fn tls_alpn01_short_lived_certificates_issue_and_renew_themselves() {
     wait_status(&appliance, &pebble, "alpn", "automatic renewal", |s| s["issued"].as_u64() >= Some(2) && s["state"] == "valid");
     let second = served_leaf(port, "alpn.example.test", &root).expect("renewed verifies");
     assert_ne!(first, second);
+    // Every shard confirmed each challenge before the CA was asked to validate.
+    assert!(!appliance.log().contains("not every shard confirmed"), "{}", appliance.log());
 }
 
 #[test]

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http01::Http01Challenges;
 use super::order::{self, OrderRequest};
-use super::{stored, AcmeEvent, PublishedChallenge};
+use super::{stored, AcmeEvent, PublishedChallenge, ShardsApplied};
 use crate::config::{AcmeSettings, Config, MAX_RETRY_AFTER};
 use crate::dns::dynamic::{ChangeKind, DnsChange, DnsZones};
 use crate::runtime::control_async::ControlAsync;
@@ -302,7 +302,7 @@ impl AcmeManager {
         challenge: PublishedChallenge,
         shards: &[Mailbox<ToShard>],
         dns: Option<&mut DnsZones>,
-    ) -> Result<(), String> {
+    ) -> Result<ShardsApplied, String> {
         let published = self.published.entry(certificate.to_string()).or_default();
         match challenge {
             PublishedChallenge::Dns { name, value } => {
@@ -334,7 +334,7 @@ impl AcmeManager {
                 self.send_store(shards);
             }
         }
-        Ok(())
+        Ok(ShardsApplied::barrier(shards))
     }
 
     fn withdraw(&mut self, certificate: &str, shards: &[Mailbox<ToShard>], dns: Option<&mut DnsZones>) {
@@ -518,13 +518,13 @@ mod tests {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let challenge = PublishedChallenge::Http { token: "tok".into(), key_authorization: "tok.thumb".into() };
         acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], None);
-        assert_eq!(answer.blocking_recv().expect("answer"), Ok(()));
+        assert_eq!(answer.blocking_recv().expect("answer").map(|a| a.shards()), Ok(0));
         assert_eq!(acme.http01.answer("/.well-known/acme-challenge/tok"), Some("tok.thumb"));
         let key = super::super::tls_alpn::challenge_certificate("www.example.net", &[1; 32]).expect("alpn cert");
         let (reply, answer) = tokio::sync::oneshot::channel();
         let challenge = PublishedChallenge::TlsAlpn { domain: "www.example.net".into(), certificate: key };
         acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], None);
-        assert_eq!(answer.blocking_recv().expect("answer"), Ok(()));
+        assert_eq!(answer.blocking_recv().expect("answer").map(|a| a.shards()), Ok(0));
         assert!(acme.store().alpn_challenge("WWW.example.net.").is_some());
         // DNS-01 without a DNS server is refused with a reason.
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -566,7 +566,7 @@ mod tests {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let challenge = PublishedChallenge::Dns { name: "_acme-challenge.example.net".into(), value: value.into() };
             acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], Some(&mut zones));
-            assert_eq!(answer.blocking_recv().expect("answer"), Ok(()));
+            assert_eq!(answer.blocking_recv().expect("answer").map(|a| a.shards()), Ok(0));
         }
         assert_eq!(zones.changes().len(), 2);
         acme.handle(AcmeEvent::Withdraw { certificate: "site".into() }, &[], Some(&mut zones));

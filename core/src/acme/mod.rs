@@ -111,19 +111,56 @@ pub struct IssuedPem {
     pub key: String,
 }
 
+/// Acknowledgements of a change sent to every shard: each shard answers a
+/// `ToShard::Barrier` once it has applied everything sent before it, so an order tells the CA
+/// to validate only when every shard can answer the challenge.
+#[derive(Debug)]
+pub struct ShardsApplied {
+    acks: tokio::sync::mpsc::UnboundedReceiver<usize>,
+    shards: usize,
+}
+
+impl ShardsApplied {
+    /// Sends a barrier to every shard and returns what to wait on.
+    pub fn barrier(shards: &[crate::runtime::doorbell::Mailbox<crate::runtime::messages::ToShard>]) -> ShardsApplied {
+        let (ack, acks) = tokio::sync::mpsc::unbounded_channel();
+        for shard in shards {
+            let _ = shard.send(crate::runtime::messages::ToShard::Barrier(ack.clone()));
+        }
+        ShardsApplied { acks, shards: shards.len() }
+    }
+
+    /// Waits until every shard has acknowledged, at most `timeout`; returns how many did.
+    pub async fn wait(mut self, timeout: std::time::Duration) -> usize {
+        let mut acknowledged = 0;
+        let _ = tokio::time::timeout(timeout, async {
+            while acknowledged < self.shards && self.acks.recv().await.is_some() {
+                acknowledged += 1;
+            }
+        })
+        .await;
+        acknowledged
+    }
+
+    /// How many shards were asked.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+}
+
 /// Order tasks and the admin socket → the control core's ACME manager (inside
 /// `ToControl::Acme`).
 #[derive(Debug)]
 pub enum AcmeEvent {
-    /// Publish a challenge for `certificate`'s order; `reply` says when every shard (or the DNS
-    /// zones) has it.
+    /// Publish a challenge for `certificate`'s order; `reply` carries the shards'
+    /// acknowledgements ([`ShardsApplied`]) or why it could not be published.
     Publish {
         /// The auto certificate's name.
         certificate: String,
         /// What to publish.
         challenge: PublishedChallenge,
-        /// Done, or why not.
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        /// Sent to every shard, or why not.
+        reply: tokio::sync::oneshot::Sender<Result<ShardsApplied, String>>,
     },
     /// Withdraw every challenge published for `certificate`.
     Withdraw {

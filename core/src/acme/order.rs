@@ -25,6 +25,9 @@ use crate::storage::Storage;
 /// How long the CA gets to validate all challenges, and to issue after finalize.
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long the shards get to confirm a published challenge before the CA is asked anyway.
+const SHARD_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a whole order may take (a CA that accepts connections and never answers must not
 /// keep an order in flight for ever).
 const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -91,7 +94,13 @@ async fn publish(request: &OrderRequest, challenge: PublishedChallenge) -> Resul
     let (reply, answer) = tokio::sync::oneshot::channel();
     let event = AcmeEvent::Publish { certificate: request.certificate.clone(), challenge, reply };
     request.to_control.send(ToControl::Acme(event)).map_err(|_| AcmeError::Stopping)?;
-    answer.await.map_err(|_| AcmeError::Stopping)?.map_err(AcmeError::Publish)
+    let applied = answer.await.map_err(|_| AcmeError::Stopping)?.map_err(AcmeError::Publish)?;
+    let shards = applied.shards();
+    let acknowledged = applied.wait(SHARD_ACK_TIMEOUT).await;
+    if acknowledged < shards {
+        tracing::warn!(certificate = %request.certificate, acknowledged, shards, "not every shard confirmed the challenge in time; asking the CA to validate anyway");
+    }
+    Ok(())
 }
 
 async fn obtain(request: &OrderRequest) -> Result<IssuedPem, AcmeError> {

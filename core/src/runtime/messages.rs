@@ -13,6 +13,8 @@
 //!   or a TLS-ALPN-01 challenge certificate came or went): new handshakes use it, live
 //!   connections are untouched.
 //! - [`ToShard::AcmeHttp01`]: the HTTP-01 tokens to answer (`crate::acme::http01`).
+//! - [`ToShard::Barrier`]: answer with the shard index once everything sent before is applied
+//!   (an ACME order waits for it before the CA validates a challenge).
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -79,6 +81,8 @@ pub enum ToShard {
     Certificates(Arc<crate::tls::store::CertificateStore>),
     /// Answer these HTTP-01 challenge tokens from now on.
     AcmeHttp01(Arc<crate::acme::http01::Http01Challenges>),
+    /// Send this shard's index on the channel: every earlier message has been applied.
+    Barrier(tokio::sync::mpsc::UnboundedSender<usize>),
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.
