@@ -384,3 +384,29 @@ fn memory_storage_warns_loudly_and_writes_nothing() {
     appliance.wait_for_log("STORAGE IS IN MEMORY", Duration::from_secs(5));
     assert!(!appliance.dir.path().join("data/storage").exists(), "the memory backend writes no files");
 }
+
+#[test]
+fn check_config_names_every_acme_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[routes]]
+name = "site"
+match = { ports = 8443, domains = ["*.example.test"] }
+action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "auto" } }
+[acme]
+contact = "not-an-address"
+directory = "http://ca.test/dir"
+challenge = "http-01"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(shardgate_bin()).arg("check-config").arg(&path).output().expect("check-config");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("edge.toml: [acme] contact: `not-an-address` is not an e-mail address"), "{text}");
+    assert!(text.contains("edge.toml: [acme] directory: `http://ca.test/dir` is not an https:// URL"), "{text}");
+    assert!(text.contains("edge.toml: route `site`: match.domains: `*.example.test` is a wildcard"), "{text}");
+}
