@@ -13,6 +13,8 @@ packages=(openssl iproute2 ca-certificates freeradius-utils python3-pyrad bind9-
 packages+=(curl python3)
 # The kTLS VM proof (tests/ktls-vm): qemu, busybox and tools to build its initramfs. It fetches
 # Debian's kernel package itself (unpacked in a temporary directory, never installed).
+# ACME: pebble (the ACME test CA the acme tests issue from) and curl (fetches its root).
+packages+=(pebble curl)
 packages+=(qemu-system-x86 busybox-static cpio kmod xz-utils)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 

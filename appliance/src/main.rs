@@ -11,6 +11,11 @@
 //! - `shardgate dns add|remove NAME TYPE [VALUE] [--ttl N] [--config FILE | --data-dir DIR]` —
 //!   add or remove a dynamic DNS record on the running appliance (through its admin socket,
 //!   `<data_dir>/control.sock`); the change is persisted and the zone's SOA serial bumped;
+//! - `shardgate certs [renew [NAME]] [--config FILE | --data-dir DIR]` — the ACME auto
+//!   certificates of the running appliance (names, state, expiry, last error), or force a
+//!   renewal now (through the admin socket);
+//! - `shardgate storage export|import DIR [--config FILE | --data-dir DIR]` — copy every
+//!   stored entry (ACME account, certificates, ...) to or from a folder;
 //! - `shardgate tune plan|apply|verify|revert` — host tuning for the shard CPUs (see the
 //!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
 //!   records old values in the data folder, verify reports drift, revert restores.
@@ -90,6 +95,28 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// ACME: the auto certificates of the running appliance, or force a renewal.
+    Certs {
+        #[command(subcommand)]
+        action: Option<CertsAction>,
+        /// The config whose data folder (admin socket) to use (default: the embedded default's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Use this data folder's admin socket directly.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Storage: copy every stored entry to (export) or from (import) a folder.
+    Storage {
+        #[command(subcommand)]
+        action: StorageAction,
+        /// The config whose storage to use (default: the embedded default's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Use the file storage of this data folder.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the running appliance's merged counters as JSON.
     Stats {
         /// The config whose data folder to read (default: the embedded default's).
@@ -98,6 +125,30 @@ enum Command {
         /// Read this data folder directly.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Order new certificates now, whatever their expiry (all, or the one named).
+    Renew {
+        /// The auto certificate (its route's name).
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageAction {
+    /// Copy every entry into DIR (a file storage folder; created if missing).
+    Export {
+        /// Target folder.
+        dir: PathBuf,
+    },
+    /// Copy every entry of DIR (written by export) into this appliance's storage; run it while
+    /// the appliance is stopped (stored state is read at start).
+    Import {
+        /// Source folder.
+        dir: PathBuf,
     },
 }
 
@@ -261,6 +312,78 @@ fn dns_change(data_dir: &std::path::Path, action: DnsAction) -> ExitCode {
     }
 }
 
+fn certs(data_dir: &std::path::Path, action: Option<CertsAction>) -> ExitCode {
+    use shardgate_core::runtime::admin::{request, AdminRequest};
+    let req = match &action {
+        None => AdminRequest::Certs,
+        Some(CertsAction::Renew { name }) => AdminRequest::CertsRenew { certificate: name.clone() },
+    };
+    match request(data_dir, &req) {
+        Ok(response) if response.ok => {
+            if let Some(renewing) = response.renewing {
+                println!("renewing: {}", renewing.join(", "));
+            }
+            if let Some(certificates) = response.certificates {
+                if certificates.is_empty() {
+                    println!("no auto certificates (no route has certificate = \"auto\")");
+                }
+                for c in certificates {
+                    let expiry = match (c.not_after, c.expires_in_days) {
+                        (Some(t), Some(days)) => format!("expires {} ({days} days)", humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0).unsigned_abs()),
+                        )),
+                        _ => "no certificate yet".to_string(),
+                    };
+                    println!("{}\t{}\t{}\t{expiry}\tissued {}\tfailures {}", c.name, c.domains.join(","), c.state, c.issued, c.failures);
+                    if let Some(error) = c.last_error {
+                        println!("  last error: {error}");
+                    }
+                    if let Some(secs) = c.next_attempt_in_secs {
+                        println!("  next attempt in {secs}s");
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("certs: refused: {}", response.error.as_deref().unwrap_or("no reason given"));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("certs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn storage(backend: shardgate_core::storage::StorageBackend, data_dir: &std::path::Path, action: StorageAction) -> ExitCode {
+    use shardgate_core::storage::{copy_all, files::FileStorage, StorageBackend};
+    if backend == StorageBackend::Memory {
+        eprintln!("storage: this config keeps its storage in memory ([storage] backend = \"memory\"); there is nothing to export or import");
+        return ExitCode::from(1);
+    }
+    let ours = data_dir.join(shardgate_core::storage::STORAGE_FOLDER);
+    let (from, to, verb) = match &action {
+        StorageAction::Export { dir } => (ours.clone(), dir.clone(), "exported"),
+        StorageAction::Import { dir } => (dir.clone(), ours.clone(), "imported"),
+    };
+    if matches!(action, StorageAction::Import { .. }) && !from.is_dir() {
+        eprintln!("storage: {} is not a folder", from.display());
+        return ExitCode::from(1);
+    }
+    let copied = FileStorage::open(&from).and_then(|from| Ok((from, FileStorage::open(&to)?))).and_then(|(from, to)| copy_all(&from, &to));
+    match copied {
+        Ok(n) => {
+            println!("{verb} {n} entr{} from {} to {}", if n == 1 { "y" } else { "ies" }, from.display(), to.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("storage: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
@@ -321,6 +444,23 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             dns_change(&dir, action)
+        }
+        Command::Certs { action, config, data_dir } => {
+            let dir = match data_folder(data_dir, config) {
+                Ok(dir) => dir,
+                Err(code) => return code,
+            };
+            certs(&dir, action)
+        }
+        Command::Storage { action, config, data_dir } => {
+            let (backend, dir) = match (data_dir, config) {
+                (Some(dir), _) => (shardgate_core::storage::StorageBackend::Files, dir),
+                (None, config) => match load(&config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded)) {
+                    Ok(c) => (c.storage, c.runtime.data_dir),
+                    Err(code) => return code,
+                },
+            };
+            storage(backend, &dir, action)
         }
         Command::Stats { config, data_dir } => {
             let dir = match data_folder(data_dir, config) {

@@ -8,7 +8,9 @@
 //! - [`proxy`]: what a shard does with a TCP connection (route, balance, connect, PROXY header);
 //! - [`relay`]: moving bytes between two sockets with `splice(2)`;
 //! - [`radius`]: RADIUS sockets on the shards and the accounting session store on the control core;
-//! - [`dns`]: authoritative DNS on the shards (batched UDP, TCP) and dynamic records on the control core.
+//! - [`dns`]: authoritative DNS on the shards (batched UDP, TCP) and dynamic records on the control core;
+//! - [`storage`]: the key-value storage layer (files under the data folder; memory for tests);
+//! - [`acme`]: automatic certificates over ACME on the control core (DNS-01, TLS-ALPN-01, HTTP-01).
 //!
 //! Protocol rules (TLS ClientHello, DNS, SMTP, RADIUS) live in the sans-I/O crates under
 //! `protocols/`; this crate only moves their bytes.
@@ -24,3 +26,5 @@ pub mod radius;
 pub mod dns;
 pub mod http;
 pub mod tls;
+pub mod storage;
+pub mod acme;

@@ -222,6 +222,9 @@ pub struct MergedStats {
     pub dns: crate::dns::DnsCounters,
     /// Each shard's own numbers.
     pub shards: Vec<ShardStats>,
+    /// ACME auto certificates: names, expiry, last error (filled by the control core).
+    #[serde(default)]
+    pub certificates: Vec<crate::acme::manager::CertificateStatus>,
 }
 
 impl MergedStats {

@@ -6,6 +6,7 @@
 //! problems at once). Does not own: what the runtime does with a config (see `runtime`) or how
 //! routes are looked up per connection (see `route`).
 
+mod acme;
 mod dns;
 mod http;
 mod ports;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use http::{HttpSettings, PathPrefix, Protocol, Redirect, RouteLimits, Serve};
+pub use acme::{AcmeSettings, AutoCertificate, ChallengeKind, StorageBackend, MAX_RETRY_AFTER};
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
 use problems::ProblemList;
@@ -63,6 +65,10 @@ pub struct Config {
     /// The zones of `[dns]` as loaded by validation (master files read once, here), the base
     /// the control core applies dynamic records onto. `Some` exactly when `dns` is.
     pub dns_catalog: Option<std::sync::Arc<shardgate_dns::Catalog>>,
+    /// `[acme]`: automatic certificates for `certificate = "auto"` routes, if configured.
+    pub acme: Option<AcmeSettings>,
+    /// `[storage]`: where the appliance keeps its state (files by default).
+    pub storage: StorageBackend,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -342,17 +348,21 @@ impl Config {
                         config.dns = Some(dns);
                     }
                 }
+                "storage" => config.storage = acme::validate_storage(&mut problems, value),
+                // Checked below, once the routes are known.
+                "acme" => {}
                 other => problems.push(
                     ProblemScope::File,
                     other,
-                    "unknown section (known: runtime, proxy, routes, http, certificates, tuning, radius, dns)",
+                    "unknown section (known: runtime, proxy, routes, http, certificates, tuning, radius, dns, acme, storage)",
                 ),
             }
         }
         check_conflicts(&mut problems, &config.routes);
         check_port_protocols(&mut problems, &config.routes);
         crate::config::dns::check_dns_addresses(&mut problems, &config);
-        check_route_certificates(&mut problems, &config);
+        config.acme = acme::validate_acme(&mut problems, &doc, &config);
+        check_route_certificates(&mut problems, &config, &acme::auto_route_names(&doc));
         let ports: usize = distinct_route_ports(&config.routes).len();
         if ports > MAX_LISTEN_PORTS {
             problems.section(
@@ -382,6 +392,8 @@ impl Config {
             radius: None,
             dns: None,
             dns_catalog: None,
+            acme: None,
+            storage: StorageBackend::Files,
         }
     }
 
@@ -896,10 +908,9 @@ fn validate_tls(problems: &mut ProblemList, label: &str, raw_tls: Option<schema:
                 TlsMode::Passthrough
             }
             Some("terminate") => match tls.certificate.as_deref().map(str::trim) {
-                Some("auto") => {
-                    problems.route(label, "action.tls.certificate", "\"auto\" (ACME) is not supported by this build yet: name a [[certificates]] entry");
-                    TlsMode::None
-                }
+                // ACME (`[acme]`, checked in `acme::validate_acme`): chosen by SNI from the
+                // store, where issued certificates are merged in.
+                Some("auto") => TlsMode::Terminate { certificate: None },
                 Some("") => {
                     problems.route(label, "action.tls.certificate", "is empty: name a [[certificates]] entry or leave it out to choose by SNI");
                     TlsMode::None
@@ -1028,8 +1039,8 @@ fn validate_certificates(problems: &mut ProblemList, value: &toml::Value) -> cra
 
 /// Every `terminate` route needs a certificate: the one it names, or at least one to choose
 /// from by SNI.
-fn check_route_certificates(problems: &mut ProblemList, config: &Config) {
-    for route in &config.routes {
+fn check_route_certificates(problems: &mut ProblemList, config: &Config, auto_routes: &[String]) {
+    for route in config.routes.iter().filter(|r| !auto_routes.contains(&r.name)) {
         let TlsMode::Terminate { certificate } = route.tls() else { continue };
         match certificate {
             Some(name) if config.certificates.by_name(name).is_none() => problems.route(

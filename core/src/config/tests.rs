@@ -174,7 +174,7 @@ fn domains_need_tls_and_terminate_needs_a_certificate() {
     assert!(has(&found, "route `plain`: match.domains: domains are matched against TLS SNI"), "{found:#?}");
     assert!(has(&found, "route `term`: action.tls: terminate needs a certificate"), "{found:#?}");
     assert!(has(&found, "route `named`: action.tls.certificate: no [[certificates]] entry is named `nope`"), "{found:#?}");
-    assert!(has(&found, "route `acme`: action.tls.certificate: \"auto\" (ACME) is not supported"), "{found:#?}");
+    assert!(has(&found, "route `acme`: action.tls.certificate: \"auto\" needs an [acme] section"), "{found:#?}");
     assert!(has(&found, "[certificates `broken`] cert: cannot read `/nonexistent/cert.pem`"), "{found:#?}");
 }
 

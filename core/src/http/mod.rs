@@ -29,7 +29,7 @@ pub mod stream;
 pub mod upstream;
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -359,6 +359,25 @@ async fn answer(
     let has_body = !matches!(head.framing, BodyFraming::None | BodyFraming::ContentLength(0));
     // A request we answer ourselves leaves its body unread: close after the answer.
     let local_keep_alive = head.connection.keep_alive && !has_body && !shard_http.draining.get();
+    // ACME HTTP-01: the control core's tokens are answered before any route (so a route that
+    // redirects everything to HTTPS does not hide them).
+    if head.path().starts_with(crate::acme::http01::CHALLENGE_PATH.as_bytes()) {
+        let path = String::from_utf8_lossy(head.path()).into_owned();
+        if let Some(key_authorization) = crate::acme::http01::answer(&path) {
+            out.clear();
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{}\r\n",
+                key_authorization.len(),
+                if local_keep_alive { "" } else { "Connection: close\r\n" }
+            );
+            if head.method != shardgate_http1::request::Method::Head {
+                out.extend_from_slice(key_authorization.as_bytes());
+            }
+            client.write_all(out).await?;
+            return Ok(if local_keep_alive { Next::KeepAlive } else { Next::Close });
+        }
+    }
     let host = head.host_name();
     if let Some(doh_domain) = state.doh_domain.as_deref() {
         if doh::is_doh_request(&head, host.as_deref(), doh_domain) && shard_http.dns.is_serving() {

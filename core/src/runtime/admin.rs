@@ -10,6 +10,11 @@
 //! ← {"ok":true,"zone":"example.net.","serial":2024010102}
 //! → {"op":"dns_change","change":{"kind":"remove","name":"www.example.net","type":"A","value":null}}
 //! ← {"ok":false,"error":"`www.example.net.` has no A record to remove"}
+//!
+//! → {"op":"certs"}
+//! ← {"ok":true,"certificates":[{"name":"site","domains":["www.example.net"],"state":"valid",...}]}
+//! → {"op":"certs_renew","certificate":"site"}
+//! ← {"ok":true,"renewing":["site"]}
 //! ```
 //!
 //! A small thread accepts connections and reads requests; each request is handed to the
@@ -49,10 +54,18 @@ pub enum AdminRequest {
         /// The change.
         change: DnsChange,
     },
+    /// The state of every ACME auto certificate.
+    Certs,
+    /// Renew ACME auto certificates now (all when `certificate` is absent).
+    CertsRenew {
+        /// Which one.
+        #[serde(default)]
+        certificate: Option<String>,
+    },
 }
 
 /// One response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminResponse {
     /// Whether the request was carried out.
     pub ok: bool,
@@ -65,18 +78,24 @@ pub struct AdminResponse {
     /// Why it was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// ACME auto certificates (`certs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<crate::acme::manager::CertificateStatus>>,
+    /// Certificates a renewal was started for (`certs_renew`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewing: Option<Vec<String>>,
 }
 
 impl AdminResponse {
     /// A refusal.
     pub fn error(message: impl Into<String>) -> AdminResponse {
-        AdminResponse { ok: false, zone: None, serial: None, error: Some(message.into()) }
+        AdminResponse { ok: false, error: Some(message.into()), ..Default::default() }
     }
 
     /// The outcome of a DNS change.
     pub fn from_dns(result: Result<DnsUpdated, String>) -> AdminResponse {
         match result {
-            Ok(updated) => AdminResponse { ok: true, zone: Some(updated.zone), serial: Some(updated.serial), error: None },
+            Ok(updated) => AdminResponse { ok: true, zone: Some(updated.zone), serial: Some(updated.serial), ..Default::default() },
             Err(message) => AdminResponse::error(message),
         }
     }
@@ -140,12 +159,45 @@ fn serve_connection(stream: UnixStream, to_control: &Sender<ToControl>) {
                     }
                 }
             }
+            Ok(AdminRequest::Certs) => {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                ask(to_control, crate::acme::AcmeEvent::Status { reply }, &answer, |certificates| AdminResponse {
+                    ok: true,
+                    certificates: Some(certificates),
+                    ..Default::default()
+                })
+            }
+            Ok(AdminRequest::CertsRenew { certificate }) => {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                ask(to_control, crate::acme::AcmeEvent::Renew { certificate, reply }, &answer, |result| match result {
+                    Ok(renewing) => AdminResponse { ok: true, renewing: Some(renewing), ..Default::default() },
+                    Err(message) => AdminResponse::error(message),
+                })
+            }
         };
         let Ok(mut text) = serde_json::to_string(&response) else { return };
         text.push('\n');
         if writer.write_all(text.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// Hands an ACME event to the control core and turns its answer into a response. Without an
+/// ACME manager (no `[acme]`-capable control core) nobody answers; the timeout says so.
+fn ask<T>(
+    to_control: &Sender<ToControl>,
+    event: crate::acme::AcmeEvent,
+    answer: &crossbeam_channel::Receiver<T>,
+    respond: impl FnOnce(T) -> AdminResponse,
+) -> AdminResponse {
+    if to_control.send(ToControl::Acme(event)).is_err() {
+        return AdminResponse::error("the appliance is stopping");
+    }
+    match answer.recv_timeout(REQUEST_TIMEOUT) {
+        Ok(value) => respond(value),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => AdminResponse::error("ACME is not running on this appliance"),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => AdminResponse::error("the control core did not answer in time"),
     }
 }
 
@@ -195,7 +247,7 @@ mod tests {
             ttl: None,
         };
         let response = request(dir.path(), &AdminRequest::DnsChange { change }).expect("answer");
-        assert_eq!(response, AdminResponse { ok: true, zone: Some("example.net.".into()), serial: Some(7), error: None });
+        assert_eq!(response, AdminResponse { ok: true, zone: Some("example.net.".into()), serial: Some(7), ..Default::default() });
         core.join().expect("core");
 
         // Garbage gets an error line, not a hang.

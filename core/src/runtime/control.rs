@@ -149,9 +149,10 @@ pub struct ControlCore {
     latest: BTreeMap<usize, ShardStats>,
     /// The control core's tokio runtime (ACME, delivery, admin API); stopped when the control
     /// core ends.
-    #[allow(dead_code, reason = "the ACME, delivery and admin API tasks spawn here as they land")]
     async_tasks: super::control_async::ControlAsync,
     stats_path: PathBuf,
+    /// ACME auto certificates (see `crate::acme::manager`).
+    acme: Option<crate::acme::manager::AcmeManager>,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
 }
@@ -185,6 +186,7 @@ impl ControlCore {
             latest: BTreeMap::new(),
             async_tasks,
             stats_path,
+            acme: None,
             stopping: None,
             stopped: BTreeSet::new(),
         }
@@ -195,6 +197,13 @@ impl ControlCore {
     pub fn with_dns(mut self, dns: Option<DnsZones>, tcp_listening: BTreeSet<SocketAddr>) -> ControlCore {
         self.dns = dns;
         self.dns_tcp_listening = tcp_listening;
+        self
+    }
+
+    /// Hands the control core the ACME manager (its store was already in generation 1).
+    pub fn with_acme(mut self, acme: crate::acme::manager::AcmeManager) -> ControlCore {
+        acme.remove_leftover_challenges(&self.shards, self.dns.as_mut());
+        self.acme = Some(acme);
         self
     }
 
@@ -235,6 +244,11 @@ impl ControlCore {
                 Ok(ToControl::DnsUpdate { change, reply }) => {
                     let _ = reply.send(self.dns_update(change));
                 }
+                Ok(ToControl::Acme(event)) => {
+                    if let Some(acme) = &mut self.acme {
+                        acme.handle(event, &self.shards, self.dns.as_mut());
+                    }
+                }
                 Ok(ToControl::ShardStopped(index)) => {
                     self.stopped.insert(index);
                 }
@@ -248,6 +262,11 @@ impl ControlCore {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if Instant::now() >= next_write {
+                if let (Some(acme), None) = (&mut self.acme, self.stopping) {
+                    acme.start_due_orders(Instant::now(), &self.async_tasks);
+                    // Certificate state (countdowns, orders in flight) changes without messages.
+                    dirty |= acme.has_certificates();
+                }
                 if let Some(store) = &mut self.radius_sessions {
                     let now = Instant::now();
                     store.expire(now);
@@ -359,6 +378,10 @@ impl ControlCore {
         }
         let dns_catalog = self.dns.as_ref().map(DnsZones::current);
         self.generation += 1;
+        let mut new = new;
+        if let Some(acme) = &mut self.acme {
+            acme.reconfigure(&mut new);
+        }
         let config = Arc::new(new);
         let routes = Arc::new(RouteTable::new(&config));
         for (i, shard) in self.shards.iter().enumerate() {
@@ -396,7 +419,10 @@ impl ControlCore {
 
     fn write_stats(&self) {
         let shards: Vec<ShardStats> = self.latest.values().cloned().collect();
-        let merged = MergedStats::merge(self.generation, &shards);
+        let mut merged = MergedStats::merge(self.generation, &shards);
+        if let Some(acme) = &self.acme {
+            merged.certificates = acme.status(Instant::now());
+        }
         if let Err(e) = write_json_atomically(&self.stats_path, &merged) {
             tracing::warn!(path = %self.stats_path.display(), error = %e, "cannot write stats");
         }

@@ -9,6 +9,12 @@
 //! - [`ToShard::DnsCatalog`]: the DNS zones after a dynamic record change (`shardgate dns
 //!   add|remove`): every shard gets the same `Arc<Catalog>` at once and answers from it from
 //!   the next query on. (A config generation carries its catalog in `ShardSnapshot::dns_catalog`.)
+//! - [`ToShard::Certificates`]: a new certificate store (ACME issued or renewed a certificate,
+//!   or a TLS-ALPN-01 challenge certificate came or went): new handshakes use it, live
+//!   connections are untouched.
+//! - [`ToShard::AcmeHttp01`]: the HTTP-01 tokens to answer (`crate::acme::http01`).
+//! - [`ToShard::Barrier`]: answer with the shard index once everything sent before is applied
+//!   (an ACME order waits for it before the CA validates a challenge).
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -18,6 +24,8 @@
 //! - [`ToControl::DnsUpdate`]: from the admin socket (`runtime::admin`): add or remove a
 //!   dynamic DNS record; the control core applies and persists it, sends the new catalog to
 //!   every shard, then answers on the request's reply channel;
+//! - [`ToControl::Acme`]: from ACME order tasks (publish/withdraw a challenge, an order's
+//!   outcome) and the admin socket (`shardgate certs`, forced renewal), for the ACME manager;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -69,6 +77,12 @@ pub enum ToShard {
     Apply(ShardSnapshot),
     /// Answer from this DNS catalog from the next query on (a dynamic record changed).
     DnsCatalog(Arc<shardgate_dns::Catalog>),
+    /// Use this certificate store for new TLS handshakes (configured + ACME certificates).
+    Certificates(Arc<crate::tls::store::CertificateStore>),
+    /// Answer these HTTP-01 challenge tokens from now on.
+    AcmeHttp01(Arc<crate::acme::http01::Http01Challenges>),
+    /// Send this shard's index on the channel: every earlier message has been applied.
+    Barrier(tokio::sync::mpsc::UnboundedSender<usize>),
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.
@@ -91,6 +105,8 @@ pub enum ToControl {
         /// Where the outcome goes (the zone and its new serial, or why it was refused).
         reply: crossbeam_channel::Sender<Result<crate::dns::dynamic::DnsUpdated, String>>,
     },
+    /// An ACME event for the control core's ACME manager.
+    Acme(crate::acme::AcmeEvent),
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Re-read the config (SIGHUP).

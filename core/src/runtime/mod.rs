@@ -63,6 +63,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The storage backend could not be opened (`<data_dir>/storage`).
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     /// The `[radius]` section could not be compiled into a policy.
     #[error("{0}")]
     RadiusPolicy(#[from] shardgate_radius::RadiusError),
@@ -106,9 +109,14 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         crate::tls::TlsShared::new().map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?,
     );
     tracing::info!("{}", tls.ktls);
+    let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
+    // ACME certificates kept in storage are served from generation 1 on.
+    let storage = crate::storage::open(config.storage, &data_dir)?;
+    let mut config = config;
+    let acme = crate::acme::manager::AcmeManager::new(&config, storage, to_control.clone());
+    config.certificates = acme.store();
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
-    let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
     let mut mailboxes = Vec::with_capacity(shard_count);
     let mut handles = Vec::with_capacity(shard_count);
     for (index, &cpu) in layout.shard_cpus.iter().enumerate() {
@@ -145,7 +153,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         .map_err(|source| StartError::Spawn { what: "the control core's async runtime".into(), source })?;
     let control =
         ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async)
-            .with_dns(dns_zones, dns_tcp_listening.clone());
+            .with_dns(dns_zones, dns_tcp_listening.clone())
+            .with_acme(acme);
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
     let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
         Ok(path) => Some(path),

@@ -53,6 +53,9 @@ pub struct ShardSpec {
     pub tls: std::sync::Arc<crate::tls::TlsShared>,
 }
 
+/// A generation's number, config and routes, as a shard keeps them.
+type InForce = (u64, std::sync::Arc<crate::config::Config>, std::sync::Arc<crate::route::RouteTable>);
+
 struct Shard {
     index: usize,
     count: usize,
@@ -68,6 +71,9 @@ struct Shard {
     dns: Rc<crate::dns::ShardDns>,
     tls: std::sync::Arc<crate::tls::TlsShared>,
     to_control: Sender<ToControl>,
+    /// The generation, config and routes in force, to rebuild the route state when only the
+    /// certificates change.
+    current: RefCell<Option<InForce>>,
 }
 
 /// Starts a shard's thread; it runs until told to stop.
@@ -109,6 +115,7 @@ async fn run_shard(spec: ShardSpec) {
         dns,
         tls,
         to_control,
+        current: RefCell::new(None),
     });
     let reporter = glommio::spawn_local({
         let shard = shard.clone();
@@ -126,6 +133,11 @@ async fn run_shard(spec: ShardSpec) {
         match message {
             ToShard::Apply(snapshot) => shard.apply(snapshot),
             ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
+            ToShard::Certificates(store) => shard.swap_certificates(store),
+            ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
+            ToShard::Barrier(ack) => {
+                let _ = ack.send(shard.index);
+            }
             ToShard::Stop { deadline } => {
                 shard.drain(deadline).await;
                 break;
@@ -152,6 +164,7 @@ impl Shard {
         let table = (*routes).clone();
         let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls);
         *self.state.borrow_mut() = Rc::new(state);
+        *self.current.borrow_mut() = Some((generation, config.clone(), routes.clone()));
         let mut listeners = self.listeners.borrow_mut();
         for addr in close {
             // Dropping the accept task drops (closes) its listener.
@@ -180,6 +193,20 @@ impl Shard {
             udp_services.insert(addr, task);
         }
         tracing::debug!(shard = self.index, generation, listeners = listeners.len(), udp = udp_services.len(), "snapshot applied");
+    }
+
+    /// New handshakes use `store` (same routes, same generation); open connections keep the
+    /// route state, and so the certificates, they started with.
+    fn swap_certificates(&self, store: std::sync::Arc<crate::tls::store::CertificateStore>) {
+        let Some((generation, config, routes)) = self.current.borrow().clone() else { return };
+        let mut swapped = (*config).clone();
+        swapped.certificates = store;
+        let swapped = std::sync::Arc::new(swapped);
+        let state =
+            RouteState::new(generation, (*routes).clone(), self.count, &mut self.counters.borrow_mut(), &swapped, &self.tls);
+        *self.state.borrow_mut() = Rc::new(state);
+        *self.current.borrow_mut() = Some((generation, swapped, routes));
+        tracing::debug!(shard = self.index, generation, "certificate store swapped");
     }
 
     async fn drain(&self, deadline: Instant) {

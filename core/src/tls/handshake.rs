@@ -32,6 +32,10 @@ pub enum HandshakeError {
     /// A record header announced an impossible length.
     #[error("TLS record of {0} bytes is larger than allowed")]
     RecordTooLarge(usize),
+    /// A CA completed a TLS-ALPN-01 validation handshake (ALPN `acme-tls/1`); the
+    /// connection is closed without reaching a backend.
+    #[error("ACME TLS-ALPN-01 validation handshake answered")]
+    AcmeValidation,
     /// The bytes are not TLS records at all (e.g. plain HTTP on a TLS port).
     #[error("not TLS: record header {0:02x?}")]
     NotTls([u8; 3]),
@@ -105,13 +109,13 @@ pub async fn accept(
     already_read: Vec<u8>,
     timeout: Duration,
 ) -> Result<Established, HandshakeError> {
-    let mut conn = ServerConnection::new(config)?;
     let mut reader = RecordReader { pending: already_read };
     let handshake = async {
+        let mut conn = start_connection(stream, &mut reader, config).await?;
         loop {
             flush(&mut conn, stream).await?;
             if !conn.is_handshaking() {
-                return Ok(());
+                return Ok(conn);
             }
             let record = reader.next_record(stream).await?;
             conn.read_tls(&mut record.as_slice())?;
@@ -126,8 +130,54 @@ pub async fn accept(
         glommio::timer::sleep(timeout).await;
         Err(HandshakeError::Timeout)
     };
-    future::or(handshake, deadline).await?;
+    let conn = future::or(handshake, deadline).await?;
+    if conn.alpn_protocol() == Some(crate::acme::tls_alpn::ACME_TLS_ALPN) {
+        // A CA validating TLS-ALPN-01 has seen our challenge certificate; such a connection
+        // carries no data (RFC 8737 §3) and must not reach a backend.
+        return Err(HandshakeError::AcmeValidation);
+    }
     Ok(Established { conn, leftover: reader.pending })
+}
+
+/// Reads the ClientHello and starts the server connection. A ClientHello offering ALPN
+/// `acme-tls/1` (a CA validating TLS-ALPN-01) gets a copy of `config` that negotiates exactly
+/// that protocol, as RFC 8737 requires; the resolver then serves the challenge certificate.
+async fn start_connection(
+    stream: &mut TcpStream,
+    reader: &mut RecordReader,
+    config: Arc<ServerConfig>,
+) -> Result<ServerConnection, HandshakeError> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let accepted = loop {
+        let record = reader.next_record(stream).await?;
+        acceptor.read_tls(&mut record.as_slice())?;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = stream.write_all(&out).await;
+                return Err(HandshakeError::Tls(e));
+            }
+        }
+    };
+    let config = if crate::tls::store::offers_acme_tls(&accepted.client_hello()) {
+        let mut challenge = (*config).clone();
+        challenge.alpn_protocols = vec![crate::acme::tls_alpn::ACME_TLS_ALPN.to_vec()];
+        Arc::new(challenge)
+    } else {
+        config
+    };
+    match accepted.into_connection(config) {
+        Ok(conn) => Ok(conn),
+        Err((e, mut alert)) => {
+            let mut out = Vec::new();
+            let _ = alert.write_all(&mut out);
+            let _ = stream.write_all(&out).await;
+            Err(HandshakeError::Tls(e))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,5 +284,90 @@ mod tests {
             .join()
             .expect("join");
         assert_eq!(&client.join().expect("client"), b"hello");
+    }
+
+    #[test]
+    fn acme_tls_alpn_handshakes_negotiate_acme_tls_1_get_the_challenge_certificate_and_end() {
+        use crate::tls::store::CertificateStore;
+        let challenge = crate::acme::tls_alpn::challenge_certificate("hs.test", &[9; 32]).expect("challenge");
+        let challenge_der = challenge.cert[0].to_vec();
+        let store = Arc::new(CertificateStore::default().merged(&[], std::collections::HashMap::from([("hs.test".to_string(), challenge)])));
+        let shared = crate::tls::TlsShared::new().expect("tls shared");
+        let config = crate::tls::server_config(&store, None, &[], &shared).expect("server config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        // The CA's side: offers only acme-tls/1 and checks the certificate itself (a CA's
+        // validator accepts the critical acmeIdentifier extension that WebPKI refuses).
+        let client = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChallengeValidator(provider)))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+            let mut conn = rustls::ClientConnection::new(Arc::new(config), "hs.test".try_into().expect("name")).expect("client");
+            let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).expect("handshake");
+            }
+            let served = conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+            (conn.alpn_protocol().map(<[u8]>::to_vec), served == Some(challenge_der))
+        });
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind(addr).expect("bind");
+                let mut stream = listener.accept().await.expect("accept");
+                let outcome = accept(&mut stream, config, Vec::new(), Duration::from_secs(5)).await;
+                assert!(matches!(outcome, Err(HandshakeError::AcmeValidation)), "{:?}", outcome.err());
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+        let (alpn, challenge_served) = client.join().expect("client");
+        assert_eq!(alpn.as_deref(), Some(&b"acme-tls/1"[..]));
+        assert!(challenge_served, "the challenge certificate was served");
+    }
+
+    /// Accepts the server's certificate and signatures unchecked: WebPKI refuses the critical
+    /// acmeIdentifier extension (a CA's validator does not); the test compares the certificate
+    /// bytes afterwards.
+    #[derive(Debug)]
+    struct ChallengeValidator(Arc<rustls::crypto::CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for ChallengeValidator {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
     }
 }

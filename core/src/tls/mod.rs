@@ -52,7 +52,7 @@ pub fn server_config(
     let resolver = match pinned {
         Some(name) => {
             let cert = store.by_name(name).ok_or_else(|| format!("no certificate named `{name}`"))?;
-            CertificateResolver::Pinned(cert.key.clone())
+            CertificateResolver::Pinned(cert.key.clone(), store.clone())
         }
         None => CertificateResolver::Store(store.clone()),
     };

@@ -48,6 +48,11 @@ pub struct CertificateStore {
     exact: HashMap<String, Arc<LoadedCertificate>>,
     wildcard: HashMap<String, Arc<LoadedCertificate>>,
     default: Option<Arc<LoadedCertificate>>,
+    /// Order of insertion (configured first, then ACME), for [`CertificateStore::merged`].
+    order: Vec<(Arc<LoadedCertificate>, bool)>,
+    /// TLS-ALPN-01 challenge certificates by name (RFC 8737), served only to handshakes that
+    /// offer ALPN `acme-tls/1` (see `crate::acme::tls_alpn`).
+    alpn_challenges: HashMap<String, Arc<CertifiedKey>>,
 }
 
 /// Loads one certificate; the error says which file and why.
@@ -75,6 +80,24 @@ pub fn load_certificate(spec: &CertificateSpec) -> Result<LoadedCertificate, (St
     Ok(LoadedCertificate { name: spec.name.clone(), dns_names, not_after, key: Arc::new(certified) })
 }
 
+/// Loads a certificate from PEM text already in memory (issued by ACME, or read from
+/// storage): `chain_pem` leaf first, `key_pem` the private key.
+pub fn certificate_from_pem(name: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<LoadedCertificate, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the chain is not valid PEM: {e}"))?;
+    let Some(leaf) = chain.first() else { return Err("the chain holds no CERTIFICATE block".into()) };
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("no private key: {e}"))?;
+    let signing_key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let (dns_names, not_after) = leaf_names(leaf.as_ref()).map_err(|e| format!("cannot parse the leaf certificate: {e}"))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|e| format!("the key does not belong to the certificate: {e}"))?;
+    Ok(LoadedCertificate { name: name.to_string(), dns_names, not_after, key: Arc::new(certified) })
+}
+
 fn leaf_names(der: &[u8]) -> Result<(Vec<String>, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
@@ -100,9 +123,13 @@ impl CertificateStore {
     /// Builds a store from loaded certificates (the first `default = true` one is the default;
     /// earlier certificates win a name claimed twice).
     pub fn new(certificates: Vec<(LoadedCertificate, bool)>) -> CertificateStore {
+        CertificateStore::from_shared(certificates.into_iter().map(|(c, d)| (Arc::new(c), d)).collect())
+    }
+
+    fn from_shared(certificates: Vec<(Arc<LoadedCertificate>, bool)>) -> CertificateStore {
         let mut store = CertificateStore::default();
         for (cert, is_default) in certificates {
-            let cert = Arc::new(cert);
+            store.order.push((cert.clone(), is_default));
             for name in &cert.dns_names {
                 match name.strip_prefix("*.") {
                     Some(suffix) => store.wildcard.entry(suffix.to_string()).or_insert_with(|| cert.clone()),
@@ -115,6 +142,24 @@ impl CertificateStore {
             store.by_name.insert(cert.name.clone(), cert);
         }
         store
+    }
+
+    /// A new store: this one's certificates first (they keep the names they claim and the
+    /// default), then `issued` (ACME certificates, named after their route), with
+    /// `alpn_challenges` as the TLS-ALPN-01 challenge table. `self` is untouched: shards still
+    /// holding it keep serving it.
+    pub fn merged(&self, issued: &[Arc<LoadedCertificate>], alpn_challenges: HashMap<String, Arc<CertifiedKey>>) -> CertificateStore {
+        let configured = self.order.iter().filter(|(c, _)| !issued.iter().any(|i| i.name == c.name || Arc::ptr_eq(i, c)));
+        let mut all: Vec<(Arc<LoadedCertificate>, bool)> = configured.cloned().collect();
+        all.extend(issued.iter().map(|c| (c.clone(), false)));
+        let mut store = CertificateStore::from_shared(all);
+        store.alpn_challenges = alpn_challenges;
+        store
+    }
+
+    /// The TLS-ALPN-01 challenge certificate for `server_name`, if an order published one.
+    pub fn alpn_challenge(&self, server_name: &str) -> Option<&Arc<CertifiedKey>> {
+        self.alpn_challenges.get(&server_name.trim_end_matches('.').to_ascii_lowercase())
     }
 
     /// The certificate a config names.
@@ -145,19 +190,31 @@ impl CertificateStore {
 }
 
 /// rustls' view of the store: by SNI, or always one pinned certificate (a route's
-/// `certificate = NAME`).
+/// `certificate = NAME`). Either way, a ClientHello offering ALPN `acme-tls/1` (a CA
+/// validating TLS-ALPN-01) gets the store's challenge certificate for its SNI, or none.
 #[derive(Debug)]
 pub enum CertificateResolver {
     /// Choose from the whole store by SNI.
     Store(Arc<CertificateStore>),
-    /// Always this one.
-    Pinned(Arc<CertifiedKey>),
+    /// Always this one (the store is kept for ACME challenges).
+    Pinned(Arc<CertifiedKey>, Arc<CertificateStore>),
+}
+
+/// Whether a ClientHello offers ALPN `acme-tls/1`.
+pub fn offers_acme_tls(hello: &ClientHello<'_>) -> bool {
+    hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == crate::acme::tls_alpn::ACME_TLS_ALPN))
 }
 
 impl ResolvesServerCert for CertificateResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let store = match self {
+            CertificateResolver::Pinned(_, store) | CertificateResolver::Store(store) => store,
+        };
+        if offers_acme_tls(&hello) {
+            return hello.server_name().and_then(|name| store.alpn_challenge(name)).cloned();
+        }
         match self {
-            CertificateResolver::Pinned(key) => Some(key.clone()),
+            CertificateResolver::Pinned(key, _) => Some(key.clone()),
             CertificateResolver::Store(store) => store.select(hello.server_name()).map(|c| c.key.clone()),
         }
     }
@@ -195,6 +252,31 @@ mod tests {
         assert_eq!(pick(Some("a.b.example.com")).as_deref(), Some("fallback"));
         assert_eq!(pick(None).as_deref(), Some("fallback"));
         assert!(store.by_name("wild").is_some());
+    }
+
+    #[test]
+    fn merged_stores_keep_configured_certificates_first_and_carry_alpn_challenges() {
+        let dir = tempfile::tempdir().expect("dir");
+        let configured = load_certificate(&write_cert(dir.path(), "configured", &["api.example.com"])).expect("configured");
+        let fallback = load_certificate(&write_cert(dir.path(), "fallback", &["fallback.test"])).expect("fallback");
+        let base = CertificateStore::new(vec![(configured, false), (fallback, true)]);
+        let spec = write_cert(dir.path(), "site", &["api.example.com", "www.example.com"]);
+        let chain = std::fs::read(&spec.cert_path).expect("chain");
+        let key = std::fs::read(&spec.key_path).expect("key");
+        let issued = Arc::new(certificate_from_pem("site", &chain, &key).expect("from pem"));
+        let challenge = load_certificate(&write_cert(dir.path(), "challenge", &["www.example.com"])).expect("challenge").key;
+        let merged = base.merged(std::slice::from_ref(&issued), HashMap::from([("www.example.com".to_string(), challenge)]));
+        let pick = |n: Option<&str>| merged.select(n).map(|c| c.name.clone());
+        assert_eq!(pick(Some("api.example.com")).as_deref(), Some("configured"), "configured certificates keep their names");
+        assert_eq!(pick(Some("www.example.com")).as_deref(), Some("site"));
+        assert_eq!(pick(None).as_deref(), Some("fallback"), "the default stays");
+        assert!(merged.alpn_challenge("www.example.com").is_some());
+        assert!(base.alpn_challenge("www.example.com").is_none() && base.by_name("site").is_none(), "the old store is untouched");
+        // Merging again (a renewal) replaces the issued certificate of the same name.
+        let again = merged.merged(&[issued], HashMap::new());
+        assert_eq!(again.all().count(), 3);
+        assert!(again.alpn_challenge("www.example.com").is_none());
+        assert!(certificate_from_pem("x", b"junk", &key).is_err());
     }
 
     #[test]
