@@ -484,7 +484,7 @@ fn dynamic_records_from_the_cli_are_served_at_once_persisted_and_survive_restart
     assert!(ok, "{text}");
     assert_eq!(dig(port, &["_acme-challenge.example.com", "TXT"]).status, "NXDOMAIN");
     assert_eq!(soa_serial(port), serial + 4);
-    let persisted = std::fs::read_to_string(appliance.dir.path().join("data").join("dns-dynamic.json")).expect("file");
+    let persisted = std::fs::read_to_string(appliance.dir.path().join("data").join("storage").join("dns").join("dynamic.json")).expect("file");
     assert!(!persisted.contains("token-123") && persisted.contains("192.0.2.200"), "{persisted}");
 }
 

@@ -319,7 +319,7 @@ fn accounting_sessions_are_listed_removed_and_survive_a_restart() {
     accounting("Stop", "sess-one", "aa-bb-cc-dd-ee-01", 4000, 121);
     let listing = sessions_listing(&app);
     assert!(session_line(&listing, "sess-one").is_none(), "{listing}");
-    let mode = std::fs::metadata(app.dir.path().join("data").join("radius-sessions.json")).expect("file").permissions();
+    let mode = std::fs::metadata(app.dir.path().join("data").join("storage").join("radius").join("sessions.json")).expect("file").permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
 }
 

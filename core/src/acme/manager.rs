@@ -581,7 +581,8 @@ mod tests {
         )
         .expect("config");
         let dir = tempfile::tempdir().expect("dir");
-        let mut zones = DnsZones::open(dir.path(), config.dns_catalog.clone().expect("catalog"));
+        let zone_storage: Arc<dyn Storage> = Arc::new(crate::storage::memory::MemoryStorage::default());
+        let mut zones = DnsZones::open(zone_storage.clone(), dir.path(), config.dns_catalog.clone().expect("catalog"));
         let (to_control, _inbox) = crossbeam_channel::unbounded();
         let mut acme = AcmeManager::new(&config, Arc::new(crate::storage::memory::MemoryStorage::default()), to_control);
         // The wildcard and the base name share one owner name: two TXT values at once.
@@ -610,7 +611,7 @@ mod tests {
         assert_eq!(zones.changes().len(), 2);
         let storage = acme.storage.clone();
         drop(acme);
-        let mut reopened = DnsZones::open(dir.path(), config.dns_catalog.clone().expect("catalog"));
+        let mut reopened = DnsZones::open(zone_storage, dir.path(), config.dns_catalog.clone().expect("catalog"));
         assert_eq!(reopened.changes().len(), 2);
         let (to_control, _inbox) = crossbeam_channel::unbounded();
         let restarted = AcmeManager::new(&config, storage.clone(), to_control);

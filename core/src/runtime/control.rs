@@ -143,6 +143,8 @@ pub struct ControlCore {
     listening: BTreeSet<SocketAddr>,
     udp_listening: BTreeMap<SocketAddr, UdpService>,
     radius_sessions: Option<SessionStore>,
+    /// The storage layer (RADIUS sessions, dynamic DNS records, ACME state).
+    storage: Arc<dyn crate::storage::Storage>,
     /// The DNS zones (configured + dynamic records); `None` without `[dns]`.
     dns: Option<DnsZones>,
     dns_tcp_listening: BTreeSet<SocketAddr>,
@@ -167,10 +169,16 @@ impl ControlCore {
         listening: BTreeSet<SocketAddr>,
         udp_listening: BTreeMap<SocketAddr, UdpService>,
         async_tasks: super::control_async::ControlAsync,
+        storage: Arc<dyn crate::storage::Storage>,
     ) -> ControlCore {
         let stats_path = config.runtime.data_dir.join("stats.json");
         let radius_sessions = config.radius.as_ref().map(|radius| {
-            SessionStore::open(&config.runtime.data_dir, Duration::from_secs(radius.session_stale_timeout_secs), Instant::now())
+            SessionStore::open(
+                storage.clone(),
+                &config.runtime.data_dir,
+                Duration::from_secs(radius.session_stale_timeout_secs),
+                Instant::now(),
+            )
         });
         ControlCore {
             source,
@@ -181,6 +189,7 @@ impl ControlCore {
             listening,
             udp_listening,
             radius_sessions,
+            storage,
             dns: None,
             dns_tcp_listening: BTreeSet::new(),
             latest: BTreeMap::new(),
@@ -367,13 +376,15 @@ impl ControlCore {
         if self.radius_sessions.is_none() {
             if let Some(policy) = &radius {
                 self.radius_sessions =
-                    Some(SessionStore::open(&self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
+                    Some(SessionStore::open(self.storage.clone(), &self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
             }
         }
         // The zone files were re-read by the config load; the dynamic records go on top again.
         match (&mut self.dns, &new.dns_catalog) {
             (Some(dns), Some(base)) => dns.rebase(base.clone()),
-            (None, Some(base)) => self.dns = Some(DnsZones::open(&self.config.runtime.data_dir, base.clone())),
+            (None, Some(base)) => {
+                self.dns = Some(DnsZones::open(self.storage.clone(), &self.config.runtime.data_dir, base.clone()))
+            }
             (_, None) => self.dns = None,
         }
         let dns_catalog = self.dns.as_ref().map(DnsZones::current);

@@ -101,8 +101,11 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let dns_tcp_listening = dns_tcp_listen_addresses(&config);
     let mut dns_tcp_sockets = open_groups(&dns_tcp_listening, &layout.shard_cpus, config.tuning.steer_connections)
         .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    // The storage layer: ACME state, dynamic DNS records, RADIUS sessions.
+    let storage = crate::storage::open(config.storage, &data_dir)?;
     // The configured zones with the persisted dynamic records re-applied.
-    let dns_zones = config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(&data_dir, base));
+    let dns_zones =
+        config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(storage.clone(), &data_dir, base));
     let dns_catalog = dns_zones.as_ref().map(crate::dns::dynamic::DnsZones::current);
 
     let tls = Arc::new(
@@ -111,9 +114,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     tracing::info!("{}", tls.ktls);
     let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
     // ACME certificates kept in storage are served from generation 1 on.
-    let storage = crate::storage::open(config.storage, &data_dir)?;
     let mut config = config;
-    let acme = crate::acme::manager::AcmeManager::new(&config, storage, to_control.clone());
+    let acme = crate::acme::manager::AcmeManager::new(&config, storage.clone(), to_control.clone());
     config.certificates = acme.store();
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
@@ -152,7 +154,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let control_async = control_async::ControlAsync::start(layout.control_cpu)
         .map_err(|source| StartError::Spawn { what: "the control core's async runtime".into(), source })?;
     let control =
-        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async)
+        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async, storage)
             .with_dns(dns_zones, dns_tcp_listening.clone())
             .with_acme(acme);
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
