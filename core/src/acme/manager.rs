@@ -488,6 +488,10 @@ mod tests {
             name = "site"
             match = { ports = 8443, domains = ["www.example.net"] }
             action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "auto" } }
+            [[routes]]
+            name = "http"
+            match = { ports = 8080 }
+            action = { type = "redirect", to = "https://{host}{path}" }
             [acme]
             directory = "https://ca.test/dir"
             retry_after = "10s"
