@@ -155,6 +155,8 @@ pub struct ControlCore {
     stats_path: PathBuf,
     /// ACME auto certificates (see `crate::acme::manager`).
     acme: Option<crate::acme::manager::AcmeManager>,
+    /// TLS session-ticket keys: rotated here, sent to every shard (`crate::tls::tickets`).
+    tickets: Option<crate::tls::tickets::TicketKeyRotation>,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
 }
@@ -196,6 +198,7 @@ impl ControlCore {
             async_tasks,
             stats_path,
             acme: None,
+            tickets: None,
             stopping: None,
             stopped: BTreeSet::new(),
         }
@@ -213,6 +216,12 @@ impl ControlCore {
     pub fn with_acme(mut self, acme: crate::acme::manager::AcmeManager) -> ControlCore {
         acme.remove_leftover_challenges(&self.shards, self.dns.as_mut());
         self.acme = Some(acme);
+        self
+    }
+
+    /// Hands the control core the ticket-key rotation whose first keys generation 1 was sent.
+    pub fn with_tickets(mut self, tickets: crate::tls::tickets::TicketKeyRotation) -> ControlCore {
+        self.tickets = Some(tickets);
         self
     }
 
@@ -280,6 +289,11 @@ impl ControlCore {
                     let now = Instant::now();
                     store.expire(now);
                     store.persist_if_changed(now);
+                }
+                if let Some(keys) = self.tickets.as_mut().and_then(|t| t.due(Instant::now())) {
+                    for shard in &self.shards {
+                        let _ = shard.send(ToShard::TicketKeys(keys.clone()));
+                    }
                 }
                 if dirty {
                     self.write_stats();

@@ -12,6 +12,9 @@
 //! - [`ToShard::Certificates`]: a new certificate store (ACME issued or renewed a certificate,
 //!   or a TLS-ALPN-01 challenge certificate came or went): new handshakes use it, live
 //!   connections are untouched.
+//! - [`ToShard::TicketKeys`]: new TLS session-ticket keys (rotated every 6 hours by the control
+//!   core, `crate::tls::tickets`): new handshakes seal tickets with them; every shard gets the
+//!   same `Arc`, so a ticket from one shard resumes on another.
 //! - [`ToShard::AcmeHttp01`]: the HTTP-01 tokens to answer (`crate::acme::http01`).
 //! - [`ToShard::Barrier`]: answer with the shard index once everything sent before is applied
 //!   (an ACME order waits for it before the CA validates a challenge).
@@ -77,6 +80,8 @@ pub enum ToShard {
     Apply(ShardSnapshot),
     /// Answer from this DNS catalog from the next query on (a dynamic record changed).
     DnsCatalog(Arc<shardgate_dns::Catalog>),
+    /// Seal and open session tickets with these keys from the next handshake on.
+    TicketKeys(Arc<crate::tls::tickets::TicketKeys>),
     /// Use this certificate store for new TLS handshakes (configured + ACME certificates).
     Certificates(Arc<crate::tls::store::CertificateStore>),
     /// Answer these HTTP-01 challenge tokens from now on.

@@ -108,9 +108,9 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(storage.clone(), &data_dir, base));
     let dns_catalog = dns_zones.as_ref().map(crate::dns::dynamic::DnsZones::current);
 
-    let tls = Arc::new(
-        crate::tls::TlsShared::new().map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?,
-    );
+    let tickets = crate::tls::tickets::TicketKeyRotation::start(std::time::Instant::now())
+        .map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?;
+    let tls = Arc::new(crate::tls::TlsShared::new(tickets.keys()));
     tracing::info!("{}", tls.ktls);
     let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
     // ACME certificates kept in storage are served from generation 1 on.
@@ -156,7 +156,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let control =
         ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async, storage)
             .with_dns(dns_zones, dns_tcp_listening.clone())
-            .with_acme(acme);
+            .with_acme(acme)
+            .with_tickets(tickets);
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
     let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
         Ok(path) => Some(path),

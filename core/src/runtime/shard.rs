@@ -69,7 +69,8 @@ struct Shard {
     udp_services: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     radius: Rc<ShardRadius>,
     dns: Rc<crate::dns::ShardDns>,
-    tls: std::sync::Arc<crate::tls::TlsShared>,
+    /// Ticket keys and kTLS support (new ticket keys replace it, `ToShard::TicketKeys`).
+    tls: RefCell<std::sync::Arc<crate::tls::TlsShared>>,
     to_control: Sender<ToControl>,
     /// The generation, config and routes in force, to rebuild the route state when only the
     /// certificates change.
@@ -113,7 +114,7 @@ async fn run_shard(spec: ShardSpec) {
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
         dns,
-        tls,
+        tls: RefCell::new(tls),
         to_control,
         current: RefCell::new(None),
     });
@@ -134,6 +135,7 @@ async fn run_shard(spec: ShardSpec) {
             ToShard::Apply(snapshot) => shard.apply(snapshot),
             ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
             ToShard::Certificates(store) => shard.swap_certificates(store),
+            ToShard::TicketKeys(keys) => shard.swap_ticket_keys(keys),
             ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
@@ -162,7 +164,7 @@ impl Shard {
             self.dns.open_tcp(addr, socket);
         }
         let table = (*routes).clone();
-        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls);
+        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls.borrow());
         *self.state.borrow_mut() = Rc::new(state);
         *self.current.borrow_mut() = Some((generation, config.clone(), routes.clone()));
         let mut listeners = self.listeners.borrow_mut();
@@ -202,11 +204,36 @@ impl Shard {
         let mut swapped = (*config).clone();
         swapped.certificates = store;
         let swapped = std::sync::Arc::new(swapped);
-        let state =
-            RouteState::new(generation, (*routes).clone(), self.count, &mut self.counters.borrow_mut(), &swapped, &self.tls);
-        *self.state.borrow_mut() = Rc::new(state);
-        *self.current.borrow_mut() = Some((generation, swapped, routes));
+        self.rebuild_routes(generation, swapped, routes);
         tracing::debug!(shard = self.index, generation, "certificate store swapped");
+    }
+
+    /// New handshakes seal tickets with `keys` (the previous key still opens older ones).
+    fn swap_ticket_keys(&self, keys: std::sync::Arc<crate::tls::tickets::TicketKeys>) {
+        let tls = std::sync::Arc::new(self.tls.borrow().with_keys(keys));
+        *self.tls.borrow_mut() = tls;
+        let Some((generation, config, routes)) = self.current.borrow().clone() else { return };
+        self.rebuild_routes(generation, config, routes);
+        tracing::debug!(shard = self.index, generation, "TLS ticket keys swapped");
+    }
+
+    /// The route state for the same generation rebuilt with `config` and the TLS state in force.
+    fn rebuild_routes(
+        &self,
+        generation: u64,
+        config: std::sync::Arc<crate::config::Config>,
+        routes: std::sync::Arc<crate::route::RouteTable>,
+    ) {
+        let state = RouteState::new(
+            generation,
+            (*routes).clone(),
+            self.count,
+            &mut self.counters.borrow_mut(),
+            &config,
+            &self.tls.borrow(),
+        );
+        *self.state.borrow_mut() = Rc::new(state);
+        *self.current.borrow_mut() = Some((generation, config, routes));
     }
 
     async fn drain(&self, deadline: Instant) {
