@@ -22,6 +22,9 @@ bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 cargo build --bins --quiet
 cargo test --workspace --no-fail-fast
 
+# testssl.sh against the TLS listener: fails on any HIGH or CRITICAL finding (about 3 minutes).
+SHARDGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/shardgate" bash tests/testssl/run.sh
+
 # kTLS offload proof: Debian's kernel (which has kTLS) under qemu/TCG, with the binary built
 # above; about half a minute (tests/ktls-vm/README.md).
 SHARDGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/shardgate" bash tests/ktls-vm/run.sh
