@@ -22,6 +22,7 @@ pub mod relay;
 pub mod net;
 pub mod proxy;
 pub mod stats;
+pub mod latency;
 pub mod radius;
 pub mod dns;
 pub mod http;

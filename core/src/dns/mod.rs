@@ -197,6 +197,7 @@ impl ShardDns {
             return false;
         };
         let info: Option<ResponseInfo> = answer(catalog, query, transport, &self.answer_config.get(), out);
+        crate::latency::record_since(crate::latency::Operation::DnsQuery, now);
         self.stats.borrow_mut().record(info);
         if info.is_none() {
             return false;

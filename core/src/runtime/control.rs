@@ -147,6 +147,8 @@ pub struct ControlCore {
     dns: Option<DnsZones>,
     dns_tcp_listening: BTreeSet<SocketAddr>,
     latest: BTreeMap<usize, ShardStats>,
+    /// Latency histograms folded from the shards' reports.
+    latency: crate::latency::LatencyBook,
     /// The control core's tokio runtime (ACME, delivery, admin API); stopped when the control
     /// core ends.
     async_tasks: super::control_async::ControlAsync,
@@ -184,6 +186,7 @@ impl ControlCore {
             dns: None,
             dns_tcp_listening: BTreeSet::new(),
             latest: BTreeMap::new(),
+            latency: crate::latency::LatencyBook::default(),
             async_tasks,
             stats_path,
             acme: None,
@@ -230,7 +233,8 @@ impl ControlCore {
         while self.stopped.len() < self.shards.len() {
             let wait = next_write.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
-                Ok(ToControl::Stats(stats)) => {
+                Ok(ToControl::Stats(mut stats)) => {
+                    self.latency.add(stats.shard, &std::mem::take(&mut stats.latency_interval));
                     self.latest.insert(stats.shard, stats);
                     dirty = true;
                 }
@@ -417,9 +421,16 @@ impl ControlCore {
         self.config = config;
     }
 
-    fn write_stats(&self) {
-        let shards: Vec<ShardStats> = self.latest.values().cloned().collect();
+    fn write_stats(&mut self) {
+        self.latency.close_interval();
+        let shards: Vec<ShardStats> = self
+            .latest
+            .values()
+            .map(|s| ShardStats { latency: self.latency.shard_summaries(s.shard), ..s.clone() })
+            .collect();
         let mut merged = MergedStats::merge(self.generation, &shards);
+        merged.latency = self.latency.total_summaries();
+        merged.latency_recent = self.latency.recent_summaries();
         if let Some(acme) = &self.acme {
             merged.certificates = acme.status(Instant::now());
         }

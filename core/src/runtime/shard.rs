@@ -233,6 +233,8 @@ impl Shard {
             routes: Default::default(),
             radius: self.radius.counters(),
             dns: self.dns.counters(),
+            latency_interval: crate::latency::take_interval(),
+            latency: Default::default(),
         };
         for (name, counters) in self.counters.borrow().iter() {
             stats.routes.insert(name.clone(), counters.snapshot());
