@@ -23,6 +23,7 @@ pub mod net;
 pub mod proxy;
 pub mod stats;
 pub mod latency;
+pub mod admin_api;
 pub mod radius;
 pub mod dns;
 pub mod http;

@@ -75,7 +75,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&mut self, other: &Counters) {
+    /// Adds `other` to these counters.
+    pub fn add(&mut self, other: &Counters) {
         self.accepted += other.accepted;
         self.active += other.active;
         self.refused += other.refused;
