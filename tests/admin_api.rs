@@ -312,3 +312,41 @@ fn metrics_may_be_open_and_https_is_served_with_a_certificate() {
     let (status, _, _) = curl(&[&format!("{}/api/health", admin.base)]);
     assert_ne!(status, 200);
 }
+
+#[test]
+fn security_events_carry_the_connection_id_in_logs_and_the_api() {
+    if !tools() {
+        eprintln!("curl/openssl missing; skipping");
+        return;
+    }
+    let backend = HttpBackend::start("b");
+    let blocked_port = free_port();
+    let admin_port = free_port();
+    let body = format!(
+        "[[routes]]\nname = \"blocked\"\nmatch = {{ ports = {blocked_port} }}\nsecurity = {{ ip_block = [\"127.0.0.0/8\"] }}\n\
+         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {} }}] }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{}\" }}]\n",
+        backend.port,
+        sha_crypt(PASSWORD)
+    );
+    let appliance = Appliance::start(&body, blocked_port);
+    let admin = Admin { appliance, base: format!("http://127.0.0.1:{admin_port}") };
+    let _ = std::net::TcpStream::connect(("127.0.0.1", blocked_port)).map(|mut s| {
+        use std::io::Read;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.read(&mut [0u8; 16]);
+    });
+    admin.appliance.wait_for_log("refused by ip rules", Duration::from_secs(5));
+    let log = admin.appliance.log();
+    let line = log.lines().find(|l| l.contains("refused by ip rules")).expect("line");
+    assert!(line.contains("conn{id=") && line.contains("shardgate::security"), "{line}");
+    let token = admin.login();
+    let (_, logs) = admin.get(&token, "/api/logs?level=info");
+    let lines = json(&logs);
+    let entry = lines["lines"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["message"].as_str().unwrap_or("").contains("refused by ip rules")))
+        .unwrap_or_else(|| panic!("not in /api/logs: {logs}"));
+    assert_eq!(entry["target"], "shardgate::security");
+    assert!(entry["message"].as_str().unwrap_or("").starts_with("[conn id="), "{entry}");
+}

@@ -212,7 +212,11 @@ impl ShardDns {
                 truncate_for_slip(out);
                 true
             }
-            RrlDecision::Drop => false,
+            RrlDecision::Drop => {
+                // Debug only: a flood must not turn into a log flood (counted in `rrl`).
+                tracing::debug!(target: "shardgate::security", shard = self.shard, %client, "DNS answer dropped by response rate limiting");
+                false
+            }
         }
     }
 
