@@ -83,7 +83,7 @@ fn console_shows_live_rates_and_latency_at_80x24_and_q_quits() {
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("console capture (80x24):\n{screen}");
-    if let Ok(dir) = std::env::var("CARGO_TARGET_TMPDIR") {
+    if let Some(dir) = option_env!("CARGO_TARGET_TMPDIR") {
         let _ = std::fs::write(std::path::Path::new(&dir).join("console-capture.txt"), &screen);
     }
     assert_eq!(screen.lines().count(), 24, "not 24 lines:\n{screen}");
