@@ -75,10 +75,8 @@ fn console_shows_live_rates_and_latency_at_80x24_and_q_quits() {
         screen = tmux.capture();
         let http_line = screen.lines().find(|l| l.contains("│http")).unwrap_or("");
         // A rate and latency percentiles (ms or us) on the http row.
-        if http_line.contains("us") || http_line.contains("ms") {
-            if requests >= 20 && !http_line.contains(" - ") {
-                break;
-            }
+        if (http_line.contains("us") || http_line.contains("ms")) && requests >= 20 && !http_line.contains(" - ") {
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -83,7 +83,8 @@ fn new_histogram() -> Option<Histogram<u64>> {
 /// One interval's histograms of one shard, one per operation that happened in it.
 #[derive(Debug, Clone, Default)]
 pub struct IntervalHistograms {
-    by_operation: [Option<Histogram<u64>>; 5],
+    /// Boxed: this rides in every `ToControl::Stats` message, which stays small.
+    by_operation: Box<[Option<Histogram<u64>>; 5]>,
 }
 
 impl PartialEq for IntervalHistograms {

@@ -27,7 +27,7 @@ pub fn render(stats: &MergedStats) -> String {
         numbers(&mut out, "shard", &labels, &serde_json::to_value(totals).unwrap_or_default());
         let _ = writeln!(out, "shardgate_shard_unrouted{} {}", label_text(&labels), shard.unrouted);
         let _ = writeln!(out, "shardgate_shard_bad_client_hello{} {}", label_text(&labels), shard.bad_client_hello);
-        numbers(&mut out, "dns", &labels, &serde_json::to_value(&shard.dns).unwrap_or_default());
+        numbers(&mut out, "dns", &labels, &serde_json::to_value(shard.dns).unwrap_or_default());
         numbers(&mut out, "radius", &labels, &serde_json::to_value(shard.radius).unwrap_or_default());
     }
     let _ = writeln!(out, "# TYPE shardgate_latency_seconds summary");
