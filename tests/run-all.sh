@@ -16,6 +16,11 @@ packages+=(curl python3)
 # ACME: pebble (the ACME test CA the acme tests issue from) and curl (fetches its root).
 packages+=(pebble curl)
 packages+=(qemu-system-x86 busybox-static cpio kmod xz-utils)
+# The console test runs `shardgate console` headless in tmux (80x24, capture-pane).
+packages+=(tmux)
+# The web dashboard test: headless Chromium driven over the DevTools protocol by a small
+# Python script (python3-websocket). Chromium is large; it is installed once.
+packages+=(chromium python3-websocket)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.

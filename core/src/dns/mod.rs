@@ -197,6 +197,7 @@ impl ShardDns {
             return false;
         };
         let info: Option<ResponseInfo> = answer(catalog, query, transport, &self.answer_config.get(), out);
+        crate::latency::record_since(crate::latency::Operation::DnsQuery, now);
         self.stats.borrow_mut().record(info);
         if info.is_none() {
             return false;
@@ -211,7 +212,11 @@ impl ShardDns {
                 truncate_for_slip(out);
                 true
             }
-            RrlDecision::Drop => false,
+            RrlDecision::Drop => {
+                // Debug only: a flood must not turn into a log flood (counted in `rrl`).
+                tracing::debug!(target: "shardgate::security", shard = self.shard, %client, "DNS answer dropped by response rate limiting");
+                false
+            }
         }
     }
 

@@ -29,6 +29,9 @@
 //!   every shard, then answers on the request's reply channel;
 //! - [`ToControl::Acme`]: from ACME order tasks (publish/withdraw a challenge, an order's
 //!   outcome) and the admin socket (`shardgate certs`, forced renewal), for the ACME manager;
+//! - [`ToControl::ReplaceConfig`]: from the admin API (`crate::admin_api`): a new config text,
+//!   validated and hot-applied exactly like a SIGHUP reload, then written to the config file;
+//!   the outcome (new generation, or every problem) goes back on the request's reply;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -114,6 +117,9 @@ pub enum ToControl {
     Acme(crate::acme::AcmeEvent),
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
+    /// Replace the config with this text (admin API `PUT /api/config`): checked and applied
+    /// like a SIGHUP reload, then persisted; the outcome goes back on the change's reply.
+    ReplaceConfig(crate::admin_api::feed::ConfigChange),
     /// Re-read the config (SIGHUP).
     Reload,
     /// Stop gracefully (SIGTERM/SIGINT).

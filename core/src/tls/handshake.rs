@@ -109,6 +109,7 @@ pub async fn accept(
     already_read: Vec<u8>,
     timeout: Duration,
 ) -> Result<Established, HandshakeError> {
+    let handshake_started = std::time::Instant::now();
     let mut reader = RecordReader { pending: already_read };
     let handshake = async {
         let mut conn = start_connection(stream, &mut reader, config).await?;
@@ -136,6 +137,7 @@ pub async fn accept(
         // carries no data (RFC 8737 §3) and must not reach a backend.
         return Err(HandshakeError::AcmeValidation);
     }
+    crate::latency::record_since(crate::latency::Operation::TlsHandshake, handshake_started);
     Ok(Established { conn, leftover: reader.pending })
 }
 
