@@ -81,9 +81,11 @@ impl RadclientRun {
 }
 
 /// `radclient -x` sending `attributes` (radclient's `A=v,B=w` form) once, 1 s timeout.
+/// Three tries, 2 s apart, as a NAS would retransmit (the duplicate cache answers a retry with
+/// the same reply), so a loaded test machine does not turn a slow answer into "no reply".
 fn radclient(port: u16, command: &str, secret: &str, attributes: &str) -> RadclientRun {
     let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "1", &format!("127.0.0.1:{port}"), command, secret])
+        .args(["-x", "-r", "3", "-t", "2", &format!("127.0.0.1:{port}"), command, secret])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -309,9 +309,20 @@ impl ControlCore {
                         store.apply(&event, Instant::now());
                     }
                 }
-                Ok(ToControl::DnsUpdate { change, reply }) => {
-                    let _ = reply.send(self.dns_update(change));
-                }
+                Ok(ToControl::DnsUpdate { change, reply }) => match self.dns_update(change) {
+                    // Answered once every shard has applied the new catalog (a barrier behind
+                    // it in each mailbox), so "added" means "served by every shard".
+                    Ok(updated) => {
+                        let applied = crate::acme::ShardsApplied::barrier(&self.shards);
+                        self.async_tasks.spawn(async move {
+                            applied.wait(Duration::from_secs(5)).await;
+                            let _ = reply.send(Ok(updated));
+                        });
+                    }
+                    Err(refused) => {
+                        let _ = reply.send(Err(refused));
+                    }
+                },
                 Ok(ToControl::Acme(event)) => {
                     if let Some(acme) = &mut self.acme {
                         acme.handle(event, &self.shards, self.dns.as_mut());

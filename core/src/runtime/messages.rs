@@ -26,7 +26,8 @@
 //!   table the control core keeps;
 //! - [`ToControl::DnsUpdate`]: from the admin socket (`runtime::admin`): add or remove a
 //!   dynamic DNS record; the control core applies and persists it, sends the new catalog to
-//!   every shard, then answers on the request's reply channel;
+//!   every shard, then answers on the request's reply channel once every shard has applied it
+//!   (a `Barrier` behind the catalog);
 //! - [`ToControl::Acme`]: from ACME order tasks (publish/withdraw a challenge, an order's
 //!   outcome) and the admin socket (`shardgate certs`, forced renewal), for the ACME manager;
 //! - [`ToControl::ReplaceConfig`]: from the admin API (`crate::admin_api`): a new config text,
