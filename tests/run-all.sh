@@ -21,6 +21,9 @@ packages+=(tmux)
 # The web dashboard test: headless Chromium driven over the DevTools protocol by a small
 # Python script (python3-websocket). Chromium is large; it is installed once.
 packages+=(chromium python3-websocket)
+# The SMTP gateway tests: swaks as the client (plain, STARTTLS, implicit TLS, AUTH, pipelining;
+# its TLS needs Net::SSLeay / IO::Socket::SSL).
+packages+=(swaks libnet-ssleay-perl libio-socket-ssl-perl)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.

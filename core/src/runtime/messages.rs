@@ -18,6 +18,10 @@
 //! - [`ToShard::AcmeHttp01`]: the HTTP-01 tokens to answer (`crate::acme::http01`).
 //! - [`ToShard::Barrier`]: answer with the shard index once everything sent before is applied
 //!   (an ACME order waits for it before the CA validates a challenge).
+//! - [`ToShard::MailQueued`]: from the mail queue writer (`crate::mail::queue`): the messages
+//!   the shard enqueued under these tickets are durable (or could not be made so) — one
+//!   message per shard per group commit; the SMTP sessions waiting on those tickets then
+//!   answer `250` (or `451`).
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -75,6 +79,14 @@ pub struct ShardSnapshot {
     pub dns_tcp_open: Vec<(SocketAddr, socket2::Socket)>,
     /// DNS TCP addresses no longer served: stop listening there.
     pub dns_tcp_close: Vec<SocketAddr>,
+    /// New SMTP listening sockets for this shard (its member of each reuseport group) and the
+    /// kind of port each is (smtp, submission, smtps). Applied after `smtp_close`.
+    pub smtp_open: Vec<(SocketAddr, shardgate_smtp::ListenerKind, socket2::Socket)>,
+    /// SMTP addresses no longer served (or whose kind changed): stop listening there.
+    pub smtp_close: Vec<SocketAddr>,
+    /// Where accepted mail goes: the queue writer and the spool folder (`Some` whenever the
+    /// generation has `[email]` and the queue is open).
+    pub mail_queue: Option<crate::mail::queue::ShardQueueLink>,
 }
 
 /// Control core → shard.
@@ -92,6 +104,9 @@ pub enum ToShard {
     AcmeHttp01(Arc<crate::acme::http01::Http01Challenges>),
     /// Send this shard's index on the channel: every earlier message has been applied.
     Barrier(tokio::sync::mpsc::UnboundedSender<usize>),
+    /// The mail queue writer's answers to enqueues from this shard, one per ticket: `Ok` once
+    /// the message's record is committed (journal fsynced), else why not.
+    MailQueued(Vec<(u64, Result<(), String>)>),
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.
