@@ -28,3 +28,4 @@ pub mod http;
 pub mod tls;
 pub mod storage;
 pub mod acme;
+pub mod mail;
