@@ -24,8 +24,8 @@
 //!   sender (never for `<>`), queued like any message and routed by the sender's address;
 //!   recipients a next hop refused as unknown go on the [`suppression`] list, and later mail
 //!   to a suppressed address fails at once.
-//! - **Counters** ([`DeliveryCounters`]) for `shardgate stats`, and the [`history`] behind
-//!   `shardgate queue status`.
+//! - **Counters** ([`DeliveryCounters`]) for `shardgate stats`. (`shardgate queue status`
+//!   reads the queue: it keeps the final states of messages that left it.)
 //!
 //! # What it does not own
 //!
@@ -33,7 +33,6 @@
 //! accepting mail (the shards' SMTP server), and route evaluation (given as a [`Router`]).
 
 pub mod dsn;
-pub mod history;
 pub mod maildir;
 pub mod mx;
 pub mod next_hop;
@@ -44,14 +43,13 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use shardgate_smtp::client::{RecipientOutcome, ServerReply};
 use tokio::io::AsyncReadExt;
 
 use crate::config::{DeliverySettings, EmailAction, MailForward, QueueClass, StartTlsPolicy};
-use history::{DeliveryHistory, FinalState, HistoryEntry};
 use next_hop::{ConnectOptions, NextHopConnection, NextHopError};
 use suppression::SuppressionList;
 
@@ -68,6 +66,8 @@ pub struct QueueAccessError(pub String);
 /// A recipient still to be delivered, with the action its route chose when it was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueRecipient {
+    /// Its position in the queued message's recipient list (how outcomes name it).
+    pub index: usize,
     /// The address.
     pub address: String,
     /// What to do with it.
@@ -118,8 +118,8 @@ pub enum AttemptOutcome {
 pub struct Submission {
     /// Envelope sender (empty for `<>`).
     pub sender: String,
-    /// Recipients with the action their route chose.
-    pub recipients: Vec<(String, EmailAction)>,
+    /// Recipients with the route that took them and its action.
+    pub recipients: Vec<(String, String, EmailAction)>,
     /// The message text.
     pub text: Vec<u8>,
 }
@@ -129,20 +129,27 @@ pub struct Submission {
 pub trait MailQueue: Send + Sync + 'static {
     /// Messages due at `now` (next attempt reached), priority class first, at most `limit`.
     fn due(&self, now: SystemTime, limit: usize) -> impl Future<Output = Result<Vec<DueMessage>, QueueAccessError>> + Send;
-    /// Records outcomes of message `id` durably; the queue removes the message once every
-    /// recipient is delivered or failed.
-    fn record(&self, id: &str, outcomes: Vec<(String, AttemptOutcome)>) -> impl Future<Output = Result<(), QueueAccessError>> + Send;
-    /// The message text of `id`, from its start.
-    fn open_text(&self, id: &str) -> impl Future<Output = Result<tokio::fs::File, QueueAccessError>> + Send;
+    /// Records outcomes (by recipient index) of message `id` durably; the queue removes the
+    /// message once every recipient is delivered or failed.
+    fn record(&self, id: &str, outcomes: Vec<(usize, AttemptOutcome)>) -> impl Future<Output = Result<(), QueueAccessError>> + Send;
+    /// The message text of `id` as it is to be delivered (trace header included), from its
+    /// start, for async readers (next hops).
+    fn open_text(&self, id: &str) -> impl Future<Output = Result<TextReader, QueueAccessError>> + Send;
+    /// The same as a blocking reader (local delivery, on a blocking thread).
+    fn open_text_blocking(&self, id: &str) -> Result<Box<dyn std::io::Read + Send>, QueueAccessError>;
     /// Queues a new message durably; returns its id.
     fn submit(&self, submission: Submission) -> impl Future<Output = Result<String, QueueAccessError>> + Send;
-    /// Resolves when something may have become due (a new message, a retry-now).
-    fn changed(&self) -> impl Future<Output = ()> + Send;
+    /// A watch that changes when something may have become due (a new message).
+    fn arrivals(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
-/// Chooses the action for a recipient of a message the control core itself submits (a
-/// bounce to the original sender, `shardgate send`): the email routes' envelope match.
-pub type Router = Arc<dyn Fn(&str, &str) -> Option<EmailAction> + Send + Sync>;
+/// A message text for async reading.
+pub type TextReader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// Chooses the route (name, action) for a recipient of a message the control core itself
+/// submits (a bounce to the original sender, `shardgate send`): `(sender, recipient)` →
+/// the email routes' envelope match.
+pub type Router = Arc<dyn Fn(&str, &str) -> Option<(String, EmailAction)> + Send + Sync>;
 
 /// Delivery counters (recipients), for `shardgate stats`.
 #[derive(Debug, Default)]
@@ -320,7 +327,6 @@ struct Engine<Q: MailQueue> {
     tls: Arc<rustls::ClientConfig>,
     router: RwLock<Router>,
     suppression: Mutex<SuppressionList>,
-    history: DeliveryHistory,
     lines: Mutex<HashMap<Destination, DestinationLine>>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     counters: DeliveryCounters,
@@ -369,7 +375,6 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
             settings,
             hostname: hostname.to_string(),
             suppression: Mutex::new(SuppressionList::open(&data_dir)),
-            history: DeliveryHistory::open(&data_dir),
             data_dir,
             resolver,
             tls: next_hop::tls_client_config(),
@@ -402,11 +407,6 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         lock(&self.engine.suppression).remove(address)
     }
 
-    /// Final outcomes of a message that has left the queue.
-    pub fn history(&self, id: &str) -> Vec<HistoryEntry> {
-        self.engine.history.lookup(id)
-    }
-
     /// Routes and queues a message from the control core (`shardgate send`); returns the
     /// queue id. Recipients no route takes are refused.
     pub async fn submit(&self, sender: &str, recipients: &[String], text: Vec<u8>) -> Result<String, String> {
@@ -414,8 +414,8 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         let mut routed = Vec::new();
         for recipient in recipients {
             match router(sender, recipient) {
-                Some(EmailAction::Reject { code, message }) => return Err(format!("<{recipient}>: {code} {message}")),
-                Some(action) => routed.push((recipient.clone(), action)),
+                Some((_, EmailAction::Reject { code, message })) => return Err(format!("<{recipient}>: {code} {message}")),
+                Some((route, action)) => routed.push((recipient.clone(), route, action)),
                 None => return Err(format!("<{recipient}>: no email route takes this recipient")),
             }
         }
@@ -428,6 +428,7 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
 
 impl<Q: MailQueue> Engine<Q> {
     async fn schedule(self: Arc<Self>) {
+        let mut arrivals = self.queue.arrivals();
         loop {
             match self.queue.due(SystemTime::now(), DUE_BATCH).await {
                 Ok(messages) => {
@@ -438,7 +439,12 @@ impl<Q: MailQueue> Engine<Q> {
                 Err(e) => tracing::warn!(error = %e, "cannot read due messages"),
             }
             tokio::select! {
-                _ = self.queue.changed() => {}
+                changed = arrivals.changed() => {
+                    if changed.is_err() {
+                        // The queue is gone (stopping): poll only.
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
+                }
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
@@ -540,10 +546,9 @@ impl<Q: MailQueue> Engine<Q> {
     async fn deliver_locally(&self, job: &Job) -> Vec<(DueRecipient, Verdict)> {
         let mut verdicts = Vec::new();
         for recipient in &job.recipients {
-            let verdict = match self.queue.open_text(&job.message.id).await {
+            let verdict = match self.queue.open_text_blocking(&job.message.id) {
                 Err(e) => Verdict::Refused { reply: ServerReply::new(451, &format!("4.3.0 {e}")), host: None },
-                Ok(file) => {
-                    let mut file = file.into_std().await;
+                Ok(mut file) => {
                     let data_dir = self.data_dir.clone();
                     let address = recipient.address.clone();
                     let sender = job.message.sender.clone();
@@ -596,7 +601,7 @@ impl<Q: MailQueue> Engine<Q> {
                 Err(e) => return all(ServerReply::new(451, &format!("4.3.0 {e}")), None),
             };
             let host = open.host().to_string();
-            match open.send(&job.message.sender, &addresses, job.message.size, &prefix, &mut text).await {
+            match open.send(&job.message.sender, &addresses, job.message.size, &prefix, &mut *text).await {
                 Ok(outcome) => {
                     if outcome.connection_closing {
                         *connection = None;
@@ -701,20 +706,17 @@ impl<Q: MailQueue> Engine<Q> {
     }
 
     /// Turns verdicts into recorded outcomes: bounces first (a duplicate report is better
-    /// than a lost one), then the queue record, then history and counters.
+    /// than a lost one), then the queue record, then the counters.
     async fn settle(&self, message: &DueMessage, verdicts: Vec<(DueRecipient, Verdict)>) {
         let now = SystemTime::now();
         let age = now.duration_since(message.received).unwrap_or_default();
         let mut outcomes = Vec::new();
         let mut failed = Vec::new();
-        let mut history = Vec::new();
-        let at = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         for (recipient, verdict) in verdicts {
             match verdict {
                 Verdict::Accepted { reply, host } => {
                     let text = format!("{host} said: {reply}");
-                    history.push(HistoryEntry { id: message.id.clone(), recipient: recipient.address.clone(), state: FinalState::Delivered, reply: text.clone(), at });
-                    outcomes.push((recipient.address, AttemptOutcome::Delivered { reply: text }));
+                    outcomes.push((recipient.index, AttemptOutcome::Delivered { reply: text }));
                 }
                 Verdict::Refused { reply, host } if reply.is_transient() && age < self.settings.max_age => {
                     let attempts = recipient.attempts.saturating_add(1);
@@ -723,7 +725,7 @@ impl<Q: MailQueue> Engine<Q> {
                         Some(host) => format!("{host} said: {reply}"),
                         None => reply.one_line(),
                     };
-                    outcomes.push((recipient.address, AttemptOutcome::Deferred { error, next_attempt: now + delay }));
+                    outcomes.push((recipient.index, AttemptOutcome::Deferred { error, next_attempt: now + delay }));
                 }
                 Verdict::Refused { reply, host } => {
                     let (status, diagnostic) = if reply.is_transient() {
@@ -741,8 +743,7 @@ impl<Q: MailQueue> Engine<Q> {
                         None => diagnostic.clone(),
                     };
                     failed.push(dsn::FailedRecipient { address: recipient.address.clone(), status, remote_mta: host, diagnostic });
-                    history.push(HistoryEntry { id: message.id.clone(), recipient: recipient.address.clone(), state: FinalState::Bounced, reply: text.clone(), at });
-                    outcomes.push((recipient.address, AttemptOutcome::Failed { reply: text }));
+                    outcomes.push((recipient.index, AttemptOutcome::Failed { reply: text }));
                 }
             }
         }
@@ -765,7 +766,6 @@ impl<Q: MailQueue> Engine<Q> {
         self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
         self.counters.deferred.fetch_add(deferred, Ordering::Relaxed);
         self.counters.bounced.fetch_add(bounced, Ordering::Relaxed);
-        self.history.append(&history);
     }
 
     async fn bounce(&self, message: &DueMessage, failed: &[dsn::FailedRecipient], now: SystemTime) {
@@ -790,14 +790,14 @@ impl<Q: MailQueue> Engine<Q> {
         };
         let text = dsn::build_bounce(&report, now);
         let router = self.router.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let action = match router("", &message.sender) {
-            Some(EmailAction::Reject { .. }) | None => {
+        let (route, action) = match router("", &message.sender) {
+            Some((_, EmailAction::Reject { .. })) | None => {
                 tracing::warn!(id = %message.id, sender = %message.sender, "no email route takes the bounce to the sender; bounce dropped");
                 return;
             }
-            Some(action) => action,
+            Some(routed) => routed,
         };
-        let submission = Submission { sender: String::new(), recipients: vec![(message.sender.clone(), action)], text };
+        let submission = Submission { sender: String::new(), recipients: vec![(message.sender.clone(), route, action)], text };
         match self.queue.submit(submission).await {
             Ok(id) => {
                 self.counters.bounces_sent.fetch_add(1, Ordering::Relaxed);
