@@ -9,6 +9,7 @@
 mod acme;
 mod dns;
 mod email;
+mod mail_templates;
 mod http;
 mod ports;
 mod problems;
@@ -27,6 +28,7 @@ pub use email::{
     AddressGlob, DeliverySettings, EmailAction, EmailMatch, EmailRoute, EmailSettings, ForwardAuth, HeaderRule, HeaderValueRule,
     MailForward, QueueClass, SizeRange, StartTlsPolicy, TextPattern, DEFAULT_CONNECTIONS_PER_IP,
 };
+pub use mail_templates::{placeholders, MailTemplate};
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
 use problems::ProblemList;
@@ -76,6 +78,8 @@ pub struct Config {
     pub storage: StorageBackend,
     /// `[email]`: the SMTP gateway (server, email routes, delivery settings), if enabled.
     pub email: Option<EmailSettings>,
+    /// `[[email.templates]]`: messages `shardgate send --template` composes.
+    pub mail_templates: Vec<MailTemplate>,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -372,7 +376,11 @@ impl Config {
         check_route_certificates(&mut problems, &config, &acme::auto_route_names(&doc));
         if let Some(email) = doc.get("email") {
             let has_certificates = config.certificates.all().next().is_some();
-            config.email = email::validate_email(&mut problems, email, has_certificates);
+            let (email, templates) = mail_templates::split_templates(email);
+            if let Some(templates) = templates {
+                config.mail_templates = mail_templates::validate_templates(&mut problems, templates);
+            }
+            config.email = email::validate_email(&mut problems, &email, has_certificates);
             check_email_addresses(&mut problems, &config);
         }
         let ports: usize = distinct_route_ports(&config.routes).len();
@@ -407,6 +415,7 @@ impl Config {
             acme: None,
             storage: StorageBackend::Files,
             email: None,
+            mail_templates: Vec::new(),
         }
     }
 

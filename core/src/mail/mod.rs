@@ -2,3 +2,4 @@
 //! what is queued ([`delivery`]).
 
 pub mod delivery;
+pub mod template;
