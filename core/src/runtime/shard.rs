@@ -135,6 +135,7 @@ async fn run_shard(spec: ShardSpec) {
             ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
             ToShard::Certificates(store) => shard.swap_certificates(store),
             ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
+            ToShard::MailQueued { .. } => {}
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
             }
