@@ -36,6 +36,7 @@ pub mod dsn;
 pub mod maildir;
 pub mod mx;
 pub mod next_hop;
+pub mod queue_link;
 pub mod suppression;
 
 use std::collections::{HashMap, HashSet, VecDeque};
