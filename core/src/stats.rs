@@ -6,6 +6,7 @@
 //! it writes to `<data_dir>/stats.json` for `shardgate stats` (and later the admin API).
 //! RADIUS counters are the `shardgate-radius` crate's [`RadiusCounters`], counted by each
 //! shard's RADIUS server and merged the same way; so are DNS counters ([`crate::dns::DnsCounters`]).
+//! Mail delivery counters come from the control core itself ([`crate::mail::delivery::DeliveryStats`]).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -225,6 +226,10 @@ pub struct MergedStats {
     /// ACME auto certificates: names, expiry, last error (filled by the control core).
     #[serde(default)]
     pub certificates: Vec<crate::acme::manager::CertificateStatus>,
+    /// Mail delivery: recipients delivered, deferred, bounced; bounces sent; connections and
+    /// reuse; messages in the queue (filled by the control core's mail service).
+    #[serde(default)]
+    pub mail: crate::mail::delivery::DeliveryStats,
 }
 
 impl MergedStats {

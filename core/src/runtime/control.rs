@@ -153,6 +153,8 @@ pub struct ControlCore {
     stats_path: PathBuf,
     /// ACME auto certificates (see `crate::acme::manager`).
     acme: Option<crate::acme::manager::AcmeManager>,
+    /// The mail queue writer and delivery engine (`[email]`).
+    mail: Option<crate::mail::delivery::service::MailService>,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
 }
@@ -187,6 +189,7 @@ impl ControlCore {
             async_tasks,
             stats_path,
             acme: None,
+            mail: None,
             stopping: None,
             stopped: BTreeSet::new(),
         }
@@ -204,6 +207,18 @@ impl ControlCore {
     pub fn with_acme(mut self, acme: crate::acme::manager::AcmeManager) -> ControlCore {
         acme.remove_leftover_challenges(&self.shards, self.dns.as_mut());
         self.acme = Some(acme);
+        self
+    }
+
+    /// Hands the control core the mail queue (recovered, its writer started): delivery starts
+    /// on the control core's tokio runtime. Without `[email]` the queue is stopped again.
+    pub fn with_mail(mut self, queue: Option<crate::mail::queue::MailQueue>) -> ControlCore {
+        let Some(mut queue) = queue else { return self };
+        if self.config.email.is_none() {
+            queue.stop();
+            return self;
+        }
+        self.mail = crate::mail::delivery::service::MailService::start(queue, &self.config, &self.async_tasks);
         self
     }
 
@@ -249,6 +264,12 @@ impl ControlCore {
                         acme.handle(event, &self.shards, self.dns.as_mut());
                     }
                 }
+                Ok(ToControl::Mail { request, reply }) => {
+                    // Without mail the reply channel is dropped: the admin side says so.
+                    if let Some(mail) = &self.mail {
+                        mail.answer(request, reply, &self.async_tasks);
+                    }
+                }
                 Ok(ToControl::ShardStopped(index)) => {
                     self.stopped.insert(index);
                 }
@@ -282,6 +303,10 @@ impl ControlCore {
         self.write_stats();
         if let Some(store) = &mut self.radius_sessions {
             store.persist_if_changed(Instant::now());
+        }
+        // The shards no longer enqueue: commit what is pending and stop the queue writer.
+        if let Some(mail) = self.mail.take() {
+            mail.stop();
         }
         tracing::info!("all shards stopped");
     }
@@ -382,6 +407,9 @@ impl ControlCore {
         if let Some(acme) = &mut self.acme {
             acme.reconfigure(&mut new);
         }
+        if let Some(mail) = &self.mail {
+            mail.reconfigure(&new);
+        }
         let config = Arc::new(new);
         let routes = Arc::new(RouteTable::new(&config));
         for (i, shard) in self.shards.iter().enumerate() {
@@ -422,6 +450,9 @@ impl ControlCore {
         let mut merged = MergedStats::merge(self.generation, &shards);
         if let Some(acme) = &self.acme {
             merged.certificates = acme.status(Instant::now());
+        }
+        if let Some(mail) = &self.mail {
+            merged.mail = mail.stats();
         }
         if let Err(e) = write_json_atomically(&self.stats_path, &merged) {
             tracing::warn!(path = %self.stats_path.display(), error = %e, "cannot write stats");

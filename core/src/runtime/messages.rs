@@ -29,6 +29,8 @@
 //!   every shard, then answers on the request's reply channel;
 //! - [`ToControl::Acme`]: from ACME order tasks (publish/withdraw a challenge, an order's
 //!   outcome) and the admin socket (`shardgate certs`, forced renewal), for the ACME manager;
+//! - [`ToControl::Mail`]: from the admin socket: a mail queue, suppression list or `send`
+//!   request for the mail service (`crate::mail::delivery::service`);
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -118,6 +120,14 @@ pub enum ToControl {
     },
     /// An ACME event for the control core's ACME manager.
     Acme(crate::acme::AcmeEvent),
+    /// A mail admin request (`shardgate queue|suppression|send`) from the admin socket; the
+    /// mail service answers on `reply` (dropped unanswered without `[email]`).
+    Mail {
+        /// The request (one of the mail operations).
+        request: super::admin::AdminRequest,
+        /// Where the answer goes.
+        reply: crossbeam_channel::Sender<super::admin::AdminResponse>,
+    },
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Re-read the config (SIGHUP).

@@ -117,6 +117,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     config.certificates = acme.store();
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
+    // Recovered before any shard can write a spool file (recovery deletes orphans).
+    let mail_queue = open_mail_queue(&config, &data_dir)?;
     let mut mailboxes = Vec::with_capacity(shard_count);
     let mut handles = Vec::with_capacity(shard_count);
     for (index, &cpu) in layout.shard_cpus.iter().enumerate() {
@@ -151,10 +153,12 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
 
     let control_async = control_async::ControlAsync::start(layout.control_cpu)
         .map_err(|source| StartError::Spawn { what: "the control core's async runtime".into(), source })?;
+    let mail_queue = start_mail_queue(mail_queue, &mailboxes)?;
     let control =
         ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async)
             .with_dns(dns_zones, dns_tcp_listening.clone())
-            .with_acme(acme);
+            .with_acme(acme)
+            .with_mail(mail_queue);
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
     let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
         Ok(path) => Some(path),
@@ -214,6 +218,29 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     }
     tracing::info!("shardgate stopped");
     Ok(())
+}
+
+/// With `[email]`: opens and recovers the mail queue (`<data_dir>/mail/queue`).
+fn open_mail_queue(config: &Config, data_dir: &std::path::Path) -> Result<Option<crate::mail::queue::MailQueue>, StartError> {
+    if config.email.is_none() {
+        return Ok(None);
+    }
+    let dir = crate::config::EmailSettings::mail_dir(data_dir).join("queue");
+    let failed = |source| StartError::DataDir { path: dir.display().to_string(), source };
+    let (queue, report) = crate::mail::queue::MailQueue::open(&dir).map_err(failed)?;
+    tracing::info!(?report, "mail queue recovered");
+    Ok(Some(queue))
+}
+
+/// Starts the mail queue's writer thread, which answers the shards' enqueues on their
+/// mailboxes.
+fn start_mail_queue(
+    queue: Option<crate::mail::queue::MailQueue>,
+    mailboxes: &[doorbell::Mailbox<ToShard>],
+) -> Result<Option<crate::mail::queue::MailQueue>, StartError> {
+    let Some(mut queue) = queue else { return Ok(None) };
+    queue.start(mailboxes.to_vec()).map_err(|source| StartError::Spawn { what: "the mail queue writer".into(), source })?;
+    Ok(Some(queue))
 }
 
 /// `[tuning] apply = true`: tune the host for the shard CPUs before listening. A failure is

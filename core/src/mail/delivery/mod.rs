@@ -37,6 +37,7 @@ pub mod maildir;
 pub mod mx;
 pub mod next_hop;
 pub mod queue_link;
+pub mod service;
 pub mod suppression;
 
 use std::collections::{HashMap, HashSet, VecDeque};
