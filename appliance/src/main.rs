@@ -16,9 +16,14 @@
 //!   renewal now (through the admin socket);
 //! - `shardgate storage export|import DIR [--config FILE | --data-dir DIR]` — copy every
 //!   stored entry (ACME account, certificates, ...) to or from a folder;
+//! - `shardgate queue list|show ID|status ID|retry ID|delete ID`, `shardgate suppression
+//!   list|remove ADDR`, `shardgate send --from A --to B [--template NAME --var k=v | FILE]`
+//!   — the mail queue, the suppression list and submitting mail (see `mail_cli`);
 //! - `shardgate tune plan|apply|verify|revert` — host tuning for the shard CPUs (see the
 //!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
 //!   records old values in the data folder, verify reports drift, revert restores.
+
+mod mail_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +120,39 @@ enum Command {
         config: Option<PathBuf>,
         /// Use the file storage of this data folder.
         #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The mail queue of the running appliance: list, show, status, retry, delete.
+    Queue {
+        #[command(subcommand)]
+        action: mail_cli::QueueAction,
+        /// The config whose data folder to use (default: the embedded default's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Use this data folder directly.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The suppression list (addresses that hard-bounced): list, remove.
+    Suppression {
+        #[command(subcommand)]
+        action: mail_cli::SuppressionAction,
+        /// The config whose data folder to use (default: the embedded default's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Use this data folder directly.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Queue a message (from a file, standard input or a config template); prints its queue id.
+    Send {
+        #[command(flatten)]
+        args: mail_cli::SendArgs,
+        /// The config whose data folder to use (default: the embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Use this data folder directly.
+        #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Print the running appliance's merged counters as JSON.
@@ -462,6 +500,18 @@ fn main() -> ExitCode {
             };
             storage(backend, &dir, action)
         }
+        Command::Queue { action, config, data_dir } => match data_folder(data_dir, config) {
+            Ok(dir) => mail_cli::queue(&dir, action),
+            Err(code) => code,
+        },
+        Command::Suppression { action, config, data_dir } => match data_folder(data_dir, config) {
+            Ok(dir) => mail_cli::suppression(&dir, action),
+            Err(code) => code,
+        },
+        Command::Send { args, config, data_dir } => match data_folder(data_dir, config) {
+            Ok(dir) => mail_cli::send(&dir, args),
+            Err(code) => code,
+        },
         Command::Stats { config, data_dir } => {
             let dir = match data_folder(data_dir, config) {
                 Ok(dir) => dir,
