@@ -340,16 +340,21 @@ pub struct MailOptions {
 pub enum RecipientOutcome {
     /// The server took responsibility: the final reply to the message text.
     Accepted(ServerReply),
-    /// The server refused it: the MAIL, RCPT or final reply that said so (4xx: try again
-    /// later; 5xx: give up).
+    /// The server refused the transaction for it: the MAIL or final reply (or a synthetic
+    /// one for a lost connection) that said so (4xx: try again later; 5xx: give up).
     Refused(ServerReply),
+    /// The server refused this recipient itself, in its reply to `RCPT TO` — the one refusal
+    /// that says something about the address rather than the message.
+    RecipientRefused(ServerReply),
 }
 
 impl RecipientOutcome {
     /// The reply behind the outcome.
     pub fn reply(&self) -> &ServerReply {
         match self {
-            RecipientOutcome::Accepted(reply) | RecipientOutcome::Refused(reply) => reply,
+            RecipientOutcome::Accepted(reply) | RecipientOutcome::Refused(reply) | RecipientOutcome::RecipientRefused(reply) => {
+                reply
+            }
         }
     }
 }
@@ -401,8 +406,11 @@ pub struct Transaction {
     rcpt: Vec<Vec<u8>>,
     pipelining: bool,
     expect: Expect,
-    /// Per recipient: `None` while unknown, the RCPT reply once received.
+    /// Per recipient: `None` while unknown, the RCPT reply once received (or the MAIL or
+    /// 421 reply that stands for it).
     rcpt_replies: Vec<Option<ServerReply>>,
+    /// Per recipient: the slot holds the server's own reply to its `RCPT TO`.
+    rcpt_answered: Vec<bool>,
 }
 
 impl Transaction {
@@ -427,6 +435,7 @@ impl Transaction {
             pipelining: capabilities.pipelining,
             expect: Expect::Mail,
             rcpt_replies: vec![None; recipients.len()],
+            rcpt_answered: vec![false; recipients.len()],
         }
     }
 
@@ -472,6 +481,7 @@ impl Transaction {
                 let closing = reply.code() == 421;
                 if self.rcpt_replies[index].is_none() {
                     self.rcpt_replies[index] = Some(reply);
+                    self.rcpt_answered[index] = true;
                 }
                 if closing {
                     let refusal = ServerReply::new(421, "connection closed by the server");
@@ -543,7 +553,9 @@ impl Transaction {
         let recipients = self
             .rcpt_replies
             .iter()
-            .map(|slot| match slot {
+            .zip(&self.rcpt_answered)
+            .map(|(slot, answered)| match slot {
+                Some(r) if !r.is_positive() && *answered => RecipientOutcome::RecipientRefused(r.clone()),
                 Some(r) if !r.is_positive() => RecipientOutcome::Refused(r.clone()),
                 _ => RecipientOutcome::Refused(reply.clone()),
             })
@@ -562,9 +574,11 @@ impl Transaction {
         let recipients = self
             .rcpt_replies
             .iter()
-            .map(|slot| {
+            .zip(&self.rcpt_answered)
+            .map(|(slot, answered)| {
                 let rcpt = slot.clone().unwrap_or_else(|| unknown.clone());
                 match (&final_reply, rcpt.is_positive()) {
+                    (_, false) if *answered => RecipientOutcome::RecipientRefused(rcpt),
                     (_, false) => RecipientOutcome::Refused(rcpt),
                     (Some(last), true) if last.is_positive() => RecipientOutcome::Accepted(last.clone()),
                     (Some(last), true) => RecipientOutcome::Refused(last.clone()),
@@ -712,8 +726,8 @@ mod tests {
             outcome.recipients,
             vec![
                 RecipientOutcome::Accepted(reply(250, "2.0.0 Ok: queued as ABC")),
-                RecipientOutcome::Refused(reply(550, "5.1.1 unknown")),
-                RecipientOutcome::Refused(reply(450, "4.2.0 try later")),
+                RecipientOutcome::RecipientRefused(reply(550, "5.1.1 unknown")),
+                RecipientOutcome::RecipientRefused(reply(450, "4.2.0 try later")),
             ]
         );
         assert!(!outcome.needs_rset && !outcome.connection_closing);
@@ -725,7 +739,7 @@ mod tests {
         assert_eq!(t.start(), Step::Send(b"MAIL FROM:<>\r\n".to_vec()));
         assert_eq!(t.on_reply(reply(250, "ok")), Ok(Step::Send(b"RCPT TO:<a@x>\r\n".to_vec())));
         let Ok(Step::Done(outcome)) = t.on_reply(reply(550, "no")) else { panic!("not done") };
-        assert_eq!(outcome.recipients, vec![RecipientOutcome::Refused(reply(550, "no"))]);
+        assert_eq!(outcome.recipients, vec![RecipientOutcome::RecipientRefused(reply(550, "no"))]);
         assert!(outcome.needs_rset);
     }
 

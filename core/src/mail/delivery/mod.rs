@@ -205,15 +205,17 @@ pub fn retry_delay(attempts: u32, initial: Duration, max: Duration) -> Duration 
     initial.saturating_mul(1u32 << doublings).min(max)
 }
 
-/// Whether a permanent refusal says the *address* is bad (so it is suppressed), rather than
-/// this message (size, content, policy): RFC 3463 `5.1.x`, or a bare 550/551/553.
+/// Whether a permanent refusal of a recipient's `RCPT TO` says the *address* is bad (so it
+/// is suppressed): any 5xx except the statuses that are about policy (`5.7.x`: relaying
+/// denied, spam, authentication), a full or disabled mailbox (`5.2.x`: the address exists)
+/// or the message (`5.3.4`, `5.6.x`). Refusals of MAIL or of the message text never are.
 pub fn is_hard_bounce(reply: &ServerReply) -> bool {
     if !reply.is_permanent() {
         return false;
     }
-    match reply.enhanced_status() {
-        Some(status) => status.to_string().starts_with("5.1."),
-        None => matches!(reply.code(), 550 | 551 | 553),
+    match reply.enhanced_status().map(|status| status.to_string()) {
+        Some(status) => !(status.starts_with("5.7.") || status.starts_with("5.2.") || status.starts_with("5.6.") || status == "5.3.4"),
+        None => true,
     }
 }
 
@@ -313,7 +315,8 @@ struct DestinationLine {
 #[derive(Debug, Clone)]
 enum Verdict {
     Accepted { reply: ServerReply, host: String },
-    Refused { reply: ServerReply, host: Option<String> },
+    /// `at_rcpt`: the next hop refused this address in its `RCPT` reply.
+    Refused { reply: ServerReply, host: Option<String>, at_rcpt: bool },
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -468,7 +471,7 @@ impl<Q: MailQueue> Engine<Q> {
                     550,
                     &format!("5.1.1 <{}> is suppressed after a hard bounce ({})", recipient.address, entry.reason),
                 );
-                suppressed.push((recipient.clone(), Verdict::Refused { reply, host: None }));
+                suppressed.push((recipient.clone(), Verdict::Refused { reply, host: None, at_rcpt: false }));
                 continue;
             }
             let destination = match &recipient.action {
@@ -482,7 +485,7 @@ impl<Q: MailQueue> Engine<Q> {
                     // A reject route is decided at intake; one recorded here is a config
                     // change race. Honour it.
                     let reply = ServerReply::new(*code, text);
-                    suppressed.push((recipient.clone(), Verdict::Refused { reply, host: None }));
+                    suppressed.push((recipient.clone(), Verdict::Refused { reply, host: None, at_rcpt: false }));
                     continue;
                 }
             };
@@ -549,7 +552,7 @@ impl<Q: MailQueue> Engine<Q> {
         let mut verdicts = Vec::new();
         for recipient in &job.recipients {
             let verdict = match self.queue.open_text_blocking(&job.message.id) {
-                Err(e) => Verdict::Refused { reply: ServerReply::new(451, &format!("4.3.0 {e}")), host: None },
+                Err(e) => Verdict::Refused { reply: ServerReply::new(451, &format!("4.3.0 {e}")), host: None, at_rcpt: false },
                 Ok(mut file) => {
                     let data_dir = self.data_dir.clone();
                     let address = recipient.address.clone();
@@ -560,8 +563,8 @@ impl<Q: MailQueue> Engine<Q> {
                             reply: ServerReply::new(250, &format!("2.0.0 stored in {}", path.display())),
                             host: "maildir".into(),
                         },
-                        Ok(Err(e)) => Verdict::Refused { reply: ServerReply::new(451, &format!("4.3.0 {e}")), host: None },
-                        Err(e) => Verdict::Refused { reply: ServerReply::new(451, &format!("4.3.0 local delivery task: {e}")), host: None },
+                        Ok(Err(e)) => Verdict::Refused { reply: ServerReply::new(451, &format!("4.3.0 {e}")), host: None, at_rcpt: false },
+                        Err(e) => Verdict::Refused { reply: ServerReply::new(451, &format!("4.3.0 local delivery task: {e}")), host: None, at_rcpt: false },
                     }
                 }
             };
@@ -577,7 +580,7 @@ impl<Q: MailQueue> Engine<Q> {
         connection: &mut Option<NextHopConnection>,
     ) -> Vec<(DueRecipient, Verdict)> {
         let all = |reply: ServerReply, host: Option<String>| -> Vec<(DueRecipient, Verdict)> {
-            job.recipients.iter().map(|r| (r.clone(), Verdict::Refused { reply: reply.clone(), host: host.clone() })).collect()
+            job.recipients.iter().map(|r| (r.clone(), Verdict::Refused { reply: reply.clone(), host: host.clone(), at_rcpt: false })).collect()
         };
         let prefix = match destination {
             Destination::Forward(target) => target.header_prefix(),
@@ -616,7 +619,10 @@ impl<Q: MailQueue> Engine<Q> {
                         .map(|(recipient, result)| {
                             let verdict = match result {
                                 RecipientOutcome::Accepted(reply) => Verdict::Accepted { reply, host: host.clone() },
-                                RecipientOutcome::Refused(reply) => Verdict::Refused { reply, host: Some(host.clone()) },
+                                RecipientOutcome::Refused(reply) => Verdict::Refused { reply, host: Some(host.clone()), at_rcpt: false },
+                                RecipientOutcome::RecipientRefused(reply) => {
+                                    Verdict::Refused { reply, host: Some(host.clone()), at_rcpt: true }
+                                }
                             };
                             (recipient, verdict)
                         })
@@ -720,7 +726,7 @@ impl<Q: MailQueue> Engine<Q> {
                     let text = format!("{host} said: {reply}");
                     outcomes.push((recipient.index, AttemptOutcome::Delivered { reply: text }));
                 }
-                Verdict::Refused { reply, host } if reply.is_transient() && age < self.settings.max_age => {
+                Verdict::Refused { reply, host, .. } if reply.is_transient() && age < self.settings.max_age => {
                     let attempts = recipient.attempts.saturating_add(1);
                     let delay = retry_delay(attempts, self.settings.retry_initial, self.settings.retry_max);
                     let error = match &host {
@@ -729,13 +735,13 @@ impl<Q: MailQueue> Engine<Q> {
                     };
                     outcomes.push((recipient.index, AttemptOutcome::Deferred { error, next_attempt: now + delay }));
                 }
-                Verdict::Refused { reply, host } => {
+                Verdict::Refused { reply, host, at_rcpt } => {
                     let (status, diagnostic) = if reply.is_transient() {
                         ("4.4.7".to_string(), format!("message expired after {} s in the queue; last error: {reply}", age.as_secs()))
                     } else {
                         (dsn::status_from_reply(&reply), reply.one_line())
                     };
-                    if host.is_some() && is_hard_bounce(&reply) {
+                    if at_rcpt && is_hard_bounce(&reply) {
                         if let Err(e) = lock(&self.suppression).add(&recipient.address, &reply.one_line()) {
                             tracing::warn!(recipient = %recipient.address, error = %e, "cannot persist the suppression list");
                         }

@@ -14,6 +14,8 @@ fn backoff_doubles_from_initial_up_to_max() {
 fn hard_bounces_are_address_failures_only() {
     assert!(is_hard_bounce(&ServerReply::new(550, "5.1.1 no such user")));
     assert!(is_hard_bounce(&ServerReply::new(550, "mailbox unavailable")));
+    assert!(is_hard_bounce(&ServerReply::new(500, "5.3.0 Error: command failed")), "smtp-sink -f rcpt");
+    assert!(!is_hard_bounce(&ServerReply::new(552, "5.2.2 mailbox full")));
     assert!(!is_hard_bounce(&ServerReply::new(552, "5.3.4 message too big")));
     assert!(!is_hard_bounce(&ServerReply::new(554, "5.7.1 spam")));
     assert!(!is_hard_bounce(&ServerReply::new(450, "4.1.1 try later")));
