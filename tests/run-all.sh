@@ -16,6 +16,9 @@ packages+=(curl python3)
 # ACME: pebble (the ACME test CA the acme tests issue from) and curl (fetches its root).
 packages+=(pebble curl)
 packages+=(qemu-system-x86 busybox-static cpio kmod xz-utils)
+# The SMTP gateway tests: swaks as the client (plain, STARTTLS, implicit TLS, AUTH, pipelining;
+# its TLS needs Net::SSLeay / IO::Socket::SSL).
+packages+=(swaks libnet-ssleay-perl libio-socket-ssl-perl)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.

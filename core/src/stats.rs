@@ -204,6 +204,9 @@ pub struct ShardStats {
     /// This shard's DNS counters (all zero without `[dns]`).
     #[serde(default)]
     pub dns: crate::dns::DnsCounters,
+    /// This shard's SMTP counters (all zero without `[email]`).
+    #[serde(default)]
+    pub smtp: crate::smtp::SmtpCounters,
 }
 
 /// All shards' latest snapshots and their sums.
@@ -221,15 +224,21 @@ pub struct MergedStats {
     /// DNS counters (queries by outcome, RRL, TCP) summed over shards.
     #[serde(default)]
     pub dns: crate::dns::DnsCounters,
+    /// SMTP counters (sessions, messages accepted/rejected, bytes) summed over shards.
+    #[serde(default)]
+    pub smtp: crate::smtp::SmtpCounters,
+    /// Messages in the durable mail queue (filled by the control core; `None` without `[email]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_queue_messages: Option<usize>,
     /// Each shard's own numbers.
     pub shards: Vec<ShardStats>,
     /// ACME auto certificates: names, expiry, last error (filled by the control core).
     #[serde(default)]
     pub certificates: Vec<crate::acme::manager::CertificateStatus>,
     /// Mail delivery: recipients delivered, deferred, bounced; bounces sent; connections and
-    /// reuse; messages in the queue (filled by the control core's mail service).
+    /// their reuse (filled by the control core's delivery engine).
     #[serde(default)]
-    pub mail: crate::mail::delivery::DeliveryStats,
+    pub mail_delivery: crate::mail::delivery::DeliveryStats,
 }
 
 impl MergedStats {
@@ -239,6 +248,7 @@ impl MergedStats {
         for shard in shards {
             merged.radius.merge(&shard.radius);
             merged.dns.merge(&shard.dns);
+            merged.smtp.merge(&shard.smtp);
             for (name, counters) in &shard.routes {
                 merged.routes.entry(name.clone()).or_default().add(counters);
                 merged.total.add(counters);

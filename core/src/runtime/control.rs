@@ -8,8 +8,10 @@
 //! persisted each tick when changed, and at stop), the DNS zones ([`DnsZones`]: configured
 //! zones plus the dynamic records added through the admin socket, persisted, sent to every
 //! shard as one new catalog per change), stats merging (each shard's latest
-//! snapshot → `<data_dir>/stats.json`), and the graceful stop. Later issues add ACME, the
-//! mail queue writer and DKIM keys here.
+//! snapshot → `<data_dir>/stats.json`), the mail delivery engine and its admin operations
+//! (`crate::mail::delivery::service`), the SMTP listeners and the durable mail queue
+//! (`crate::mail::queue`: opened and recovered at start or when `[email]` first appears, its
+//! writer thread answering the shards), and the graceful stop. Later issues add DKIM keys here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -107,6 +109,53 @@ pub fn dns_tcp_listen_addresses(config: &Config) -> BTreeSet<SocketAddr> {
     config.dns.as_ref().map(|dns| dns.tcp.iter().copied().collect()).unwrap_or_default()
 }
 
+/// Every SMTP address:port the config serves, and the kind of port it is.
+pub fn smtp_listen_addresses(config: &Config) -> BTreeMap<SocketAddr, shardgate_smtp::ListenerKind> {
+    config.email.as_ref().map(|email| email.listen_addresses()).unwrap_or_default()
+}
+
+/// Per shard, its SMTP sockets with their kind.
+pub type SmtpSockets = Vec<Vec<(SocketAddr, shardgate_smtp::ListenerKind, socket2::Socket)>>;
+
+/// Opens a TCP reuseport group per SMTP address (like route ports); returns, per shard, its
+/// sockets with the kind of port.
+pub fn open_smtp_groups(
+    addrs: &BTreeMap<SocketAddr, shardgate_smtp::ListenerKind>,
+    shard_cpus: &[usize],
+    steer: bool,
+) -> Result<SmtpSockets, (SocketAddr, std::io::Error)> {
+    let keys: BTreeSet<SocketAddr> = addrs.keys().copied().collect();
+    let groups = open_groups(&keys, shard_cpus, steer)?;
+    Ok(groups
+        .into_iter()
+        .map(|sockets| {
+            sockets
+                .into_iter()
+                .filter_map(|(addr, socket)| addrs.get(&addr).map(|kind| (addr, *kind, socket)))
+                .collect()
+        })
+        .collect())
+}
+
+/// Opens and recovers the mail queue under the data folder (`<data_dir>/mail/queue`); the
+/// writer is started separately, once the shards' mailboxes exist.
+pub fn open_mail_queue(data_dir: &Path) -> std::io::Result<crate::mail::queue::MailQueue> {
+    let dir = crate::config::EmailSettings::mail_dir(data_dir).join("queue");
+    let started = Instant::now();
+    let (queue, report) = crate::mail::queue::MailQueue::open(&dir)?;
+    tracing::info!(
+        dir = %dir.display(),
+        messages = report.messages,
+        records = report.records,
+        truncated_tail = report.truncated_tail,
+        orphan_spool_files = report.orphan_spool_files,
+        missing_spool_files = report.missing_spool_files,
+        took = ?started.elapsed(),
+        "mail queue recovered"
+    );
+    Ok(queue)
+}
+
 /// Per shard, its UDP sockets: one reuseport group per address, opened in shard order.
 pub type UdpSockets = Vec<Vec<(SocketAddr, UdpService, socket2::Socket)>>;
 
@@ -146,6 +195,11 @@ pub struct ControlCore {
     /// The DNS zones (configured + dynamic records); `None` without `[dns]`.
     dns: Option<DnsZones>,
     dns_tcp_listening: BTreeSet<SocketAddr>,
+    smtp_listening: BTreeMap<SocketAddr, shardgate_smtp::ListenerKind>,
+    /// The durable mail queue and its writer thread (`None` until a generation has `[email]`).
+    mail_queue: Option<crate::mail::queue::MailQueue>,
+    /// Delivery of what is queued, and the mail admin operations (started with the queue).
+    delivery: Option<crate::mail::delivery::service::MailService>,
     latest: BTreeMap<usize, ShardStats>,
     /// The control core's tokio runtime (ACME, delivery, admin API); stopped when the control
     /// core ends.
@@ -153,8 +207,6 @@ pub struct ControlCore {
     stats_path: PathBuf,
     /// ACME auto certificates (see `crate::acme::manager`).
     acme: Option<crate::acme::manager::AcmeManager>,
-    /// The mail queue writer and delivery engine (`[email]`).
-    mail: Option<crate::mail::delivery::service::MailService>,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
 }
@@ -185,11 +237,13 @@ impl ControlCore {
             radius_sessions,
             dns: None,
             dns_tcp_listening: BTreeSet::new(),
+            smtp_listening: BTreeMap::new(),
+            mail_queue: None,
+            delivery: None,
             latest: BTreeMap::new(),
             async_tasks,
             stats_path,
             acme: None,
-            mail: None,
             stopping: None,
             stopped: BTreeSet::new(),
         }
@@ -203,22 +257,40 @@ impl ControlCore {
         self
     }
 
+    /// Hands the control core the mail queue (writer started) and the SMTP addresses
+    /// generation 1 listens on.
+    pub fn with_mail(
+        mut self,
+        queue: Option<crate::mail::queue::MailQueue>,
+        listening: BTreeMap<SocketAddr, shardgate_smtp::ListenerKind>,
+    ) -> ControlCore {
+        self.mail_queue = queue;
+        self.smtp_listening = listening;
+        self.start_delivery();
+        self
+    }
+
+    /// Starts the delivery engine once there is a queue and `[email]`; on later generations
+    /// hands it the new routes and templates.
+    fn start_delivery(&mut self) {
+        match (&self.delivery, &self.mail_queue) {
+            (Some(delivery), _) => delivery.reconfigure(&self.config),
+            (None, Some(queue)) => {
+                self.delivery = crate::mail::delivery::service::MailService::start(queue.handle(), &self.config, &self.async_tasks);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The mail queue's API (for the delivery engine), once `[email]` is configured.
+    pub fn mail_queue(&self) -> Option<crate::mail::queue::QueueHandle> {
+        self.mail_queue.as_ref().map(|queue| queue.handle())
+    }
+
     /// Hands the control core the ACME manager (its store was already in generation 1).
     pub fn with_acme(mut self, acme: crate::acme::manager::AcmeManager) -> ControlCore {
         acme.remove_leftover_challenges(&self.shards, self.dns.as_mut());
         self.acme = Some(acme);
-        self
-    }
-
-    /// Hands the control core the mail queue (recovered, its writer started): delivery starts
-    /// on the control core's tokio runtime. Without `[email]` the queue is stopped again.
-    pub fn with_mail(mut self, queue: Option<crate::mail::queue::MailQueue>) -> ControlCore {
-        let Some(mut queue) = queue else { return self };
-        if self.config.email.is_none() {
-            queue.stop();
-            return self;
-        }
-        self.mail = crate::mail::delivery::service::MailService::start(queue, &self.config, &self.async_tasks);
         self
     }
 
@@ -266,8 +338,8 @@ impl ControlCore {
                 }
                 Ok(ToControl::Mail { request, reply }) => {
                     // Without mail the reply channel is dropped: the admin side says so.
-                    if let Some(mail) = &self.mail {
-                        mail.answer(request, reply, &self.async_tasks);
+                    if let Some(delivery) = &self.delivery {
+                        delivery.answer(request, reply, &self.async_tasks);
                     }
                 }
                 Ok(ToControl::ShardStopped(index)) => {
@@ -305,8 +377,8 @@ impl ControlCore {
             store.persist_if_changed(Instant::now());
         }
         // The shards no longer enqueue: commit what is pending and stop the queue writer.
-        if let Some(mail) = self.mail.take() {
-            mail.stop();
+        if let Some(queue) = &mut self.mail_queue {
+            queue.stop();
         }
         tracing::info!("all shards stopped");
     }
@@ -364,7 +436,39 @@ impl ControlCore {
         let dns_tcp_wanted = dns_tcp_listen_addresses(&new);
         let dns_tcp_to_open: BTreeSet<SocketAddr> = dns_tcp_wanted.difference(&self.dns_tcp_listening).copied().collect();
         let dns_tcp_to_close: Vec<SocketAddr> = self.dns_tcp_listening.difference(&dns_tcp_wanted).copied().collect();
+        let smtp_wanted = smtp_listen_addresses(&new);
+        // An address whose kind changed (smtp ⇄ submission) is closed and re-opened.
+        let smtp_to_open: BTreeMap<SocketAddr, shardgate_smtp::ListenerKind> = smtp_wanted
+            .iter()
+            .filter(|(addr, kind)| self.smtp_listening.get(addr) != Some(kind))
+            .map(|(addr, kind)| (*addr, *kind))
+            .collect();
+        let smtp_to_close: Vec<SocketAddr> = self
+            .smtp_listening
+            .iter()
+            .filter(|(addr, kind)| smtp_wanted.get(addr) != Some(kind))
+            .map(|(addr, _)| *addr)
+            .collect();
         let layout = &self.config.runtime.layout;
+        // A kind change re-binds the address while the old sockets are still open (they share
+        // the reuseport group until the shards close them, as UDP services do).
+        let mut smtp_opened = match open_smtp_groups(&smtp_to_open, &layout.shard_cpus, new.tuning.steer_connections) {
+            Ok(groups) => groups,
+            Err((addr, e)) => {
+                tracing::error!(generation = self.generation, "reload refused: cannot listen on SMTP {addr}: {e}; the running config keeps serving");
+                return;
+            }
+        };
+        if new.email.is_some() && self.mail_queue.is_none() {
+            match open_mail_queue(&self.config.runtime.data_dir) {
+                Ok(mut queue) => match queue.start(self.shards.clone()) {
+                    Ok(()) => self.mail_queue = Some(queue),
+                    Err(e) => tracing::error!(error = %e, "cannot start the mail queue writer; mail is answered 451"),
+                },
+                Err(e) => tracing::error!(error = %e, "cannot open the mail queue; mail is answered 451"),
+            }
+        }
+        let mail_link = self.mail_queue.as_ref().map(|queue| queue.link());
         let mut dns_tcp_opened = match open_groups(&dns_tcp_to_open, &layout.shard_cpus, new.tuning.steer_connections) {
             Ok(groups) => groups,
             Err((addr, e)) => {
@@ -407,9 +511,6 @@ impl ControlCore {
         if let Some(acme) = &mut self.acme {
             acme.reconfigure(&mut new);
         }
-        if let Some(mail) = &self.mail {
-            mail.reconfigure(&new);
-        }
         let config = Arc::new(new);
         let routes = Arc::new(RouteTable::new(&config));
         for (i, shard) in self.shards.iter().enumerate() {
@@ -425,6 +526,9 @@ impl ControlCore {
                 dns_catalog: dns_catalog.clone(),
                 dns_tcp_open: std::mem::take(&mut dns_tcp_opened[i]),
                 dns_tcp_close: dns_tcp_to_close.clone(),
+                smtp_open: std::mem::take(&mut smtp_opened[i]),
+                smtp_close: smtp_to_close.clone(),
+                mail_queue: mail_link.clone(),
             };
             let _ = shard.send(ToShard::Apply(snapshot));
         }
@@ -436,13 +540,17 @@ impl ControlCore {
             udp_closed = ?udp_to_close,
             dns_tcp_opened = ?dns_tcp_to_open,
             dns_tcp_closed = ?dns_tcp_to_close,
+            smtp_opened = ?smtp_to_open.keys().collect::<Vec<_>>(),
+            smtp_closed = ?smtp_to_close,
             routes = config.routes.len(),
             "reload applied: new connections use the new routes"
         );
         self.listening = wanted;
         self.udp_listening = udp_wanted;
         self.dns_tcp_listening = dns_tcp_wanted;
+        self.smtp_listening = smtp_wanted;
         self.config = config;
+        self.start_delivery();
     }
 
     fn write_stats(&self) {
@@ -451,8 +559,9 @@ impl ControlCore {
         if let Some(acme) = &self.acme {
             merged.certificates = acme.status(Instant::now());
         }
-        if let Some(mail) = &self.mail {
-            merged.mail = mail.stats();
+        merged.mail_queue_messages = self.mail_queue.as_ref().map(|queue| queue.handle().len());
+        if let Some(delivery) = &self.delivery {
+            merged.mail_delivery = delivery.stats();
         }
         if let Err(e) = write_json_atomically(&self.stats_path, &merged) {
             tracing::warn!(path = %self.stats_path.display(), error = %e, "cannot write stats");

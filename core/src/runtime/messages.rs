@@ -73,6 +73,14 @@ pub struct ShardSnapshot {
     pub dns_tcp_open: Vec<(SocketAddr, socket2::Socket)>,
     /// DNS TCP addresses no longer served: stop listening there.
     pub dns_tcp_close: Vec<SocketAddr>,
+    /// New SMTP listening sockets for this shard (its member of each reuseport group) and the
+    /// kind of port each is (smtp, submission, smtps). Applied after `smtp_close`.
+    pub smtp_open: Vec<(SocketAddr, shardgate_smtp::ListenerKind, socket2::Socket)>,
+    /// SMTP addresses no longer served (or whose kind changed): stop listening there.
+    pub smtp_close: Vec<SocketAddr>,
+    /// Where accepted mail goes: the queue writer and the spool folder (`Some` whenever the
+    /// generation has `[email]` and the queue is open).
+    pub mail_queue: Option<crate::mail::queue::ShardQueueLink>,
 }
 
 /// Control core → shard.

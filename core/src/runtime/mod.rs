@@ -31,8 +31,8 @@ use signal_hook::iterator::Signals;
 use crate::config::Config;
 use crate::route::RouteTable;
 use control::{
-    compile_radius_policy, dns_tcp_listen_addresses, listen_addresses, open_groups, open_udp_groups, udp_listen_addresses,
-    ConfigSource, ControlCore,
+    compile_radius_policy, dns_tcp_listen_addresses, listen_addresses, open_groups, open_mail_queue, open_smtp_groups,
+    open_udp_groups, smtp_listen_addresses, udp_listen_addresses, ConfigSource, ControlCore,
 };
 use messages::{ShardSnapshot, ToControl, ToShard};
 
@@ -61,6 +61,12 @@ pub enum StartError {
         /// The address.
         addr: std::net::SocketAddr,
         /// The OS error.
+        source: std::io::Error,
+    },
+    /// The mail queue (`<data_dir>/mail/queue`) could not be opened or recovered.
+    #[error("mail queue: {source}")]
+    MailQueue {
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The storage backend could not be opened (`<data_dir>/storage`).
@@ -101,6 +107,15 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let dns_tcp_listening = dns_tcp_listen_addresses(&config);
     let mut dns_tcp_sockets = open_groups(&dns_tcp_listening, &layout.shard_cpus, config.tuning.steer_connections)
         .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    let smtp_listening = smtp_listen_addresses(&config);
+    let mut smtp_sockets = open_smtp_groups(&smtp_listening, &layout.shard_cpus, config.tuning.steer_connections)
+        .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    // Recovered before any shard can write a spool file.
+    let mut mail_queue = match config.email {
+        Some(_) => Some(open_mail_queue(&data_dir).map_err(|source| StartError::MailQueue { source })?),
+        None => None,
+    };
+    let mail_link = mail_queue.as_ref().map(|queue| queue.link());
     // The configured zones with the persisted dynamic records re-applied.
     let dns_zones = config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(&data_dir, base));
     let dns_catalog = dns_zones.as_ref().map(crate::dns::dynamic::DnsZones::current);
@@ -117,8 +132,6 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     config.certificates = acme.store();
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
-    // Recovered before any shard can write a spool file (recovery deletes orphans).
-    let mail_queue = open_mail_queue(&config, &data_dir)?;
     let mut mailboxes = Vec::with_capacity(shard_count);
     let mut handles = Vec::with_capacity(shard_count);
     for (index, &cpu) in layout.shard_cpus.iter().enumerate() {
@@ -146,19 +159,24 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             dns_catalog: dns_catalog.clone(),
             dns_tcp_open: std::mem::take(&mut dns_tcp_sockets[index]),
             dns_tcp_close: Vec::new(),
+            smtp_open: std::mem::take(&mut smtp_sockets[index]),
+            smtp_close: Vec::new(),
+            mail_queue: mail_link.clone(),
         };
         let _ = mailbox.send(ToShard::Apply(snapshot));
         mailboxes.push(mailbox);
     }
 
+    if let Some(queue) = &mut mail_queue {
+        queue.start(mailboxes.clone()).map_err(|source| StartError::Spawn { what: "the mail queue writer".into(), source })?;
+    }
     let control_async = control_async::ControlAsync::start(layout.control_cpu)
         .map_err(|source| StartError::Spawn { what: "the control core's async runtime".into(), source })?;
-    let mail_queue = start_mail_queue(mail_queue, &mailboxes)?;
     let control =
         ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async)
             .with_dns(dns_zones, dns_tcp_listening.clone())
-            .with_acme(acme)
-            .with_mail(mail_queue);
+            .with_mail(mail_queue, smtp_listening.clone())
+            .with_acme(acme);
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
     let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
         Ok(path) => Some(path),
@@ -203,6 +221,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         listening = ?listening,
         udp = ?udp_listening.keys().collect::<Vec<_>>(),
         dns_tcp = ?dns_tcp_listening,
+        smtp = ?smtp_listening,
         source = %config.source,
         "shardgate started"
     );
@@ -218,29 +237,6 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     }
     tracing::info!("shardgate stopped");
     Ok(())
-}
-
-/// With `[email]`: opens and recovers the mail queue (`<data_dir>/mail/queue`).
-fn open_mail_queue(config: &Config, data_dir: &std::path::Path) -> Result<Option<crate::mail::queue::MailQueue>, StartError> {
-    if config.email.is_none() {
-        return Ok(None);
-    }
-    let dir = crate::config::EmailSettings::mail_dir(data_dir).join("queue");
-    let failed = |source| StartError::DataDir { path: dir.display().to_string(), source };
-    let (queue, report) = crate::mail::queue::MailQueue::open(&dir).map_err(failed)?;
-    tracing::info!(?report, "mail queue recovered");
-    Ok(Some(queue))
-}
-
-/// Starts the mail queue's writer thread, which answers the shards' enqueues on their
-/// mailboxes.
-fn start_mail_queue(
-    queue: Option<crate::mail::queue::MailQueue>,
-    mailboxes: &[doorbell::Mailbox<ToShard>],
-) -> Result<Option<crate::mail::queue::MailQueue>, StartError> {
-    let Some(mut queue) = queue else { return Ok(None) };
-    queue.start(mailboxes.to_vec()).map_err(|source| StartError::Spawn { what: "the mail queue writer".into(), source })?;
-    Ok(Some(queue))
 }
 
 /// `[tuning] apply = true`: tune the host for the shard CPUs before listening. A failure is

@@ -69,6 +69,8 @@ struct Shard {
     udp_services: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     radius: Rc<ShardRadius>,
     dns: Rc<crate::dns::ShardDns>,
+    /// SMTP listeners, sessions waiting for the queue writer, per-IP counts, counters.
+    smtp: Rc<crate::smtp::ShardSmtp>,
     tls: std::sync::Arc<crate::tls::TlsShared>,
     to_control: Sender<ToControl>,
     /// The generation, config and routes in force, to rebuild the route state when only the
@@ -113,6 +115,7 @@ async fn run_shard(spec: ShardSpec) {
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
         dns,
+        smtp: Rc::new(crate::smtp::ShardSmtp::new(index)),
         tls,
         to_control,
         current: RefCell::new(None),
@@ -135,7 +138,7 @@ async fn run_shard(spec: ShardSpec) {
             ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
             ToShard::Certificates(store) => shard.swap_certificates(store),
             ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
-            ToShard::MailQueued { .. } => {}
+            ToShard::MailQueued { ticket, result } => shard.smtp.queued(ticket, result),
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
             }
@@ -152,8 +155,29 @@ async fn run_shard(spec: ShardSpec) {
 
 impl Shard {
     fn apply(self: &Rc<Self>, snapshot: ShardSnapshot) {
-        let ShardSnapshot { generation, config, routes, open, close, udp_open, udp_close, radius, dns_catalog, dns_tcp_open, dns_tcp_close } =
-            snapshot;
+        let ShardSnapshot {
+            generation,
+            config,
+            routes,
+            open,
+            close,
+            udp_open,
+            udp_close,
+            radius,
+            dns_catalog,
+            dns_tcp_open,
+            dns_tcp_close,
+            smtp_open,
+            smtp_close,
+            mail_queue,
+        } = snapshot;
+        self.smtp.configure(&config, mail_queue, &self.tls);
+        for addr in &smtp_close {
+            self.smtp.close(addr);
+        }
+        for (addr, kind, socket) in smtp_open {
+            self.smtp.open(addr, kind, socket);
+        }
         self.radius.set_policy(radius);
         self.dns.configure(config.dns.as_ref(), dns_catalog);
         for addr in &dns_tcp_close {
@@ -206,6 +230,7 @@ impl Shard {
         let state =
             RouteState::new(generation, (*routes).clone(), self.count, &mut self.counters.borrow_mut(), &swapped, &self.tls);
         *self.state.borrow_mut() = Rc::new(state);
+        self.smtp.configure(&swapped, None, &self.tls);
         *self.current.borrow_mut() = Some((generation, swapped, routes));
         tracing::debug!(shard = self.index, generation, "certificate store swapped");
     }
@@ -214,12 +239,14 @@ impl Shard {
         self.http.draining.set(true);
         let closed = self.listeners.borrow_mut().drain().count()
             + self.udp_services.borrow_mut().drain().count()
-            + self.dns.close_all_tcp();
+            + self.dns.close_all_tcp()
+            + self.smtp.close_all();
         tracing::debug!(shard = self.index, closed, "stopped accepting; draining");
-        while self.shard_counters.open_connections.get() > 0 && Instant::now() < deadline {
+        let open = || self.shard_counters.open_connections.get() + self.smtp.open_sessions();
+        while open() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.shard_counters.open_connections.get();
+        let left = open();
         if left > 0 {
             tracing::warn!(shard = self.index, left, "drain deadline passed; closing open connections");
         }
@@ -234,6 +261,7 @@ impl Shard {
             routes: Default::default(),
             radius: self.radius.counters(),
             dns: self.dns.counters(),
+            smtp: self.smtp.counters(),
         };
         for (name, counters) in self.counters.borrow().iter() {
             stats.routes.insert(name.clone(), counters.snapshot());

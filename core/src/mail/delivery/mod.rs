@@ -179,12 +179,10 @@ pub struct DeliveryStats {
     pub connections: u64,
     /// Transactions sent on an already used connection.
     pub connections_reused: u64,
-    /// Messages in the queue (filled by the control core from the queue).
-    pub queue_size: u64,
 }
 
 impl DeliveryCounters {
-    /// The current values (`queue_size` left at 0).
+    /// The current values.
     pub fn snapshot(&self) -> DeliveryStats {
         DeliveryStats {
             delivered: self.delivered.load(Ordering::Relaxed),
@@ -193,7 +191,6 @@ impl DeliveryCounters {
             bounces_sent: self.bounces_sent.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
             connections_reused: self.connections_reused.load(Ordering::Relaxed),
-            queue_size: 0,
         }
     }
 }

@@ -1,12 +1,12 @@
-//! Mail on the control core: the queue writer and the delivery engine as one service, and
-//! the admin operations behind `shardgate queue|suppression|send`.
+//! Mail on the control core: the delivery engine as a service, and the admin operations
+//! behind `shardgate queue|suppression|send`.
 //!
 //! Owns: starting the delivery engine on the control core's tokio runtime with the queue's
 //! handle, applying a reloaded config (routes for bounces and `send`, templates), the
-//! delivery counters plus the queue size for `shardgate stats`, answering the mail admin
-//! requests (each on the tokio runtime, so a slow disk never blocks the control loop), and
-//! stopping the queue writer last.
-//! Does not own: the admin socket's transport (`runtime::admin`), or the queue itself.
+//! delivery counters for `shardgate stats`, and answering the mail admin requests (each on
+//! the tokio runtime, so a slow disk never blocks the control loop).
+//! Does not own: the admin socket's transport (`runtime::admin`), or the queue and its
+//! writer thread (the control core holds those).
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{queue_link, DeliveryEngine, DeliveryStats};
 use crate::config::{Config, MailTemplate};
-use crate::mail::queue::{now_ms, MailQueue, MessageStatus, QueueHandle, RecipientState};
+use crate::mail::queue::{now_ms, MessageStatus, QueueHandle, RecipientState};
 use crate::runtime::admin::{AdminRequest, AdminResponse};
 use crate::runtime::control_async::ControlAsync;
 
@@ -25,7 +25,6 @@ pub const MAX_SEND_BYTES: u64 = 50 * 1024 * 1024;
 
 /// The control core's mail service.
 pub struct MailService {
-    queue: MailQueue,
     handle: QueueHandle,
     engine: Arc<DeliveryEngine<QueueHandle>>,
     templates: Arc<RwLock<Vec<MailTemplate>>>,
@@ -118,14 +117,10 @@ fn final_state(address: &str, status: &'static str, reply: &str) -> RecipientSta
 }
 
 impl MailService {
-    /// Starts delivery for `queue` (recovered, writer started) with `config`'s `[email]`.
-    /// `None` (the queue stopped) without an `[email]` section.
-    pub fn start(mut queue: MailQueue, config: &Config, runtime: &ControlAsync) -> Option<MailService> {
-        let Some(email) = config.email.as_ref() else {
-            queue.stop();
-            return None;
-        };
-        let handle = queue.handle();
+    /// Starts delivery for the queue behind `handle` (recovered, writer started) with
+    /// `config`'s `[email]`; `None` without an `[email]` section.
+    pub fn start(handle: QueueHandle, config: &Config, runtime: &ControlAsync) -> Option<MailService> {
+        let email = config.email.as_ref()?;
         let engine = DeliveryEngine::start(
             runtime.handle(),
             handle.clone(),
@@ -135,7 +130,6 @@ impl MailService {
             queue_link::router(email.routes.clone()),
         );
         Some(MailService {
-            queue,
             handle,
             engine: Arc::new(engine),
             templates: Arc::new(RwLock::new(config.mail_templates.clone())),
@@ -152,14 +146,9 @@ impl MailService {
         *self.templates.write().unwrap_or_else(|p| p.into_inner()) = config.mail_templates.clone();
     }
 
-    /// Delivery counters and the queue size.
+    /// Delivery counters.
     pub fn stats(&self) -> DeliveryStats {
-        DeliveryStats { queue_size: self.handle.len() as u64, ..self.engine.stats() }
-    }
-
-    /// Stops the queue writer (after the shards stopped: nothing enqueues any more).
-    pub fn stop(mut self) {
-        self.queue.stop();
+        self.engine.stats()
     }
 
     /// Answers a mail admin request on the tokio runtime.
