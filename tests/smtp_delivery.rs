@@ -293,6 +293,8 @@ fn forward_mx_and_maildir_delivery_from_shardgate_send() {
     let stats = appliance.stats();
     let delivered = stats["mail_delivery"]["delivered"].as_u64().unwrap_or(0);
     assert!(delivered >= 4, "{}", stats["mail_delivery"]);
+    // The template message went out on the connection the first one left open.
+    assert!(stats["mail_delivery"]["connections_reused"].as_u64().unwrap_or(0) >= 1, "{}", stats["mail_delivery"]);
 }
 
 #[test]
@@ -500,4 +502,99 @@ fn kill_9_under_load_loses_no_acknowledged_message() {
         phase1.len(),
         phase2.len()
     );
+}
+
+/// `alice` / `Hello world!` (the SHA-crypt specification's reference vector).
+const ALICE_HASH: &str = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+
+#[test]
+fn starttls_and_auth_towards_a_next_hop_and_the_required_policy() {
+    if !have_smtp_sink() {
+        eprintln!("skipped: smtp-sink (Debian package postfix) is not installed");
+        return;
+    }
+    // The next hop: another shardgate with a certificate, whose submission port offers AUTH
+    // only after STARTTLS.
+    let certs = tempfile::tempdir().expect("tempdir");
+    let certified = rcgen::generate_simple_self_signed(vec!["hop.example.test".to_string()]).expect("cert");
+    std::fs::write(certs.path().join("hop.crt"), certified.cert.pem()).expect("cert");
+    std::fs::write(certs.path().join("hop.key"), certified.signing_key.serialize_pem()).expect("key");
+    let (hop_smtp, hop_submission) = (free_port(), free_port());
+    let hop = Appliance::start(
+        &format!(
+            r#"
+[[certificates]]
+name = "hop"
+cert = "{dir}/hop.crt"
+key = "{dir}/hop.key"
+default = true
+
+[email]
+hostname = "hop.example.test"
+listen = ["127.0.0.1"]
+local_domains = ["tls.test"]
+
+[email.ports]
+smtp = {hop_smtp}
+submission = {hop_submission}
+
+[[email.users]]
+username = "alice"
+password_hash = "{ALICE_HASH}"
+
+[[email.routes]]
+name = "mailboxes"
+match = {{ recipients = "*@tls.test" }}
+action = {{ type = "deliver" }}
+"#,
+            dir = certs.path().display()
+        ),
+        hop_smtp,
+    );
+
+    let setup = Setup::new();
+    let plain_sink = SmtpSink::start(&format!("127.0.0.1:{}", setup.forward), &[]);
+    let extra = format!(
+        r#"
+[[email.routes]]
+name = "via-hop"
+match = {{ recipients = "*@tls.test" }}
+action = {{ type = "forward", host = "127.0.0.1", port = {hop_submission}, starttls = "required", auth = {{ username = "alice", password = "Hello world!" }} }}
+
+[[email.routes]]
+name = "must-encrypt"
+match = {{ recipients = "*@plain.test" }}
+action = {{ type = "forward", host = "127.0.0.1", port = {forward}, starttls = "required" }}
+
+[[email.routes]]
+name = "opportunistic"
+match = {{ recipients = "*@opportunistic.test" }}
+action = {{ type = "forward", host = "127.0.0.1", port = {hop_smtp} }}
+"#,
+        forward = setup.forward
+    );
+    let appliance = Appliance::start(&format!("{}{extra}", setup.config()), setup.smtp);
+
+    // STARTTLS (required) then AUTH PLAIN at the next hop, which stores it in its Maildir.
+    let id = send(&appliance, &["--from", "alice@example.test", "--to", "bob@tls.test"], Some(b"Subject: over tls\r\n\r\nencrypted\r\n"));
+    let status = wait_status(&appliance, &id, "delivered");
+    assert!(status.contains("bob@tls.test: delivered — 127.0.0.1 said: 250 2.0.0 Ok: queued as "), "{status}");
+    wait_until("the next hop's Maildir", Duration::from_secs(20), || !maildir_messages(&hop, "bob@tls.test").is_empty());
+    let stored = &maildir_messages(&hop, "bob@tls.test")[0];
+    assert!(stored.contains("with ESMTPSA"), "TLS and AUTH in the next hop's Received header:\n{stored}");
+    assert!(stored.contains("encrypted\r\n"));
+
+    // Opportunistic: the next hop's port 25 offers STARTTLS, so it is used (no AUTH).
+    let id = send(&appliance, &["--from", "alice@example.test", "--to", "carol@opportunistic.test"], Some(b"Subject: opp\r\n\r\nx\r\n"));
+    // The hop refuses relaying for a domain that is not its own: a 5xx at RCPT after TLS.
+    let status = wait_status(&appliance, &id, "bounced");
+    assert!(status.contains("127.0.0.1 said: 55"), "{status}");
+    let hop_stats = hop.stats();
+    assert!(hop_stats["smtp"]["tls_handshakes"].as_u64().unwrap_or(0) >= 2, "both connections encrypted: {}", hop_stats["smtp"]);
+
+    // Required, but the next hop (smtp-sink) offers no STARTTLS: deferred, never sent in clear.
+    let id = send(&appliance, &["--from", "alice@example.test", "--to", "dan@plain.test"], Some(b"Subject: clear\r\n\r\nx\r\n"));
+    let status = wait_status(&appliance, &id, "deferred");
+    assert!(status.contains("does not offer STARTTLS, which the route requires"), "{status}");
+    assert!(plain_sink.messages().is_empty(), "sent in clear despite starttls = required");
 }

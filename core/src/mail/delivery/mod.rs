@@ -59,6 +59,9 @@ use suppression::SuppressionList;
 const DUE_BATCH: usize = 512;
 /// How often the queue is asked for due messages without a notification.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a worker keeps its open connection when its destination has nothing more, in
+/// case more arrives (Postfix's `smtp_connection_cache_time_limit`).
+const IDLE_CONNECTION: Duration = Duration::from_secs(2);
 
 /// A queue operation failed (the queue's own error, as text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -306,6 +309,10 @@ struct Job {
 struct DestinationLine {
     jobs: VecDeque<Job>,
     workers: u32,
+    /// Workers waiting with an idle connection (a new job goes to them, not a new worker).
+    idle: u32,
+    /// Wakes a worker that keeps an idle connection open (a new job arrived).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// How one recipient's attempt ended, before it becomes an [`AttemptOutcome`].
@@ -509,22 +516,28 @@ impl<Q: MailQueue> Engine<Q> {
         } else {
             line.jobs.push_back(job);
         }
-        if line.workers < limit {
+        line.wake.notify_one();
+        if line.workers < limit && line.idle == 0 {
             line.workers += 1;
             tokio::spawn(self.clone().work(destination));
         }
     }
 
     /// One worker of a destination: takes jobs until the line is empty, reusing its
-    /// connection.
+    /// connection; with a connection open it waits [`IDLE_CONNECTION`] for more first.
     async fn work(self: Arc<Self>, destination: Destination) {
         let mut connection: Option<NextHopConnection> = None;
+        let mut waited = false;
         loop {
-            let job = {
+            let next = {
                 let mut lines = lock(&self.lines);
                 let Some(line) = lines.get_mut(&destination) else { break };
                 match line.jobs.pop_front() {
-                    Some(job) => job,
+                    Some(job) => Ok(job),
+                    None if connection.is_some() && !waited => {
+                        line.idle += 1;
+                        Err(line.wake.clone())
+                    }
                     None => {
                         line.workers = line.workers.saturating_sub(1);
                         if line.workers == 0 {
@@ -534,6 +547,18 @@ impl<Q: MailQueue> Engine<Q> {
                     }
                 }
             };
+            let job = match next {
+                Ok(job) => job,
+                Err(wake) => {
+                    // Idle with an open connection: a new job for this destination wakes us.
+                    waited = tokio::time::timeout(IDLE_CONNECTION, wake.notified()).await.is_err();
+                    if let Some(line) = lock(&self.lines).get_mut(&destination) {
+                        line.idle = line.idle.saturating_sub(1);
+                    }
+                    continue;
+                }
+            };
+            waited = false;
             let verdicts = match &destination {
                 Destination::Local => self.deliver_locally(&job).await,
                 remote => self.deliver_remote(remote, &job, &mut connection).await,
