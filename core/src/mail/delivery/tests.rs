@@ -255,3 +255,39 @@ fn one_message_to_a_forward_target_and_a_mailbox_ends_with_an_outcome_per_recipi
     assert_eq!(state.submissions.len(), 1, "no bounce for a null-sender message");
     assert_eq!(engine.stats().bounced, 2);
 }
+
+#[test]
+fn a_message_older_than_max_age_fails_instead_of_deferring() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let handle = runtime.handle().clone();
+    std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
+    // A port nothing listens on: every attempt is a connection failure (transient).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let text_path = dir.path().join("old.eml");
+    std::fs::write(&text_path, b"Subject: old\r\n\r\nx\r\n").expect("write");
+    let forward = EmailAction::Forward(MailForward {
+        host: "127.0.0.1".into(),
+        port: closed,
+        auth: None,
+        starttls: StartTlsPolicy::None,
+        headers: Vec::new(),
+    });
+    let message = DueMessage {
+        id: "OLD".into(),
+        sender: "s@x.test".into(),
+        received: SystemTime::now() - Duration::from_secs(6 * 24 * 3600),
+        size: 20,
+        recipients: vec![DueRecipient { index: 0, address: "r@d.test".into(), action: forward, attempts: 30 }],
+    };
+    let queue = FakeQueue::new();
+    lock(&queue.state).messages.push((message, text_path, SystemTime::UNIX_EPOCH));
+    let router: Router = Arc::new(|_: &str, _: &str| Some(("local".to_string(), EmailAction::Deliver)));
+    let _engine = DeliveryEngine::start(&handle, queue.clone(), DeliverySettings::defaults("mx.x.test"), "mx.x.test", dir.path().to_path_buf(), router);
+    wait_for("the expired message to be recorded", || !lock(&queue.state).records.is_empty());
+    let state = lock(&queue.state);
+    let AttemptOutcome::Failed { reply } = &state.records[0].1[0].1 else { panic!("{:?}", state.records) };
+    assert!(reply.contains("message expired after") && reply.contains("Connection refused"), "{reply}");
+    let report = String::from_utf8_lossy(&state.submissions[0].text).to_string();
+    assert!(report.contains("Action: failed\r\nStatus: 4.4.7\r\n"), "{report}");
+}
