@@ -376,7 +376,11 @@ impl ControlCore {
         if let Some(store) = &mut self.radius_sessions {
             store.persist_if_changed(Instant::now());
         }
-        // The shards no longer enqueue: commit what is pending and stop the queue writer.
+        // Let deliveries in progress record their outcomes, then (the shards no longer
+        // enqueue) commit what is pending and stop the queue writer.
+        if let Some(delivery) = self.delivery.take() {
+            delivery.stop();
+        }
         if let Some(queue) = &mut self.mail_queue {
             queue.stop();
         }

@@ -339,6 +339,8 @@ struct Engine<Q: MailQueue> {
     lines: Mutex<HashMap<Destination, DestinationLine>>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     counters: DeliveryCounters,
+    /// Set by [`DeliveryEngine::stop`]: take no new job.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the running delivery engine.
@@ -391,9 +393,28 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
             lines: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             counters: DeliveryCounters::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let task = runtime.spawn(engine.clone().schedule());
         DeliveryEngine { engine, task }
+    }
+
+    /// Graceful stop (before the queue writer stops): no new job is started, and the
+    /// transactions in progress may finish and record their outcomes for up to `grace`, so a
+    /// message a next hop just accepted is not sent again after the restart. Blocking: call
+    /// it from the control core thread, not from the runtime.
+    pub fn stop(&self, grace: Duration) {
+        self.engine.stopping.store(true, Ordering::SeqCst);
+        self.task.abort();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            let busy: u32 = lock(&self.engine.lines).values().map(|line| line.workers.saturating_sub(line.idle)).sum();
+            if busy == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!("mail delivery still busy at stop; unrecorded deliveries will be attempted again after the restart");
     }
 
     /// Uses `router` for messages submitted from now on (after a config reload).
@@ -532,9 +553,10 @@ impl<Q: MailQueue> Engine<Q> {
             let next = {
                 let mut lines = lock(&self.lines);
                 let Some(line) = lines.get_mut(&destination) else { break };
-                match line.jobs.pop_front() {
+                let stopping = self.stopping.load(Ordering::SeqCst);
+                match if stopping { None } else { line.jobs.pop_front() } {
                     Some(job) => Ok(job),
-                    None if connection.is_some() && !waited => {
+                    None if connection.is_some() && !waited && !stopping => {
                         line.idle += 1;
                         Err(line.wake.clone())
                     }

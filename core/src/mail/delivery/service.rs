@@ -146,6 +146,11 @@ impl MailService {
         *self.templates.write().unwrap_or_else(|p| p.into_inner()) = config.mail_templates.clone();
     }
 
+    /// Stops delivery gracefully (see [`DeliveryEngine::stop`]); before the queue writer.
+    pub fn stop(&self) {
+        self.engine.stop(std::time::Duration::from_secs(10));
+    }
+
     /// Delivery counters.
     pub fn stats(&self) -> DeliveryStats {
         self.engine.stats()
