@@ -92,6 +92,9 @@ pub struct DueMessage {
     pub received: SystemTime,
     /// Size of the message text in octets.
     pub size: u64,
+    /// The message needs SMTPUTF8 (UTF-8 addresses or headers): a next hop without it
+    /// cannot take it (RFC 6531 §3.2; no downgrade).
+    pub smtputf8: bool,
     /// Recipients not yet delivered or failed.
     pub recipients: Vec<DueRecipient>,
 }
@@ -650,7 +653,11 @@ impl<Q: MailQueue> Engine<Q> {
                 Err(e) => return all(ServerReply::new(451, &format!("4.3.0 {e}")), None),
             };
             let host = open.host().to_string();
-            match open.send(&job.message.sender, &addresses, job.message.size, &prefix, &mut *text).await {
+            if job.message.smtputf8 && !open.capabilities().smtputf8 {
+                let reply = ServerReply::new(553, &format!("5.6.7 {host} does not support SMTPUTF8, which this message needs"));
+                return all(reply, None);
+            }
+            match open.send(&job.message.sender, &addresses, job.message.size, job.message.smtputf8, &prefix, &mut *text).await {
                 Ok(outcome) => {
                     if outcome.connection_closing {
                         *connection = None;

@@ -248,6 +248,11 @@ impl NextHopConnection {
         self.tls
     }
 
+    /// What the next hop offered in its (last) EHLO reply.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
     /// The address connected to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -344,10 +349,11 @@ impl NextHopConnection {
         sender: &str,
         recipients: &[String],
         size: u64,
+        smtputf8: bool,
         prefix: &[u8],
         body: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<TransactionOutcome, NextHopError> {
-        let options = MailOptions { size: Some(size + prefix.len() as u64), eight_bit: true, smtputf8: false };
+        let options = MailOptions { size: Some(size + prefix.len() as u64), eight_bit: true, smtputf8 };
         let mut transaction = Transaction::new(sender, recipients, &options, &self.capabilities);
         let mut step = transaction.start();
         let mut final_wait = false;

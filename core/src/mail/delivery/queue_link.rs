@@ -47,6 +47,7 @@ pub fn due_message(message: QueuedMessage, now_ms: u64) -> Option<DueMessage> {
         sender: message.sender,
         received: UNIX_EPOCH + Duration::from_millis(message.received_at_ms),
         size: message.size + message.trace_header.len() as u64,
+        smtputf8: message.smtputf8,
         recipients,
     })
 }

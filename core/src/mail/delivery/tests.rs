@@ -192,6 +192,7 @@ fn one_message_to_a_forward_target_and_a_mailbox_ends_with_an_outcome_per_recipi
         sender: "s@x.test".into(),
         received: SystemTime::now(),
         size: 30,
+        smtputf8: false,
         recipients: vec![
             recipient(0, "ok@d.test", &forward),
             recipient(1, "unknown@d.test", &forward),
@@ -243,6 +244,7 @@ fn one_message_to_a_forward_target_and_a_mailbox_ends_with_an_outcome_per_recipi
         sender: "".into(),
         received: SystemTime::now(),
         size: 10,
+        smtputf8: false,
         recipients: vec![recipient(0, "UNKNOWN@d.test", &forward)],
     };
     lock(&queue.state).messages.push((second, text_path, SystemTime::UNIX_EPOCH));
@@ -278,6 +280,7 @@ fn a_message_older_than_max_age_fails_instead_of_deferring() {
         sender: "s@x.test".into(),
         received: SystemTime::now() - Duration::from_secs(6 * 24 * 3600),
         size: 20,
+        smtputf8: false,
         recipients: vec![DueRecipient { index: 0, address: "r@d.test".into(), action: forward, attempts: 30 }],
     };
     let queue = FakeQueue::new();
