@@ -680,8 +680,10 @@ impl<Q: MailQueue> Engine<Q> {
                         .collect();
                 }
                 Err(e) => {
+                    let text_sent = open.text_sent();
                     *connection = None;
-                    if reused && attempt == 0 {
+                    // Only when the text was not sent yet: else the next hop may have it.
+                    if reused && attempt == 0 && !text_sent {
                         tracing::debug!(error = %e, "reused connection failed; retrying on a new one");
                         continue;
                     }

@@ -127,6 +127,9 @@ pub struct NextHopConnection {
     tls: bool,
     /// Transactions run on this connection (for reuse statistics).
     pub transactions: u64,
+    /// The current (or last) transaction got as far as sending the message text: after a
+    /// failure from then on, the next hop may have the message.
+    text_sent: bool,
 }
 
 impl std::fmt::Debug for NextHopConnection {
@@ -217,6 +220,7 @@ impl NextHopConnection {
             capabilities: Capabilities::default(),
             tls: false,
             transactions: 0,
+            text_sent: false,
         };
         let greeting = connection.read_reply(COMMAND_TIMEOUT).await?;
         if greeting.code() != 220 {
@@ -246,6 +250,11 @@ impl NextHopConnection {
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Whether the last transaction began sending the message text (see `send`).
+    pub fn text_sent(&self) -> bool {
+        self.text_sent
     }
 
     /// What the next hop offered in its (last) EHLO reply.
@@ -312,6 +321,7 @@ impl NextHopConnection {
             capabilities: Capabilities::default(),
             tls: true,
             transactions: 0,
+            text_sent: false,
         })
     }
 
@@ -355,6 +365,7 @@ impl NextHopConnection {
     ) -> Result<TransactionOutcome, NextHopError> {
         let options = MailOptions { size: Some(size + prefix.len() as u64), eight_bit: true, smtputf8 };
         let mut transaction = Transaction::new(sender, recipients, &options, &self.capabilities);
+        self.text_sent = false;
         let mut step = transaction.start();
         let mut final_wait = false;
         loop {
@@ -365,6 +376,7 @@ impl NextHopConnection {
                 }
                 Step::Read => step = self.next(&mut transaction, final_wait).await?,
                 Step::SendBody => {
+                    self.text_sent = true;
                     self.stream_body(prefix, body).await?;
                     transaction.body_sent().map_err(|source| NextHopError::Protocol { addr: self.addr, source })?;
                     final_wait = true;
