@@ -188,11 +188,12 @@ async fn answer(
     hostname: &str,
 ) -> Result<serde_json::Value, String> {
     match request {
-        AdminRequest::QueueList => {
+        AdminRequest::QueueList { limit } => {
             let now = now_ms();
-            let list: Vec<serde_json::Value> = handle
-                .list()
+            let all = handle.list();
+            let list: Vec<serde_json::Value> = all
                 .iter()
+                .take(limit.unwrap_or(usize::MAX))
                 .map(|m| {
                     let report = status_report(&m.id, &MessageStatus::Queued(m.clone()), now);
                     json!({
@@ -205,7 +206,7 @@ async fn answer(
                     })
                 })
                 .collect();
-            Ok(json!({ "messages": list }))
+            Ok(json!({ "messages": list, "total": all.len() }))
         }
         AdminRequest::QueueShow { id } => match handle.get(&id) {
             Some(message) => Ok(message_view(&message)),
@@ -215,7 +216,28 @@ async fn answer(
             Some(status) => serde_json::to_value(status_report(&id, &status, now_ms())).map_err(|e| e.to_string()),
             None => Err(format!("unknown queue id {id} (never queued here, or finished too long ago)")),
         },
-        AdminRequest::QueueRetry { id } => handle.retry_now(&id).await.map(|()| json!({ "retrying": id })).map_err(|e| e.to_string()),
+        AdminRequest::QueueRetry { id: Some(id) } => {
+            handle.retry_now(&id).await.map(|()| json!({ "retrying": [id] })).map_err(|e| e.to_string())
+        }
+        AdminRequest::QueueRetry { id: None } => {
+            // Concurrently, so the queue writer commits them in a few group commits.
+            let tasks: Vec<_> = handle
+                .list()
+                .into_iter()
+                .filter(|m| !m.is_final())
+                .map(|m| {
+                    let handle = handle.clone();
+                    tokio::spawn(async move { handle.retry_now(&m.id).await.map(|()| m.id) })
+                })
+                .collect();
+            let mut retrying = Vec::new();
+            for task in tasks {
+                if let Ok(Ok(id)) = task.await {
+                    retrying.push(id);
+                }
+            }
+            Ok(json!({ "retrying": retrying }))
+        }
         AdminRequest::QueueDelete { id } => handle.delete(&id).await.map(|()| json!({ "deleted": id })).map_err(|e| e.to_string()),
         AdminRequest::SuppressionList => Ok(json!({ "suppressed": engine.suppressed() })),
         AdminRequest::SuppressionRemove { address } => match engine.unsuppress(&address) {
