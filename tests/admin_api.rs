@@ -180,13 +180,17 @@ fn stats_metrics_logs_and_stream_show_live_traffic() {
         let (status, _, _) = curl(&[&format!("http://127.0.0.1:{route_port}/x")]);
         assert_eq!(status, 200);
     }
-    // Stats are merged about every second: wait for the requests to show.
+    // Stats are merged about every second: wait for the requests and their latencies to show
+    // (a request is counted when it arrives, its latency once its response is sent; the two
+    // may reach the control core in different reports).
     let deadline = Instant::now() + Duration::from_secs(10);
     let stats = loop {
         let (status, body) = admin.get(&token, "/api/stats");
         assert_eq!(status, 200);
         let stats = json(&body);
-        if stats["routes"]["web"]["http_requests"].as_u64() == Some(20) || Instant::now() > deadline {
+        let complete = stats["routes"]["web"]["http_requests"].as_u64() == Some(20)
+            && stats["latency"]["http_request"]["count"].as_u64() == Some(20);
+        if complete || Instant::now() > deadline {
             break stats;
         }
         std::thread::sleep(Duration::from_millis(200));
