@@ -282,6 +282,16 @@ fn config_is_redacted_and_replaced_or_refused() {
     assert_eq!(applied["generation"], 3);
     let persisted = std::fs::read_to_string(&admin.appliance.config_path).expect("config");
     assert!(persisted.contains("radius-shared-secret") && !persisted.contains("<redacted>"), "{persisted}");
+
+    // A user removed from [admin] loses access at once, token or not.
+    let listen = admin.base.trim_start_matches("http://").to_string();
+    let sections = format!(
+        r#"{{"sections": {{"admin": {{"listen": "{listen}", "users": [{{"username": "other", "password_hash": "{}"}}]}}}}}}"#,
+        sha_crypt("other-password")
+    );
+    let (status, applied) = admin.put_config(&token, "application/json", &sections);
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(admin.get(&token, "/api/stats").0, 401, "the removed user's token still works");
 }
 
 #[test]

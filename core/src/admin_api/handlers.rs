@@ -116,7 +116,10 @@ fn session_of(state: &ApiState, headers: &HeaderMap, uri: &Uri) -> Option<Sessio
             .flatten()
     };
     let token = from_header.or_else(from_query)?;
-    state.sessions.check(&token, Instant::now())
+    let session = state.sessions.check(&token, Instant::now())?;
+    // A user removed from `[admin] users` (reload or PUT /api/config) loses access at once.
+    let still_a_user = state.view.config.borrow().config.admin.as_ref().is_some_and(|a| a.users.iter().any(|u| u.username == session.user));
+    still_a_user.then_some(session)
 }
 
 /// A logged-in caller (extracting it answers 401 without a valid token).
