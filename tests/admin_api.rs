@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shardgate_tests::backends::HttpBackend;
-use shardgate_tests::{ensure_tool, free_port, wait_until_accepting, Appliance};
+use shardgate_tests::{ensure_tool, free_port, sha_crypt, wait_until_accepting, Appliance};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -17,11 +17,6 @@ fn tools() -> bool {
     ensure_tool("curl", &["--version"], "curl") && ensure_tool("openssl", &["version"], "openssl")
 }
 
-/// A SHA-crypt (`$6$`) hash of `password`, made by openssl.
-fn sha_crypt(password: &str) -> String {
-    let out = Command::new("openssl").args(["passwd", "-6", "-salt", "shardgatetest", password]).output().expect("openssl passwd");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Runs curl; returns (HTTP status, body, response headers).
 fn curl(args: &[&str]) -> (u16, String, String) {
