@@ -42,7 +42,13 @@ pub struct ApiState {
     pub to_control: Sender<ToControl>,
     /// When the API started (health's uptime).
     pub started: Instant,
+    /// Password checks running at once (argon2/SHA-crypt are slow on purpose; a login flood
+    /// must not take every CPU of the control core).
+    pub verifications: tokio::sync::Semaphore,
 }
+
+/// Password checks that may run at once.
+pub const CONCURRENT_VERIFICATIONS: usize = 2;
 
 /// The client's address, inserted per connection by the server.
 #[derive(Debug, Clone, Copy)]
@@ -154,7 +160,8 @@ async fn login(
     let directory = admin.user_directory();
     let (username, password) = (request.username, request.password);
     let user = username.clone();
-    // argon2/SHA-crypt are slow on purpose: off the runtime thread.
+    // argon2/SHA-crypt are slow on purpose: off the runtime thread, a few at a time.
+    let _permit = state.verifications.acquire().await.map_err(|_| ApiError::Unavailable("stopping".into()))?;
     let verified = tokio::task::spawn_blocking(move || directory.verify(&user, password.as_bytes())).await.unwrap_or(false);
     if !verified {
         state.sessions.record_failure(peer.ip(), now);

@@ -63,7 +63,13 @@ pub fn start(
     let tls = server::tls_config(admin.tls.as_ref(), config)?;
     let listener = server::bind(admin.listen)?;
     let addr = listener.local_addr().map_err(|source| AdminApiError::Bind { addr: admin.listen, source })?;
-    let state = Arc::new(handlers::ApiState { view, sessions: auth::Sessions::default(), to_control, started: Instant::now() });
+    let state = Arc::new(handlers::ApiState {
+        view,
+        sessions: auth::Sessions::default(),
+        to_control,
+        started: Instant::now(),
+        verifications: tokio::sync::Semaphore::new(handlers::CONCURRENT_VERIFICATIONS),
+    });
     let app = handlers::router(state);
     let https = tls.is_some();
     runtime.spawn(server::serve(listener, tls, app));

@@ -488,8 +488,8 @@ impl ControlCore {
         self.listening = wanted;
         self.udp_listening = udp_wanted;
         self.dns_tcp_listening = dns_tcp_wanted;
+        crate::latency::set_recording(config.admin.as_ref().is_none_or(|a| a.latency_histograms));
         if let Some(admin) = &config.admin {
-            crate::latency::set_recording(admin.latency_histograms);
             if self.config.admin.as_ref().map(|a| (a.listen, &a.tls)) != Some((admin.listen, &admin.tls)) {
                 tracing::warn!("[admin] listen/TLS changed: that takes a restart; users, token_ttl and metrics_open apply now");
             }

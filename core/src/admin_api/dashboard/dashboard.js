@@ -49,7 +49,11 @@ function start() {
   $("status").textContent = "connecting…";
   stream = new EventSource("/api/stream?token=" + encodeURIComponent(token()));
   stream.addEventListener("stats", (e) => update(JSON.parse(e.data)));
-  stream.onerror = () => { $("status").textContent = "stream interrupted; retrying"; };
+  stream.onerror = () => {
+    $("status").textContent = "stream interrupted; retrying";
+    // An expired token ends the stream: this call then answers 401 and shows the login.
+    if (token()) api("/api/certs").catch(() => {});
+  };
   refreshSlow();
 }
 
