@@ -8,7 +8,9 @@
 //! persisted each tick when changed, and at stop), the DNS zones ([`DnsZones`]: configured
 //! zones plus the dynamic records added through the admin socket, persisted, sent to every
 //! shard as one new catalog per change), stats merging (each shard's latest
-//! snapshot → `<data_dir>/stats.json`), and the graceful stop. Later issues add ACME, the
+//! snapshot and its latency histograms → `<data_dir>/stats.json` and the admin API's feed),
+//! config replacement from the admin API (`ToControl::ReplaceConfig`: the reload path, then
+//! the file rewritten atomically), and the graceful stop. Later issues add ACME, the
 //! mail queue writer and DKIM keys here.
 
 use std::collections::{BTreeMap, BTreeSet};
