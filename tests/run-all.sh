@@ -21,11 +21,17 @@ packages+=(tmux)
 # The web dashboard test: headless Chromium driven over the DevTools protocol by a small
 # Python script (python3-websocket). Chromium is large; it is installed once.
 packages+=(chromium python3-websocket)
+# The SMTP gateway tests: swaks as the client (plain, STARTTLS, implicit TLS, AUTH, pipelining;
+# its TLS needs Net::SSLeay / IO::Socket::SSL).
+packages+=(swaks libnet-ssleay-perl libio-socket-ssl-perl)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.
 cargo build --bins --quiet
 cargo test --workspace --no-fail-fast
+
+# testssl.sh against the TLS listener: fails on any HIGH or CRITICAL finding (about 3 minutes).
+SHARDGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/shardgate" bash tests/testssl/run.sh
 
 # kTLS offload proof: Debian's kernel (which has kTLS) under qemu/TCG, with the binary built
 # above; about half a minute (tests/ktls-vm/README.md).

@@ -178,7 +178,7 @@ enum StorageAction {
 
 #[derive(Subcommand)]
 enum RadiusAction {
-    /// Print the accounting session table (from `<data_dir>/radius-sessions.json`).
+    /// Print the accounting session table (from the storage layer, `radius/sessions.json`).
     Sessions {
         /// The config whose data folder to read (default: the embedded default's).
         #[arg(long, short)]
@@ -305,9 +305,22 @@ fn data_folder(data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<Pat
 }
 
 fn radius_sessions(data_dir: &std::path::Path) -> ExitCode {
-    use shardgate_core::radius::session_store::{read_snapshot, render_sessions, SESSIONS_FILE};
-    match read_snapshot(data_dir) {
-        Ok(snapshot) => {
+    use shardgate_core::radius::session_store::{read_snapshot, render_sessions, LEGACY_SESSIONS_FILE, SESSIONS_KEY};
+    use shardgate_core::storage::files::FileStorage;
+    let root = data_dir.join(shardgate_core::storage::STORAGE_FOLDER);
+    if !root.exists() {
+        println!("no RADIUS sessions recorded ({} does not exist yet)", root.display());
+        return ExitCode::SUCCESS;
+    }
+    let storage = match FileStorage::open(&root) {
+        Ok(storage) => storage,
+        Err(e) => {
+            eprintln!("cannot open the storage in {}: {e}", root.display());
+            return ExitCode::from(1);
+        }
+    };
+    match read_snapshot(&storage) {
+        Ok(Some(snapshot)) => {
             print!("{}", render_sessions(&snapshot.sessions));
             println!(
                 "{} session{} (snapshot written {}s ago)",
@@ -317,12 +330,16 @@ fn radius_sessions(data_dir: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("no RADIUS sessions recorded ({} does not exist yet)", data_dir.join(SESSIONS_FILE).display());
+        Ok(None) if data_dir.join(LEGACY_SESSIONS_FILE).exists() => {
+            println!("the sessions are still in {} (an older release's file); start the appliance once to move them into storage", data_dir.join(LEGACY_SESSIONS_FILE).display());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("no RADIUS sessions recorded ({SESSIONS_KEY} is not in storage yet)");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cannot read the RADIUS sessions in {}: {e}", data_dir.display());
+            eprintln!("cannot read the RADIUS sessions in {}: {e}", root.display());
             ExitCode::from(1)
         }
     }

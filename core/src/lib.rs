@@ -10,6 +10,8 @@
 //! - [`radius`]: RADIUS sockets on the shards and the accounting session store on the control core;
 //! - [`dns`]: authoritative DNS on the shards (batched UDP, TCP) and dynamic records on the control core;
 //! - [`storage`]: the key-value storage layer (files under the data folder; memory for tests);
+//! - [`smtp`]: the SMTP gateway on the shards (listeners, sessions, spooling, STARTTLS/implicit TLS);
+//! - [`mail`]: email routes and the durable mail queue (journal, spool files, queue writer);
 //! - [`acme`]: automatic certificates over ACME on the control core (DNS-01, TLS-ALPN-01, HTTP-01).
 //!
 //! Protocol rules (TLS ClientHello, DNS, SMTP, RADIUS) live in the sans-I/O crates under
@@ -30,3 +32,5 @@ pub mod http;
 pub mod tls;
 pub mod storage;
 pub mod acme;
+pub mod mail;
+pub mod smtp;

@@ -213,6 +213,9 @@ pub struct ShardStats {
     /// This shard's latency percentiles since start, per operation (filled by the control core).
     #[serde(default)]
     pub latency: BTreeMap<String, crate::latency::LatencySummary>,
+    /// This shard's SMTP counters (all zero without `[email]`).
+    #[serde(default)]
+    pub smtp: crate::smtp::SmtpCounters,
 }
 
 /// All shards' latest snapshots and their sums.
@@ -230,6 +233,12 @@ pub struct MergedStats {
     /// DNS counters (queries by outcome, RRL, TCP) summed over shards.
     #[serde(default)]
     pub dns: crate::dns::DnsCounters,
+    /// SMTP counters (sessions, messages accepted/rejected, bytes) summed over shards.
+    #[serde(default)]
+    pub smtp: crate::smtp::SmtpCounters,
+    /// Messages in the durable mail queue (filled by the control core; `None` without `[email]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_queue_messages: Option<usize>,
     /// Each shard's own numbers.
     pub shards: Vec<ShardStats>,
     /// ACME auto certificates: names, expiry, last error (filled by the control core).
@@ -256,6 +265,7 @@ impl MergedStats {
         for shard in shards {
             merged.radius.merge(&shard.radius);
             merged.dns.merge(&shard.dns);
+            merged.smtp.merge(&shard.smtp);
             for (name, counters) in &shard.routes {
                 merged.routes.entry(name.clone()).or_default().add(counters);
                 merged.total.add(counters);

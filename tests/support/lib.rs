@@ -86,6 +86,16 @@ impl Appliance {
         Appliance::spawn(dir, self.config_path.clone())
     }
 
+    /// Kills the appliance with SIGKILL (a crash: nothing is flushed or cleaned up) and starts
+    /// it again on the same config and data folder; returns once it has bound its sockets.
+    pub fn crash_and_restart(mut self) -> Appliance {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        Appliance::spawn(dir, self.config_path.clone())
+    }
+
     fn spawn(dir: tempfile::TempDir, config_path: PathBuf) -> Appliance {
         let mut child = Command::new(shardgate_bin())
             .args(["run", "--config"])

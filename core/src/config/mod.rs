@@ -9,6 +9,7 @@
 mod acme;
 mod admin;
 mod dns;
+mod email;
 mod http;
 mod ports;
 mod problems;
@@ -24,6 +25,10 @@ use serde::Deserialize;
 pub use http::{HttpSettings, PathPrefix, Protocol, Redirect, RouteLimits, Serve};
 pub use admin::{AdminSettings, AdminTls, AdminUser, DEFAULT_ADMIN_LISTEN, DEFAULT_TOKEN_TTL};
 pub use acme::{AcmeSettings, AutoCertificate, ChallengeKind, StorageBackend, MAX_RETRY_AFTER};
+pub use email::{
+    AddressGlob, DeliverySettings, EmailAction, EmailMatch, EmailRoute, EmailSettings, ForwardAuth, HeaderRule, HeaderValueRule,
+    MailForward, QueueClass, SizeRange, StartTlsPolicy, TextPattern, DEFAULT_CONNECTIONS_PER_IP,
+};
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
 use problems::ProblemList;
@@ -73,6 +78,8 @@ pub struct Config {
     pub storage: StorageBackend,
     /// `[admin]`: the admin API (HTTP/HTTPS listener, users, metrics), if configured.
     pub admin: Option<AdminSettings>,
+    /// `[email]`: the SMTP gateway (server, email routes, delivery settings), if enabled.
+    pub email: Option<EmailSettings>,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -354,12 +361,12 @@ impl Config {
                 }
                 "storage" => config.storage = acme::validate_storage(&mut problems, value),
                 "admin" => config.admin = admin::validate_admin(&mut problems, value),
-                // Checked below, once the routes are known.
-                "acme" => {}
+                // Checked below, once the routes (acme) and certificates (email) are known.
+                "acme" | "email" => {}
                 other => problems.push(
                     ProblemScope::File,
                     other,
-                    "unknown section (known: runtime, proxy, routes, http, certificates, tuning, radius, dns, acme, storage, admin)",
+                    "unknown section (known: runtime, proxy, routes, http, certificates, tuning, radius, dns, acme, storage, admin, email)",
                 ),
             }
         }
@@ -369,6 +376,11 @@ impl Config {
         config.acme = acme::validate_acme(&mut problems, &doc, &config);
         check_route_certificates(&mut problems, &config, &acme::auto_route_names(&doc));
         admin::check_admin_certificate(&mut problems, &config);
+        if let Some(email) = doc.get("email") {
+            let has_certificates = config.certificates.all().next().is_some();
+            config.email = email::validate_email(&mut problems, email, has_certificates);
+            check_email_addresses(&mut problems, &config);
+        }
         let ports: usize = distinct_route_ports(&config.routes).len();
         if ports > MAX_LISTEN_PORTS {
             problems.section(
@@ -401,6 +413,7 @@ impl Config {
             acme: None,
             storage: StorageBackend::Files,
             admin: None,
+            email: None,
         }
     }
 
@@ -415,6 +428,22 @@ fn distinct_route_ports(routes: &[Route]) -> Vec<u16> {
     all.sort_unstable();
     all.dedup();
     all
+}
+
+/// Email ports must not collide with route ports or DNS TCP addresses.
+fn check_email_addresses(problems: &mut ProblemList, config: &Config) {
+    let Some(email) = &config.email else { return };
+    let route_ports = config.route_ports();
+    let dns_tcp: Vec<SocketAddr> = config.dns.as_ref().map(|d| d.tcp.clone()).unwrap_or_default();
+    let overlaps = |a: IpAddr, b: IpAddr| a == b || a.is_unspecified() || b.is_unspecified();
+    for addr in email.listen_addresses().keys() {
+        if route_ports.contains(&addr.port()) && config.proxy.listen.iter().any(|ip| overlaps(*ip, addr.ip())) {
+            problems.section("email", "ports", format!("{addr}: port {} is also a route port", addr.port()));
+        }
+        if dns_tcp.iter().any(|d| d.port() == addr.port() && overlaps(d.ip(), addr.ip())) {
+            problems.section("email", "ports", format!("{addr}: port {} is also a DNS TCP port", addr.port()));
+        }
+    }
 }
 
 /// Deserialises one section, reporting unknown keys and type errors under `scope_name`.

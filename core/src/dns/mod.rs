@@ -8,7 +8,7 @@
 //!   length-framed messages, several per connection answered in order, an idle timeout and
 //!   a per-shard connection cap.
 //! - [`dynamic`] (control core): the records added and removed at run time
-//!   (`shardgate dns add|remove`), persisted crash-safely to `<data_dir>/dns-dynamic.json`,
+//!   (`shardgate dns add|remove`), persisted crash-safely in the storage layer (`dns/dynamic.json`),
 //!   re-applied onto the configured zones at start and on every reload; it owns the current
 //!   [`Catalog`] that every shard receives (in a `ShardSnapshot`, or alone in
 //!   `ToShard::DnsCatalog` after a dynamic change).

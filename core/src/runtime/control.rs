@@ -10,8 +10,9 @@
 //! shard as one new catalog per change), stats merging (each shard's latest
 //! snapshot and its latency histograms → `<data_dir>/stats.json` and the admin API's feed),
 //! config replacement from the admin API (`ToControl::ReplaceConfig`: the reload path, then
-//! the file rewritten atomically), and the graceful stop. Later issues add ACME, the
-//! mail queue writer and DKIM keys here.
+//! the file rewritten atomically), the SMTP listeners and the durable mail queue
+//! (`crate::mail::queue`: opened and recovered at start or when `[email]` first appears, its
+//! writer thread answering the shards), and the graceful stop. Later issues add DKIM keys here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -142,6 +143,53 @@ pub fn dns_tcp_listen_addresses(config: &Config) -> BTreeSet<SocketAddr> {
     config.dns.as_ref().map(|dns| dns.tcp.iter().copied().collect()).unwrap_or_default()
 }
 
+/// Every SMTP address:port the config serves, and the kind of port it is.
+pub fn smtp_listen_addresses(config: &Config) -> BTreeMap<SocketAddr, shardgate_smtp::ListenerKind> {
+    config.email.as_ref().map(|email| email.listen_addresses()).unwrap_or_default()
+}
+
+/// Per shard, its SMTP sockets with their kind.
+pub type SmtpSockets = Vec<Vec<(SocketAddr, shardgate_smtp::ListenerKind, socket2::Socket)>>;
+
+/// Opens a TCP reuseport group per SMTP address (like route ports); returns, per shard, its
+/// sockets with the kind of port.
+pub fn open_smtp_groups(
+    addrs: &BTreeMap<SocketAddr, shardgate_smtp::ListenerKind>,
+    shard_cpus: &[usize],
+    steer: bool,
+) -> Result<SmtpSockets, (SocketAddr, std::io::Error)> {
+    let keys: BTreeSet<SocketAddr> = addrs.keys().copied().collect();
+    let groups = open_groups(&keys, shard_cpus, steer)?;
+    Ok(groups
+        .into_iter()
+        .map(|sockets| {
+            sockets
+                .into_iter()
+                .filter_map(|(addr, socket)| addrs.get(&addr).map(|kind| (addr, *kind, socket)))
+                .collect()
+        })
+        .collect())
+}
+
+/// Opens and recovers the mail queue under the data folder (`<data_dir>/mail/queue`); the
+/// writer is started separately, once the shards' mailboxes exist.
+pub fn open_mail_queue(data_dir: &Path) -> std::io::Result<crate::mail::queue::MailQueue> {
+    let dir = crate::config::EmailSettings::mail_dir(data_dir).join("queue");
+    let started = Instant::now();
+    let (queue, report) = crate::mail::queue::MailQueue::open(&dir)?;
+    tracing::info!(
+        dir = %dir.display(),
+        messages = report.messages,
+        records = report.records,
+        truncated_tail = report.truncated_tail,
+        orphan_spool_files = report.orphan_spool_files,
+        missing_spool_files = report.missing_spool_files,
+        took = ?started.elapsed(),
+        "mail queue recovered"
+    );
+    Ok(queue)
+}
+
 /// Per shard, its UDP sockets: one reuseport group per address, opened in shard order.
 pub type UdpSockets = Vec<Vec<(SocketAddr, UdpService, socket2::Socket)>>;
 
@@ -178,9 +226,14 @@ pub struct ControlCore {
     listening: BTreeSet<SocketAddr>,
     udp_listening: BTreeMap<SocketAddr, UdpService>,
     radius_sessions: Option<SessionStore>,
+    /// The storage layer (RADIUS sessions, dynamic DNS records, ACME state).
+    storage: Arc<dyn crate::storage::Storage>,
     /// The DNS zones (configured + dynamic records); `None` without `[dns]`.
     dns: Option<DnsZones>,
     dns_tcp_listening: BTreeSet<SocketAddr>,
+    smtp_listening: BTreeMap<SocketAddr, shardgate_smtp::ListenerKind>,
+    /// The durable mail queue and its writer thread (`None` until a generation has `[email]`).
+    mail_queue: Option<crate::mail::queue::MailQueue>,
     latest: BTreeMap<usize, ShardStats>,
     /// Latency histograms folded from the shards' reports.
     latency: crate::latency::LatencyBook,
@@ -190,6 +243,8 @@ pub struct ControlCore {
     stats_path: PathBuf,
     /// ACME auto certificates (see `crate::acme::manager`).
     acme: Option<crate::acme::manager::AcmeManager>,
+    /// TLS session-ticket keys: rotated here, sent to every shard (`crate::tls::tickets`).
+    tickets: Option<crate::tls::tickets::TicketKeyRotation>,
     /// What the admin API reads (stats, running config); `None` when not wired.
     admin_feed: Option<crate::admin_api::feed::AdminFeed>,
     /// The text of the config in force (for the admin API and config replacement).
@@ -208,10 +263,16 @@ impl ControlCore {
         listening: BTreeSet<SocketAddr>,
         udp_listening: BTreeMap<SocketAddr, UdpService>,
         async_tasks: super::control_async::ControlAsync,
+        storage: Arc<dyn crate::storage::Storage>,
     ) -> ControlCore {
         let stats_path = config.runtime.data_dir.join("stats.json");
         let radius_sessions = config.radius.as_ref().map(|radius| {
-            SessionStore::open(&config.runtime.data_dir, Duration::from_secs(radius.session_stale_timeout_secs), Instant::now())
+            SessionStore::open(
+                storage.clone(),
+                &config.runtime.data_dir,
+                Duration::from_secs(radius.session_stale_timeout_secs),
+                Instant::now(),
+            )
         });
         ControlCore {
             source,
@@ -222,13 +283,17 @@ impl ControlCore {
             listening,
             udp_listening,
             radius_sessions,
+            storage,
             dns: None,
             dns_tcp_listening: BTreeSet::new(),
+            smtp_listening: BTreeMap::new(),
+            mail_queue: None,
             latest: BTreeMap::new(),
             latency: crate::latency::LatencyBook::default(),
             async_tasks,
             stats_path,
             acme: None,
+            tickets: None,
             admin_feed: None,
             config_text: String::new(),
             stopping: None,
@@ -251,10 +316,33 @@ impl ControlCore {
         self
     }
 
+    /// Hands the control core the mail queue (writer started) and the SMTP addresses
+    /// generation 1 listens on.
+    pub fn with_mail(
+        mut self,
+        queue: Option<crate::mail::queue::MailQueue>,
+        listening: BTreeMap<SocketAddr, shardgate_smtp::ListenerKind>,
+    ) -> ControlCore {
+        self.mail_queue = queue;
+        self.smtp_listening = listening;
+        self
+    }
+
+    /// The mail queue's API (for the delivery engine), once `[email]` is configured.
+    pub fn mail_queue(&self) -> Option<crate::mail::queue::QueueHandle> {
+        self.mail_queue.as_ref().map(|queue| queue.handle())
+    }
+
     /// Hands the control core the ACME manager (its store was already in generation 1).
     pub fn with_acme(mut self, acme: crate::acme::manager::AcmeManager) -> ControlCore {
         acme.remove_leftover_challenges(&self.shards, self.dns.as_mut());
         self.acme = Some(acme);
+        self
+    }
+
+    /// Hands the control core the ticket-key rotation whose first keys generation 1 was sent.
+    pub fn with_tickets(mut self, tickets: crate::tls::tickets::TicketKeyRotation) -> ControlCore {
+        self.tickets = Some(tickets);
         self
     }
 
@@ -293,9 +381,20 @@ impl ControlCore {
                         store.apply(&event, Instant::now());
                     }
                 }
-                Ok(ToControl::DnsUpdate { change, reply }) => {
-                    let _ = reply.send(self.dns_update(change));
-                }
+                Ok(ToControl::DnsUpdate { change, reply }) => match self.dns_update(change) {
+                    // Answered once every shard has applied the new catalog (a barrier behind
+                    // it in each mailbox), so "added" means "served by every shard".
+                    Ok(updated) => {
+                        let applied = crate::acme::ShardsApplied::barrier(&self.shards);
+                        self.async_tasks.spawn(async move {
+                            applied.wait(Duration::from_secs(5)).await;
+                            let _ = reply.send(Ok(updated));
+                        });
+                    }
+                    Err(refused) => {
+                        let _ = reply.send(Err(refused));
+                    }
+                },
                 Ok(ToControl::Acme(event)) => {
                     if let Some(acme) = &mut self.acme {
                         acme.handle(event, &self.shards, self.dns.as_mut());
@@ -331,6 +430,11 @@ impl ControlCore {
                     let now = Instant::now();
                     store.expire(now);
                     store.persist_if_changed(now);
+                }
+                if let Some(keys) = self.tickets.as_mut().and_then(|t| t.due(Instant::now())) {
+                    for shard in &self.shards {
+                        let _ = shard.send(ToShard::TicketKeys(keys.clone()));
+                    }
                 }
                 if dirty {
                     self.write_stats();
@@ -430,26 +534,56 @@ impl ControlCore {
         let dns_tcp_wanted = dns_tcp_listen_addresses(&new);
         let dns_tcp_to_open: BTreeSet<SocketAddr> = dns_tcp_wanted.difference(&self.dns_tcp_listening).copied().collect();
         let dns_tcp_to_close: Vec<SocketAddr> = self.dns_tcp_listening.difference(&dns_tcp_wanted).copied().collect();
+        let smtp_wanted = smtp_listen_addresses(&new);
+        // An address whose kind changed (smtp ⇄ submission) is closed and re-opened.
+        let smtp_to_open: BTreeMap<SocketAddr, shardgate_smtp::ListenerKind> = smtp_wanted
+            .iter()
+            .filter(|(addr, kind)| self.smtp_listening.get(addr) != Some(kind))
+            .map(|(addr, kind)| (*addr, *kind))
+            .collect();
+        let smtp_to_close: Vec<SocketAddr> = self
+            .smtp_listening
+            .iter()
+            .filter(|(addr, kind)| smtp_wanted.get(addr) != Some(kind))
+            .map(|(addr, _)| *addr)
+            .collect();
         let layout = &self.config.runtime.layout;
+        // A kind change re-binds the address while the old sockets are still open (they share
+        // the reuseport group until the shards close them, as UDP services do).
+        let mut smtp_opened = open_smtp_groups(&smtp_to_open, &layout.shard_cpus, new.tuning.steer_connections)
+            .map_err(|(addr, e)| format!("cannot listen on SMTP {addr}: {e}"))?;
         let mut dns_tcp_opened = open_groups(&dns_tcp_to_open, &layout.shard_cpus, new.tuning.steer_connections)
             .map_err(|(addr, e)| format!("cannot listen on DNS TCP {addr}: {e}"))?;
         let mut opened = open_groups(&to_open, &layout.shard_cpus, new.tuning.steer_connections)
             .map_err(|(addr, e)| format!("cannot listen on {addr}: {e}"))?;
         let mut udp_opened =
             open_udp_groups(&udp_to_open, layout.shard_cpus.len()).map_err(|(addr, e)| format!("cannot listen on UDP {addr}: {e}"))?;
+        // Every listener is open: from here on the reload goes through.
+        if new.email.is_some() && self.mail_queue.is_none() {
+            match open_mail_queue(&self.config.runtime.data_dir) {
+                Ok(mut queue) => match queue.start(self.shards.clone()) {
+                    Ok(()) => self.mail_queue = Some(queue),
+                    Err(e) => tracing::error!(error = %e, "cannot start the mail queue writer; mail is answered 451"),
+                },
+                Err(e) => tracing::error!(error = %e, "cannot open the mail queue; mail is answered 451"),
+            }
+        }
+        let mail_link = self.mail_queue.as_ref().map(|queue| queue.link());
         if let (Some(store), Some(policy)) = (&mut self.radius_sessions, &radius) {
             store.set_stale_timeout(policy.session_stale_timeout);
         }
         if self.radius_sessions.is_none() {
             if let Some(policy) = &radius {
                 self.radius_sessions =
-                    Some(SessionStore::open(&self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
+                    Some(SessionStore::open(self.storage.clone(), &self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
             }
         }
         // The zone files were re-read by the config load; the dynamic records go on top again.
         match (&mut self.dns, &new.dns_catalog) {
             (Some(dns), Some(base)) => dns.rebase(base.clone()),
-            (None, Some(base)) => self.dns = Some(DnsZones::open(&self.config.runtime.data_dir, base.clone())),
+            (None, Some(base)) => {
+                self.dns = Some(DnsZones::open(self.storage.clone(), &self.config.runtime.data_dir, base.clone()))
+            }
             (_, None) => self.dns = None,
         }
         let dns_catalog = self.dns.as_ref().map(DnsZones::current);
@@ -473,6 +607,9 @@ impl ControlCore {
                 dns_catalog: dns_catalog.clone(),
                 dns_tcp_open: std::mem::take(&mut dns_tcp_opened[i]),
                 dns_tcp_close: dns_tcp_to_close.clone(),
+                smtp_open: std::mem::take(&mut smtp_opened[i]),
+                smtp_close: smtp_to_close.clone(),
+                mail_queue: mail_link.clone(),
             };
             let _ = shard.send(ToShard::Apply(snapshot));
         }
@@ -484,6 +621,8 @@ impl ControlCore {
             udp_closed = ?udp_to_close,
             dns_tcp_opened = ?dns_tcp_to_open,
             dns_tcp_closed = ?dns_tcp_to_close,
+            smtp_opened = ?smtp_to_open.keys().collect::<Vec<_>>(),
+            smtp_closed = ?smtp_to_close,
             routes = config.routes.len(),
             "reload applied: new connections use the new routes"
         );
@@ -496,6 +635,7 @@ impl ControlCore {
                 tracing::warn!("[admin] listen/TLS changed: that takes a restart; users, token_ttl and metrics_open apply now");
             }
         }
+        self.smtp_listening = smtp_wanted;
         self.config = config;
         self.config_text = text;
         self.publish_config();
@@ -527,6 +667,7 @@ impl ControlCore {
         if let Some(acme) = &self.acme {
             merged.certificates = acme.status(Instant::now());
         }
+        merged.mail_queue_messages = self.mail_queue.as_ref().map(|queue| queue.handle().len());
         if let Err(e) = write_json_atomically(&self.stats_path, &merged) {
             tracing::warn!(path = %self.stats_path.display(), error = %e, "cannot write stats");
         }

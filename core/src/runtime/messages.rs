@@ -12,9 +12,16 @@
 //! - [`ToShard::Certificates`]: a new certificate store (ACME issued or renewed a certificate,
 //!   or a TLS-ALPN-01 challenge certificate came or went): new handshakes use it, live
 //!   connections are untouched.
+//! - [`ToShard::TicketKeys`]: new TLS session-ticket keys (rotated every 6 hours by the control
+//!   core, `crate::tls::tickets`): new handshakes seal tickets with them; every shard gets the
+//!   same `Arc`, so a ticket from one shard resumes on another.
 //! - [`ToShard::AcmeHttp01`]: the HTTP-01 tokens to answer (`crate::acme::http01`).
 //! - [`ToShard::Barrier`]: answer with the shard index once everything sent before is applied
 //!   (an ACME order waits for it before the CA validates a challenge).
+//! - [`ToShard::MailQueued`]: from the mail queue writer (`crate::mail::queue`): the messages
+//!   the shard enqueued under these tickets are durable (or could not be made so) — one
+//!   message per shard per group commit; the SMTP sessions waiting on those tickets then
+//!   answer `250` (or `451`).
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -23,7 +30,8 @@
 //!   table the control core keeps;
 //! - [`ToControl::DnsUpdate`]: from the admin socket (`runtime::admin`): add or remove a
 //!   dynamic DNS record; the control core applies and persists it, sends the new catalog to
-//!   every shard, then answers on the request's reply channel;
+//!   every shard, then answers on the request's reply channel once every shard has applied it
+//!   (a `Barrier` behind the catalog);
 //! - [`ToControl::Acme`]: from ACME order tasks (publish/withdraw a challenge, an order's
 //!   outcome) and the admin socket (`shardgate certs`, forced renewal), for the ACME manager;
 //! - [`ToControl::ReplaceConfig`]: from the admin API (`crate::admin_api`): a new config text,
@@ -71,6 +79,14 @@ pub struct ShardSnapshot {
     pub dns_tcp_open: Vec<(SocketAddr, socket2::Socket)>,
     /// DNS TCP addresses no longer served: stop listening there.
     pub dns_tcp_close: Vec<SocketAddr>,
+    /// New SMTP listening sockets for this shard (its member of each reuseport group) and the
+    /// kind of port each is (smtp, submission, smtps). Applied after `smtp_close`.
+    pub smtp_open: Vec<(SocketAddr, shardgate_smtp::ListenerKind, socket2::Socket)>,
+    /// SMTP addresses no longer served (or whose kind changed): stop listening there.
+    pub smtp_close: Vec<SocketAddr>,
+    /// Where accepted mail goes: the queue writer and the spool folder (`Some` whenever the
+    /// generation has `[email]` and the queue is open).
+    pub mail_queue: Option<crate::mail::queue::ShardQueueLink>,
 }
 
 /// Control core → shard.
@@ -80,12 +96,17 @@ pub enum ToShard {
     Apply(ShardSnapshot),
     /// Answer from this DNS catalog from the next query on (a dynamic record changed).
     DnsCatalog(Arc<shardgate_dns::Catalog>),
+    /// Seal and open session tickets with these keys from the next handshake on.
+    TicketKeys(Arc<crate::tls::tickets::TicketKeys>),
     /// Use this certificate store for new TLS handshakes (configured + ACME certificates).
     Certificates(Arc<crate::tls::store::CertificateStore>),
     /// Answer these HTTP-01 challenge tokens from now on.
     AcmeHttp01(Arc<crate::acme::http01::Http01Challenges>),
     /// Send this shard's index on the channel: every earlier message has been applied.
     Barrier(tokio::sync::mpsc::UnboundedSender<usize>),
+    /// The mail queue writer's answers to enqueues from this shard, one per ticket: `Ok` once
+    /// the message's record is committed (journal fsynced), else why not.
+    MailQueued(Vec<(u64, Result<(), String>)>),
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.

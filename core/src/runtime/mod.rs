@@ -32,8 +32,8 @@ use signal_hook::iterator::Signals;
 use crate::config::Config;
 use crate::route::RouteTable;
 use control::{
-    compile_radius_policy, dns_tcp_listen_addresses, listen_addresses, open_groups, open_udp_groups, udp_listen_addresses,
-    ConfigSource, ControlCore,
+    compile_radius_policy, dns_tcp_listen_addresses, listen_addresses, open_groups, open_mail_queue, open_smtp_groups,
+    open_udp_groups, smtp_listen_addresses, udp_listen_addresses, ConfigSource, ControlCore,
 };
 use messages::{ShardSnapshot, ToControl, ToShard};
 
@@ -62,6 +62,12 @@ pub enum StartError {
         /// The address.
         addr: std::net::SocketAddr,
         /// The OS error.
+        source: std::io::Error,
+    },
+    /// The mail queue (`<data_dir>/mail/queue`) could not be opened or recovered.
+    #[error("mail queue: {source}")]
+    MailQueue {
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The storage backend could not be opened (`<data_dir>/storage`).
@@ -102,19 +108,30 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let dns_tcp_listening = dns_tcp_listen_addresses(&config);
     let mut dns_tcp_sockets = open_groups(&dns_tcp_listening, &layout.shard_cpus, config.tuning.steer_connections)
         .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    // The storage layer: ACME state, dynamic DNS records, RADIUS sessions.
+    let storage = crate::storage::open(config.storage, &data_dir)?;
+    let smtp_listening = smtp_listen_addresses(&config);
+    let mut smtp_sockets = open_smtp_groups(&smtp_listening, &layout.shard_cpus, config.tuning.steer_connections)
+        .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    // Recovered before any shard can write a spool file.
+    let mut mail_queue = match config.email {
+        Some(_) => Some(open_mail_queue(&data_dir).map_err(|source| StartError::MailQueue { source })?),
+        None => None,
+    };
+    let mail_link = mail_queue.as_ref().map(|queue| queue.link());
     // The configured zones with the persisted dynamic records re-applied.
-    let dns_zones = config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(&data_dir, base));
+    let dns_zones =
+        config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(storage.clone(), &data_dir, base));
     let dns_catalog = dns_zones.as_ref().map(crate::dns::dynamic::DnsZones::current);
 
-    let tls = Arc::new(
-        crate::tls::TlsShared::new().map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?,
-    );
+    let tickets = crate::tls::tickets::TicketKeyRotation::start(std::time::Instant::now())
+        .map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?;
+    let tls = Arc::new(crate::tls::TlsShared::new(tickets.keys()));
     tracing::info!("{}", tls.ktls);
     let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
     // ACME certificates kept in storage are served from generation 1 on.
-    let storage = crate::storage::open(config.storage, &data_dir)?;
     let mut config = config;
-    let acme = crate::acme::manager::AcmeManager::new(&config, storage, to_control.clone());
+    let acme = crate::acme::manager::AcmeManager::new(&config, storage.clone(), to_control.clone());
     config.certificates = acme.store();
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
@@ -145,11 +162,17 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             dns_catalog: dns_catalog.clone(),
             dns_tcp_open: std::mem::take(&mut dns_tcp_sockets[index]),
             dns_tcp_close: Vec::new(),
+            smtp_open: std::mem::take(&mut smtp_sockets[index]),
+            smtp_close: Vec::new(),
+            mail_queue: mail_link.clone(),
         };
         let _ = mailbox.send(ToShard::Apply(snapshot));
         mailboxes.push(mailbox);
     }
 
+    if let Some(queue) = &mut mail_queue {
+        queue.start(mailboxes.clone()).map_err(|source| StartError::Spawn { what: "the mail queue writer".into(), source })?;
+    }
     let control_async = control_async::ControlAsync::start(layout.control_cpu)
         .map_err(|source| StartError::Spawn { what: "the control core's async runtime".into(), source })?;
     crate::latency::set_recording(config.admin.as_ref().is_none_or(|a| a.latency_histograms));
@@ -165,9 +188,11 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         tracing::error!(error = %e, "admin API not available");
     }
     let control =
-        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async)
+        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async, storage)
             .with_dns(dns_zones, dns_tcp_listening.clone())
+            .with_mail(mail_queue, smtp_listening.clone())
             .with_acme(acme)
+            .with_tickets(tickets)
             .with_admin_feed(admin_feed, config_text);
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
     let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
@@ -213,6 +238,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         listening = ?listening,
         udp = ?udp_listening.keys().collect::<Vec<_>>(),
         dns_tcp = ?dns_tcp_listening,
+        smtp = ?smtp_listening,
         source = %config.source,
         "shardgate started"
     );

@@ -70,7 +70,10 @@ struct Shard {
     udp_services: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     radius: Rc<ShardRadius>,
     dns: Rc<crate::dns::ShardDns>,
-    tls: std::sync::Arc<crate::tls::TlsShared>,
+    /// SMTP listeners, sessions waiting for the queue writer, per-IP counts, counters.
+    smtp: Rc<crate::smtp::ShardSmtp>,
+    /// Ticket keys and kTLS support (new ticket keys replace it, `ToShard::TicketKeys`).
+    tls: RefCell<std::sync::Arc<crate::tls::TlsShared>>,
     to_control: Sender<ToControl>,
     /// The generation, config and routes in force, to rebuild the route state when only the
     /// certificates change.
@@ -123,7 +126,8 @@ async fn run_shard(spec: ShardSpec) {
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
         dns,
-        tls,
+        smtp: Rc::new(crate::smtp::ShardSmtp::new(index)),
+        tls: RefCell::new(tls),
         to_control,
         current: RefCell::new(None),
         connections_accepted: std::cell::Cell::new(0),
@@ -145,7 +149,13 @@ async fn run_shard(spec: ShardSpec) {
             ToShard::Apply(snapshot) => shard.apply(snapshot),
             ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
             ToShard::Certificates(store) => shard.swap_certificates(store),
+            ToShard::TicketKeys(keys) => shard.swap_ticket_keys(keys),
             ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
+            ToShard::MailQueued(answers) => {
+                for (ticket, result) in answers {
+                    shard.smtp.queued(ticket, result);
+                }
+            }
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
             }
@@ -162,8 +172,29 @@ async fn run_shard(spec: ShardSpec) {
 
 impl Shard {
     fn apply(self: &Rc<Self>, snapshot: ShardSnapshot) {
-        let ShardSnapshot { generation, config, routes, open, close, udp_open, udp_close, radius, dns_catalog, dns_tcp_open, dns_tcp_close } =
-            snapshot;
+        let ShardSnapshot {
+            generation,
+            config,
+            routes,
+            open,
+            close,
+            udp_open,
+            udp_close,
+            radius,
+            dns_catalog,
+            dns_tcp_open,
+            dns_tcp_close,
+            smtp_open,
+            smtp_close,
+            mail_queue,
+        } = snapshot;
+        self.smtp.configure(&config, mail_queue, &self.tls.borrow());
+        for addr in &smtp_close {
+            self.smtp.close(addr);
+        }
+        for (addr, kind, socket) in smtp_open {
+            self.smtp.open(addr, kind, socket);
+        }
         self.radius.set_policy(radius);
         self.dns.configure(config.dns.as_ref(), dns_catalog);
         for addr in &dns_tcp_close {
@@ -173,7 +204,7 @@ impl Shard {
             self.dns.open_tcp(addr, socket);
         }
         let table = (*routes).clone();
-        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls);
+        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls.borrow());
         *self.state.borrow_mut() = Rc::new(state);
         *self.current.borrow_mut() = Some((generation, config.clone(), routes.clone()));
         let mut listeners = self.listeners.borrow_mut();
@@ -213,23 +244,52 @@ impl Shard {
         let mut swapped = (*config).clone();
         swapped.certificates = store;
         let swapped = std::sync::Arc::new(swapped);
-        let state =
-            RouteState::new(generation, (*routes).clone(), self.count, &mut self.counters.borrow_mut(), &swapped, &self.tls);
-        *self.state.borrow_mut() = Rc::new(state);
-        *self.current.borrow_mut() = Some((generation, swapped, routes));
+        self.rebuild_routes(generation, swapped, routes);
         tracing::debug!(shard = self.index, generation, "certificate store swapped");
+    }
+
+    /// New handshakes seal tickets with `keys` (the previous key still opens older ones).
+    fn swap_ticket_keys(&self, keys: std::sync::Arc<crate::tls::tickets::TicketKeys>) {
+        let tls = std::sync::Arc::new(self.tls.borrow().with_keys(keys));
+        *self.tls.borrow_mut() = tls;
+        let Some((generation, config, routes)) = self.current.borrow().clone() else { return };
+        self.rebuild_routes(generation, config, routes);
+        tracing::debug!(shard = self.index, generation, "TLS ticket keys swapped");
+    }
+
+    /// The route state for the same generation rebuilt with `config` and the TLS state in force.
+    fn rebuild_routes(
+        &self,
+        generation: u64,
+        config: std::sync::Arc<crate::config::Config>,
+        routes: std::sync::Arc<crate::route::RouteTable>,
+    ) {
+        let state = RouteState::new(
+            generation,
+            (*routes).clone(),
+            self.count,
+            &mut self.counters.borrow_mut(),
+            &config,
+            &self.tls.borrow(),
+        );
+        *self.state.borrow_mut() = Rc::new(state);
+        // STARTTLS and implicit TLS use the same certificates and ticket keys.
+        self.smtp.configure(&config, None, &self.tls.borrow());
+        *self.current.borrow_mut() = Some((generation, config, routes));
     }
 
     async fn drain(&self, deadline: Instant) {
         self.http.draining.set(true);
         let closed = self.listeners.borrow_mut().drain().count()
             + self.udp_services.borrow_mut().drain().count()
-            + self.dns.close_all_tcp();
+            + self.dns.close_all_tcp()
+            + self.smtp.close_all();
         tracing::debug!(shard = self.index, closed, "stopped accepting; draining");
-        while self.shard_counters.open_connections.get() > 0 && Instant::now() < deadline {
+        let open = || self.shard_counters.open_connections.get() + self.smtp.open_sessions();
+        while open() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.shard_counters.open_connections.get();
+        let left = open();
         if left > 0 {
             tracing::warn!(shard = self.index, left, "drain deadline passed; closing open connections");
         }
@@ -246,6 +306,7 @@ impl Shard {
             dns: self.dns.counters(),
             latency_interval: crate::latency::take_interval(),
             latency: Default::default(),
+            smtp: self.smtp.counters(),
         };
         for (name, counters) in self.counters.borrow().iter() {
             stats.routes.insert(name.clone(), counters.snapshot());

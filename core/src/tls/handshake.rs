@@ -294,7 +294,7 @@ mod tests {
         let challenge = crate::acme::tls_alpn::challenge_certificate("hs.test", &[9; 32]).expect("challenge");
         let challenge_der = challenge.cert[0].to_vec();
         let store = Arc::new(CertificateStore::default().merged(&[], std::collections::HashMap::from([("hs.test".to_string(), challenge)])));
-        let shared = crate::tls::TlsShared::new().expect("tls shared");
+        let shared = crate::tls::TlsShared::new(std::sync::Arc::new(crate::tls::tickets::TicketKeys::first().expect("keys")));
         let config = crate::tls::server_config(&store, None, &[], &shared).expect("server config");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");

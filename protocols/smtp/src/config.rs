@@ -35,15 +35,20 @@ impl fmt::Display for ConfigProblem {
     }
 }
 
-/// Listening ports. Defaults are unprivileged so the embedded config runs without root.
+/// Listening ports. Without an `[email.ports]` table the unprivileged defaults apply (so the
+/// embedded config runs without root); inside a written table, a port left out is not
+/// listened on.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct EmailPorts {
     /// Plain SMTP with STARTTLS (MX traffic); production value 25.
+    #[serde(default)]
     pub smtp: Option<u16>,
     /// Submission with STARTTLS and mandatory AUTH; production value 587.
+    #[serde(default)]
     pub submission: Option<u16>,
     /// Submission over implicit TLS (RFC 8314) with mandatory AUTH; production value 465.
+    #[serde(default)]
     pub smtps: Option<u16>,
 }
 
@@ -460,6 +465,8 @@ mod tests {
         let config = parse("hostname = \"mx.example.com\"");
         assert_eq!(config.max_message_size, 50 * 1024 * 1024);
         assert_eq!(config.ports.smtp, Some(2525));
+        let written = parse("hostname = \"mx.example.com\"\n[ports]\nsmtp = 25");
+        assert_eq!((written.ports.smtp, written.ports.smtps), (Some(25), None), "a written table lists every port");
         assert_eq!(config.timeouts.command_seconds, 300);
         assert!(config.validate().is_ok());
         let session = config.session_config(false);

@@ -1,0 +1,316 @@
+//! The SMTP gateway on a shard: listeners, sessions, spooling, and the wait for durability.
+//!
+//! - [`ShardSmtp`] (one per shard): the email settings of the generation in force (an `Rc`
+//!   swapped whole; sessions keep the one they started with), the shard's member socket of
+//!   every email reuseport group (one accept task each), the per-client-address session
+//!   counts (`[email] connections_per_ip`, enforced per shard without cross-shard traffic),
+//!   the tickets of messages waiting for the queue writer, and the counters
+//!   ([`SmtpCounters`], merged on the control core into `shardgate stats` → `smtp`).
+//! - [`serve`]: one task per connection driving the sans-I/O `shardgate_smtp::Session`:
+//!   bytes in, replies out, each request event answered (recipient → email routes, AUTH →
+//!   user directory on the blocking pool, STARTTLS → rustls handshake, data → spool file,
+//!   end of data → content routes, then the queue writer; `250` only once it answered).
+//! - [`transport`]: plain TCP or userspace rustls over the same socket.
+//!
+//! Not here: the SMTP rules (`shardgate-smtp`), route matching (`crate::mail::routes`), the
+//! journal and recovery (`crate::mail::queue`), delivery.
+
+pub mod serve;
+pub mod transport;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use shardgate_smtp::{ListenerKind, SessionConfig, UserDirectory};
+
+use crate::config::{Config, EmailSettings};
+use crate::mail::queue::{queue_id_counter_start, ShardQueueLink};
+use crate::stats::bump;
+
+/// SMTP counters of one shard, or summed over shards (`shardgate stats` → `smtp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmtpCounters {
+    /// Sessions accepted.
+    pub sessions: u64,
+    /// Sessions open now.
+    pub active_sessions: u64,
+    /// Connections refused: the client address was at `connections_per_ip` on this shard.
+    pub refused_per_ip: u64,
+    /// TLS handshakes completed (STARTTLS and implicit TLS).
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed.
+    pub tls_failures: u64,
+    /// Messages acknowledged with 250 (durably queued).
+    pub messages_accepted: u64,
+    /// Messages refused after their data (content routes, queue failures).
+    pub messages_rejected: u64,
+    /// Messages dropped while being received (size, bare LF, timeout, reset).
+    pub messages_aborted: u64,
+    /// Recipients accepted at RCPT.
+    pub recipients_accepted: u64,
+    /// Recipients refused at RCPT by a route (reject action or no route).
+    pub recipients_rejected: u64,
+    /// Successful AUTH.
+    pub auth_successes: u64,
+    /// Failed AUTH.
+    pub auth_failures: u64,
+    /// Message content octets spooled.
+    pub bytes_received: u64,
+    /// Sessions ended by a per-phase timeout.
+    pub timeouts: u64,
+}
+
+impl SmtpCounters {
+    /// Adds another shard's counters.
+    pub fn merge(&mut self, other: &SmtpCounters) {
+        self.sessions += other.sessions;
+        self.active_sessions += other.active_sessions;
+        self.refused_per_ip += other.refused_per_ip;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_failures += other.tls_failures;
+        self.messages_accepted += other.messages_accepted;
+        self.messages_rejected += other.messages_rejected;
+        self.messages_aborted += other.messages_aborted;
+        self.recipients_accepted += other.recipients_accepted;
+        self.recipients_rejected += other.recipients_rejected;
+        self.auth_successes += other.auth_successes;
+        self.auth_failures += other.auth_failures;
+        self.bytes_received += other.bytes_received;
+        self.timeouts += other.timeouts;
+    }
+}
+
+/// The live counters (cells: only this shard touches them).
+#[derive(Debug, Default)]
+pub(crate) struct LiveCounters {
+    pub(crate) sessions: Cell<u64>,
+    pub(crate) active_sessions: Cell<u64>,
+    pub(crate) refused_per_ip: Cell<u64>,
+    pub(crate) tls_handshakes: Cell<u64>,
+    pub(crate) tls_failures: Cell<u64>,
+    pub(crate) messages_accepted: Cell<u64>,
+    pub(crate) messages_rejected: Cell<u64>,
+    pub(crate) messages_aborted: Cell<u64>,
+    pub(crate) recipients_accepted: Cell<u64>,
+    pub(crate) recipients_rejected: Cell<u64>,
+    pub(crate) auth_successes: Cell<u64>,
+    pub(crate) auth_failures: Cell<u64>,
+    pub(crate) bytes_received: Cell<u64>,
+    pub(crate) timeouts: Cell<u64>,
+}
+
+/// One config generation's email settings as sessions use them.
+pub struct SmtpGeneration {
+    /// `[email]` of this generation.
+    pub settings: EmailSettings,
+    /// The session snapshot (STARTTLS advertised when a certificate exists).
+    pub session: Arc<SessionConfig>,
+    /// Users for AUTH.
+    pub users: Arc<UserDirectory>,
+    /// rustls config for STARTTLS and implicit TLS (`None` without a certificate).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where accepted messages go (`None` only if the queue could not be opened).
+    pub queue: Option<ShardQueueLink>,
+}
+
+/// One shard's SMTP state. No `RefCell` borrow is held across an `.await`.
+pub struct ShardSmtp {
+    pub(crate) shard: usize,
+    generation: RefCell<Option<Rc<SmtpGeneration>>>,
+    listeners: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
+    pending: RefCell<HashMap<u64, tokio::sync::oneshot::Sender<Result<(), String>>>>,
+    next_ticket: Cell<u64>,
+    next_queue_id: Cell<u64>,
+    per_ip: RefCell<HashMap<IpAddr, u32>>,
+    pub(crate) counters: LiveCounters,
+}
+
+impl ShardSmtp {
+    /// A shard's SMTP state with no email settings yet.
+    pub fn new(shard: usize) -> ShardSmtp {
+        ShardSmtp {
+            shard,
+            generation: RefCell::new(None),
+            listeners: RefCell::new(HashMap::new()),
+            pending: RefCell::new(HashMap::new()),
+            next_ticket: Cell::new(1),
+            next_queue_id: Cell::new(queue_id_counter_start()),
+            per_ip: RefCell::new(HashMap::new()),
+            counters: LiveCounters::default(),
+        }
+    }
+
+    /// Applies a config generation (or a certificate swap): new sessions use it.
+    pub fn configure(&self, config: &Config, queue: Option<ShardQueueLink>, tls: &crate::tls::TlsShared) {
+        let Some(settings) = &config.email else {
+            *self.generation.borrow_mut() = None;
+            return;
+        };
+        let has_certificate = config.certificates.all().next().is_some();
+        let tls_config = if has_certificate {
+            match crate::tls::server_config(&config.certificates, None, &[], tls) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, error = %e, "SMTP: no TLS config; STARTTLS not offered");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let queue = queue.or_else(|| self.generation.borrow().as_ref().and_then(|g| g.queue.clone()));
+        let generation = SmtpGeneration {
+            session: Arc::new(settings.server.session_config(tls_config.is_some())),
+            users: Arc::new(settings.server.user_directory()),
+            settings: settings.clone(),
+            tls: tls_config,
+            queue,
+        };
+        *self.generation.borrow_mut() = Some(Rc::new(generation));
+    }
+
+    /// The generation in force.
+    pub(crate) fn generation(&self) -> Option<Rc<SmtpGeneration>> {
+        self.generation.borrow().clone()
+    }
+
+    /// Starts accepting on `socket` (this shard's member of the group on `addr`).
+    pub fn open(self: &Rc<Self>, addr: SocketAddr, kind: ListenerKind, socket: socket2::Socket) {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the socket is a bound, listening TCP socket whose ownership moves here.
+        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
+        let task = glommio::spawn_local(serve::accept_loop(self.clone(), listener, addr, kind));
+        self.listeners.borrow_mut().insert(addr, task);
+    }
+
+    /// Stops accepting on `addr` (open sessions finish).
+    pub fn close(&self, addr: &SocketAddr) {
+        self.listeners.borrow_mut().remove(addr);
+    }
+
+    /// Stops every listener (graceful stop); returns how many were closed.
+    pub fn close_all(&self) -> usize {
+        self.listeners.borrow_mut().drain().count()
+    }
+
+    /// Sessions open on this shard.
+    pub fn open_sessions(&self) -> u64 {
+        self.counters.active_sessions.get()
+    }
+
+    /// The queue writer answered ticket `ticket`.
+    pub fn queued(&self, ticket: u64, result: Result<(), String>) {
+        if let Some(waiter) = self.pending.borrow_mut().remove(&ticket) {
+            let _ = waiter.send(result);
+        }
+    }
+
+    /// A new ticket and the receiver its answer will arrive on.
+    pub(crate) fn ticket(&self) -> (u64, tokio::sync::oneshot::Receiver<Result<(), String>>) {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.pending.borrow_mut().insert(ticket, sender);
+        (ticket, receiver)
+    }
+
+    /// Forgets a ticket whose answer will never come (the writer is gone).
+    pub(crate) fn forget(&self, ticket: u64) {
+        self.pending.borrow_mut().remove(&ticket);
+    }
+
+    /// The next queue id of this shard.
+    pub(crate) fn next_queue_id(&self) -> String {
+        let counter = self.next_queue_id.get();
+        self.next_queue_id.set(counter + 1);
+        crate::mail::queue::make_queue_id(counter, self.shard as u8)
+    }
+
+    /// Counts a session from `ip`; `false` when it is at `limit` already.
+    pub(crate) fn admit(&self, ip: IpAddr, limit: u32) -> bool {
+        let mut per_ip = self.per_ip.borrow_mut();
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// A session from `ip` ended.
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.borrow_mut();
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// This shard's counters so far.
+    pub fn counters(&self) -> SmtpCounters {
+        let c = &self.counters;
+        SmtpCounters {
+            sessions: c.sessions.get(),
+            active_sessions: c.active_sessions.get(),
+            refused_per_ip: c.refused_per_ip.get(),
+            tls_handshakes: c.tls_handshakes.get(),
+            tls_failures: c.tls_failures.get(),
+            messages_accepted: c.messages_accepted.get(),
+            messages_rejected: c.messages_rejected.get(),
+            messages_aborted: c.messages_aborted.get(),
+            recipients_accepted: c.recipients_accepted.get(),
+            recipients_rejected: c.recipients_rejected.get(),
+            auth_successes: c.auth_successes.get(),
+            auth_failures: c.auth_failures.get(),
+            bytes_received: c.bytes_received.get(),
+            timeouts: c.timeouts.get(),
+        }
+    }
+
+    pub(crate) fn count(&self, cell: impl Fn(&LiveCounters) -> &Cell<u64>, n: u64) {
+        bump(cell(&self.counters), n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_admission_counts_and_releases() {
+        let smtp = ShardSmtp::new(0);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert!(smtp.admit(ip, 2));
+        assert!(smtp.admit(ip, 2));
+        assert!(!smtp.admit(ip, 2));
+        smtp.release(ip);
+        assert!(smtp.admit(ip, 2));
+        smtp.release(ip);
+        smtp.release(ip);
+        assert!(smtp.per_ip.borrow().is_empty());
+    }
+
+    #[test]
+    fn queue_ids_are_unique_and_well_formed() {
+        let smtp = ShardSmtp::new(3);
+        let a = smtp.next_queue_id();
+        let b = smtp.next_queue_id();
+        assert_ne!(a, b);
+        assert!(crate::mail::queue::is_queue_id(&a), "{a}");
+        assert!(a.ends_with("03"));
+    }
+
+    #[test]
+    fn counters_merge() {
+        let mut total = SmtpCounters { sessions: 1, messages_accepted: 2, ..Default::default() };
+        total.merge(&SmtpCounters { sessions: 3, bytes_received: 10, ..Default::default() });
+        assert_eq!((total.sessions, total.messages_accepted, total.bytes_received), (4, 2, 10));
+    }
+}

@@ -1,0 +1,417 @@
+//! One SMTP connection on a shard: the accept loop and the task that drives a session.
+//!
+//! The loop of a connection: answer every event the session produced (in order), write out
+//! every reply it queued (one write for a pipelined batch), then read with the session's
+//! current deadline (`Session::next_timeout`: greeting delay, command or data timeout) as the
+//! socket's read timeout. Request events are answered here:
+//!
+//! - `RcptRequested` → [`route_recipient`]: a `reject` route's code, or `550 5.1.1` when no
+//!   route applies; otherwise accepted (possibly provisionally, pending content criteria).
+//! - `AuthRequested` → the user directory, run on the shard's blocking pool (argon2 and
+//!   SHA-crypt are slow on purpose; the shard keeps serving meanwhile).
+//! - `StartTls` → the `220` is written, then the rustls handshake runs on the same socket.
+//! - `MessageData` → appended to the message's spool file with glommio file I/O (chunks of
+//!   at most 64 KiB; the message is never held whole in memory) and fed to the
+//!   [`ContentScanner`].
+//! - `MessageComplete` → spool file `fdatasync`ed, content routes decided, the record handed to
+//!   the queue writer; the session is answered `250` only when the writer's commit arrives
+//!   (`ToShard::MailQueued`), `451` if it failed.
+//! - `MessageAborted` → the spool file is deleted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncWriteExt;
+use glommio::io::BufferedFile;
+use glommio::net::{TcpListener, TcpStream};
+use shardgate_smtp::{
+    BodyType, ConnectionInfo, EnhancedStatus, Envelope, Event, ForwardPath, ListenerKind, MessageOutcome, RcptDecision,
+    Reply, ReversePath, Session,
+};
+
+use super::transport::Transport;
+use super::{ShardSmtp, SmtpGeneration};
+use crate::config::{canonical_ip, EmailAction};
+use crate::mail::queue::{now_ms, QueuedMessage, QueuedRecipient, RecipientState};
+use crate::mail::routes::{resolve_candidates, route_recipient, ContentScanner, EnvelopeFacts, RcptRouting};
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a session waits for the queue writer before answering `451`.
+const QUEUE_WAIT: Duration = Duration::from_secs(120);
+
+/// Bytes read per call.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Accepts SMTP connections until the task is dropped.
+pub async fn accept_loop(smtp: Rc<ShardSmtp>, listener: TcpListener, addr: SocketAddr, kind: ListenerKind) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let Some(generation) = smtp.generation() else {
+                    drop(stream);
+                    continue;
+                };
+                glommio::spawn_local(serve_connection(smtp.clone(), generation, stream, kind)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = smtp.shard, %addr, error = %e, "SMTP accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Counts a session in and out, however the task ends.
+struct SessionGuard {
+    smtp: Rc<ShardSmtp>,
+    ip: IpAddr,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.smtp.release(self.ip);
+        let active = &self.smtp.counters.active_sessions;
+        active.set(active.get().saturating_sub(1));
+    }
+}
+
+async fn serve_connection(smtp: Rc<ShardSmtp>, generation: Rc<SmtpGeneration>, mut stream: TcpStream, kind: ListenerKind) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let ip = canonical_ip(peer.ip());
+    if !smtp.admit(ip, generation.settings.connections_per_ip) {
+        smtp.count(|c| &c.refused_per_ip, 1);
+        tracing::debug!(target: "shardgate::security", shard = smtp.shard, %ip, "SMTP session refused: connections_per_ip reached");
+        let reply = format!("421 4.7.0 {} Error: too many connections from {ip}\r\n", generation.settings.server.hostname);
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.write_all(reply.as_bytes()).await;
+        return;
+    }
+    smtp.count(|c| &c.sessions, 1);
+    smtp.count(|c| &c.active_sessions, 1);
+    let _guard = SessionGuard { smtp: smtp.clone(), ip };
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(generation.session.data_timeout));
+    let mut transport = Transport::Plain(stream);
+    if kind == ListenerKind::SubmissionTls {
+        let Some(tls) = generation.tls.clone() else { return };
+        match transport.upgrade(tls, HANDSHAKE_TIMEOUT).await {
+            Ok(upgraded) => {
+                smtp.count(|c| &c.tls_handshakes, 1);
+                transport = upgraded;
+            }
+            Err(e) => {
+                smtp.count(|c| &c.tls_failures, 1);
+                tracing::debug!(shard = smtp.shard, %ip, error = %e, "SMTPS handshake failed");
+                return;
+            }
+        }
+    }
+    let session = Session::new(generation.session.clone(), ConnectionInfo { peer_ip: ip, listener: kind }, Instant::now());
+    let mut connection = Connection { smtp, generation, session, ip, spool: None };
+    connection.run(transport).await;
+}
+
+/// The spool file of the message being received.
+struct Spool {
+    id: String,
+    file: Option<BufferedFile>,
+    written: u64,
+    failed: bool,
+    scanner: ContentScanner,
+}
+
+struct Connection {
+    smtp: Rc<ShardSmtp>,
+    generation: Rc<SmtpGeneration>,
+    session: Session,
+    ip: IpAddr,
+    spool: Option<Spool>,
+}
+
+impl Connection {
+    async fn run(&mut self, mut transport: Transport) {
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let mut start_tls = false;
+            while let Some(event) = self.session.poll_event() {
+                match event {
+                    Event::StartTls => start_tls = true,
+                    other => self.handle(other).await,
+                }
+            }
+            let out = self.session.take_transmit();
+            if !out.is_empty() && transport.write_all(&out).await.is_err() {
+                break;
+            }
+            if self.session.is_closed() {
+                break;
+            }
+            if start_tls {
+                let Some(tls) = self.generation.tls.clone() else { break };
+                match transport.upgrade(tls, HANDSHAKE_TIMEOUT).await {
+                    Ok(upgraded) => {
+                        self.smtp.count(|c| &c.tls_handshakes, 1);
+                        transport = upgraded;
+                        if self.session.tls_started(Instant::now()).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        self.smtp.count(|c| &c.tls_failures, 1);
+                        tracing::debug!(shard = self.smtp.shard, ip = %self.ip, error = %e, "STARTTLS handshake failed");
+                        // The socket is in an unknown state: nothing more can be said on it.
+                        self.discard_spool().await;
+                        return;
+                    }
+                }
+            }
+            let now = Instant::now();
+            let timeout = match self.session.next_timeout() {
+                Some(deadline) if deadline <= now => {
+                    self.on_timeout(now);
+                    continue;
+                }
+                Some(deadline) => Some(deadline - now),
+                None => None,
+            };
+            if transport.stream().set_read_timeout(timeout).is_err() {
+                break;
+            }
+            match transport.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => self.session.feed(&buf[..n], Instant::now()),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => self.on_timeout(Instant::now()),
+                Err(_) => break,
+            }
+        }
+        self.discard_spool().await;
+        transport.close().await;
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+        if self.session.is_closed() {
+            self.smtp.count(|c| &c.timeouts, 1);
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::RcptRequested { from, to } => {
+                let decision = self.rcpt_decision(&from, &to);
+                let accepted = decision == RcptDecision::Accept;
+                self.smtp.count(|c| if accepted { &c.recipients_accepted } else { &c.recipients_rejected }, 1);
+                let _ = self.session.rcpt_decision(decision);
+            }
+            Event::AuthRequested { username, password, .. } => {
+                let users = self.generation.users.clone();
+                let password = password.as_bytes().to_vec();
+                let valid = glommio::executor().spawn_blocking(move || users.verify(&username, &password)).await;
+                self.smtp.count(|c| if valid { &c.auth_successes } else { &c.auth_failures }, 1);
+                let _ = self.session.auth_result(valid);
+            }
+            Event::MessageData(chunk) => self.spool_chunk(chunk).await,
+            Event::MessageComplete { envelope } => {
+                let outcome = self.finish_message(envelope).await;
+                let accepted = matches!(outcome, MessageOutcome::Accepted { .. });
+                self.smtp.count(|c| if accepted { &c.messages_accepted } else { &c.messages_rejected }, 1);
+                let _ = self.session.message_result(outcome);
+            }
+            Event::MessageAborted { .. } => {
+                self.smtp.count(|c| &c.messages_aborted, 1);
+                self.discard_spool().await;
+            }
+            // Handled by the caller (the handshake needs the transport).
+            Event::StartTls => {}
+        }
+    }
+
+    fn facts<'a>(&self, sender: &'a str, recipient: &'a str) -> EnvelopeFacts<'a> {
+        EnvelopeFacts { sender, recipient, client_ip: self.ip, authenticated: self.session.authenticated_user().is_some() }
+    }
+
+    fn rcpt_decision(&self, from: &ReversePath, to: &ForwardPath) -> RcptDecision {
+        let sender = sender_address(from);
+        let recipient = recipient_address(to, &self.generation.settings.server.hostname);
+        let routes = &self.generation.settings.routes;
+        match route_recipient(routes, &self.facts(&sender, &recipient)) {
+            RcptRouting::Routed(_) | RcptRouting::Provisional(_) => RcptDecision::Accept,
+            RcptRouting::Rejected(index) => match &routes[index].action {
+                EmailAction::Reject { code, message } => RcptDecision::Reject(reject_reply(*code, message)),
+                _ => RcptDecision::Accept,
+            },
+            RcptRouting::NoRoute => RcptDecision::Reject(reject_reply(
+                550,
+                &format!("<{recipient}>: Recipient address rejected: no email route for this recipient"),
+            )),
+        }
+    }
+
+    async fn spool_chunk(&mut self, chunk: Vec<u8>) {
+        if self.spool.is_none() {
+            self.spool = Some(self.open_spool().await);
+        }
+        let Some(spool) = self.spool.as_mut() else { return };
+        spool.scanner.feed(&chunk);
+        if spool.failed {
+            return;
+        }
+        let Some(file) = spool.file.as_ref() else { return };
+        let len = chunk.len();
+        // The chunk moves into the write (no copy). A short write to a regular file means the
+        // disk is full: the message is failed (451 at its end) rather than retried.
+        match file.write_at(chunk, spool.written).await {
+            Ok(n) if n == len => {
+                spool.written += len as u64;
+                self.smtp.count(|c| &c.bytes_received, len as u64);
+            }
+            Ok(_) | Err(_) => spool.failed = true,
+        }
+    }
+
+    async fn open_spool(&self) -> Spool {
+        let id = self.smtp.next_queue_id();
+        let file = match &self.generation.queue {
+            Some(link) => match BufferedFile::create(link.spool_path(&id)).await {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    tracing::error!(shard = self.smtp.shard, error = %e, "cannot create a spool file");
+                    None
+                }
+            },
+            None => None,
+        };
+        let failed = file.is_none();
+        Spool { id, file, written: 0, failed, scanner: ContentScanner::new() }
+    }
+
+    async fn discard_spool(&mut self) {
+        if let Some(spool) = self.spool.take() {
+            if let Some(file) = spool.file {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+            }
+        }
+    }
+
+    /// Decides the recipients' actions (content routes), makes the message durable, and says
+    /// what to answer.
+    async fn finish_message(&mut self, envelope: Envelope) -> MessageOutcome {
+        if self.spool.is_none() {
+            // An empty message (`BDAT 0 LAST`): still one spool file.
+            self.spool = Some(self.open_spool().await);
+        }
+        let Some(spool) = self.spool.take() else { return MessageOutcome::TempFail };
+        let Spool { id, file, failed, scanner, .. } = spool;
+        let Some(file) = file else { return MessageOutcome::TempFail };
+        if failed || file.fdatasync().await.is_err() {
+            let _ = file.remove().await;
+            let _ = file.close().await;
+            return MessageOutcome::TempFail;
+        }
+        let facts = scanner.finish();
+        let recipients = match self.recipient_actions(&envelope, &facts) {
+            Ok(recipients) => recipients,
+            Err(reply) => {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+                return MessageOutcome::Rejected(reply);
+            }
+        };
+        let _ = file.close().await;
+        let Some(link) = self.generation.queue.clone() else { return MessageOutcome::TempFail };
+        let hostname = &self.generation.settings.server.hostname;
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now()).replace("GMT", "+0000");
+        let message = QueuedMessage {
+            id: id.clone(),
+            received_at_ms: now_ms(),
+            sender: sender_address(&envelope.reverse_path),
+            recipients,
+            size: envelope.size,
+            trace_header: envelope.received_header(hostname, &id, &date),
+            helo: envelope.helo.clone(),
+            client_ip: self.ip,
+            authenticated_user: envelope.authenticated_user.clone(),
+            tls: envelope.tls,
+            smtputf8: envelope.parameters.smtputf8,
+            body_8bit: envelope.parameters.body == Some(BodyType::EightBitMime),
+        };
+        let (ticket, answer) = self.smtp.ticket();
+        if !link.enqueue(self.smtp.shard, ticket, message) {
+            self.smtp.forget(ticket);
+            let _ = std::fs::remove_file(link.spool_path(&id));
+            return MessageOutcome::TempFail;
+        }
+        let timeout = async {
+            glommio::timer::sleep(QUEUE_WAIT).await;
+            Ok(Err("the queue writer did not answer".to_string()))
+        };
+        match futures_lite::future::or(answer, timeout).await {
+            Ok(Ok(())) => MessageOutcome::Accepted { queue_id: id },
+            Ok(Err(reason)) => {
+                tracing::error!(shard = self.smtp.shard, id = %id, reason = %reason, "message not queued");
+                self.smtp.forget(ticket);
+                MessageOutcome::TempFail
+            }
+            Err(_) => MessageOutcome::TempFail,
+        }
+    }
+
+    /// Every recipient's action, or the reply refusing the whole message.
+    fn recipient_actions(&self, envelope: &Envelope, facts: &crate::mail::routes::ContentFacts) -> Result<Vec<QueuedRecipient>, Reply> {
+        let routes = &self.generation.settings.routes;
+        let hostname = &self.generation.settings.server.hostname;
+        let sender = sender_address(&envelope.reverse_path);
+        let mut out = Vec::with_capacity(envelope.recipients.len());
+        for to in &envelope.recipients {
+            let recipient = recipient_address(to, hostname);
+            // The RCPT-time decision is a pure function of these facts, so it is recomputed
+            // rather than remembered per transaction.
+            let chosen = match route_recipient(routes, &self.facts(&sender, &recipient)) {
+                RcptRouting::Routed(index) => Some(index),
+                RcptRouting::Provisional(candidates) => resolve_candidates(routes, &candidates, facts),
+                RcptRouting::Rejected(_) | RcptRouting::NoRoute => None,
+            };
+            let Some(route) = chosen.and_then(|index| routes.get(index)) else {
+                return Err(reject_reply(550, &format!("<{recipient}>: no email route for this message")));
+            };
+            if let EmailAction::Reject { code, message } = &route.action {
+                return Err(reject_reply(*code, message));
+            }
+            out.push(QueuedRecipient {
+                address: recipient,
+                route: route.name.clone(),
+                action: route.action.clone(),
+                state: RecipientState::Pending,
+                attempts: 0,
+                next_attempt_ms: 0,
+                last_error: None,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The sender as stored: the mailbox, or empty for `<>`.
+fn sender_address(from: &ReversePath) -> String {
+    from.mailbox().map(|m| m.to_string()).unwrap_or_default()
+}
+
+/// The recipient as routed and stored: the mailbox; `<postmaster>` is `postmaster@<hostname>`.
+fn recipient_address(to: &ForwardPath, hostname: &str) -> String {
+    to.mailbox().map(|m| m.to_string()).unwrap_or_else(|| format!("postmaster@{hostname}"))
+}
+
+/// A refusal with `code` (4xx/5xx, checked by config validation) and the matching enhanced
+/// status `x.7.1` (delivery not authorized).
+fn reject_reply(code: u16, text: &str) -> Reply {
+    let status = EnhancedStatus::new((code / 100) as u8, 7, 1).ok();
+    match Reply::new(code, status, text).or_else(|_| Reply::new(550, None, "Message rejected")) {
+        Ok(reply) => reply,
+        Err(_) => unreachable!("550 without an enhanced status is a valid reply"),
+    }
+}
