@@ -110,7 +110,7 @@ fn every_api_path_needs_a_token_and_health_does_not() {
     }
     let backend = HttpBackend::start("b");
     let admin = Admin::start(free_port(), backend.port, "");
-    for path in ["/api/stats", "/api/config", "/api/logs", "/api/certs", "/api/stream", "/api/nothing-here", "/metrics"] {
+    for path in ["/api/stats", "/api/config", "/api/logs", "/api/certs", "/api/queue", "/api/stream", "/api/nothing-here", "/metrics"] {
         let (status, body, headers) = curl(&[&admin.url(path)]);
         assert_eq!(status, 401, "{path} without a token: {body}");
         assert!(headers.to_ascii_lowercase().contains("www-authenticate: bearer"), "{path}: {headers}");
@@ -122,9 +122,46 @@ fn every_api_path_needs_a_token_and_health_does_not() {
     let (status, body, _) = curl(&[&admin.url("/api/health")]);
     assert_eq!(status, 200);
     assert_eq!(json(&body)["status"], "ok");
-    // With a token, an unknown API path is a 404, not a 401.
+    // With a token, an unknown API path is a 404, not a 401; so is the queue without [email].
     let token = admin.login();
     assert_eq!(admin.get(&token, "/api/nothing-here").0, 404);
+    assert_eq!(admin.get(&token, "/api/queue").0, 404);
+}
+
+#[test]
+fn the_mail_queue_is_listed() {
+    if !tools() {
+        eprintln!("curl/openssl missing; skipping");
+        return;
+    }
+    let smtp_port = free_port();
+    let admin_port = free_port();
+    let body = format!(
+        "[email]\nhostname = \"mx.example.test\"\nlisten = [\"127.0.0.1\"]\nlocal_domains = [\"example.test\"]\n\
+         [email.ports]\nsmtp = {smtp_port}\n\
+         [[email.routes]]\nname = \"local\"\nmatch = {{ recipients = \"*@example.test\" }}\naction = {{ type = \"deliver\" }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{}\" }}]\n",
+        sha_crypt(PASSWORD)
+    );
+    let appliance = Appliance::start(&body, smtp_port);
+    let admin = Admin { appliance, base: format!("http://127.0.0.1:{admin_port}") };
+    // Python's smtplib (Debian's python3) as the client.
+    let sent = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import smtplib,sys; s=smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10);              s.sendmail('sender@example.org', ['rcpt@example.test'], 'Subject: queued\\r\\n\\r\\nhello\\r\\n'); s.quit()",
+            &smtp_port.to_string(),
+        ])
+        .output()
+        .expect("python3 smtplib");
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let token = admin.login();
+    let (status, body) = admin.get(&token, "/api/queue");
+    assert_eq!(status, 200, "{body}");
+    let queue = json(&body);
+    assert_eq!(queue["messages"], 1, "{queue}");
+    assert_eq!(queue["list"][0]["sender"], "sender@example.org", "{queue}");
+    assert!(queue["list"][0]["recipients"].to_string().contains("rcpt@example.test"), "{queue}");
 }
 
 #[test]

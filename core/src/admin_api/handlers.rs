@@ -3,7 +3,8 @@
 //! Owns: the URL map ([`router`]), token checking for every `/api` path but `/api/login` and
 //! `/api/health` ([`AuthUser`]; `/metrics` too unless `[admin] metrics_open`), the JSON error
 //! shape ([`ApiError`]: `{"error": ...}` or `{"problems": [...]}` with 400/401/404/429/5xx),
-//! and each endpoint: login, health, stats, metrics, config read/replace, logs, certificates.
+//! and each endpoint: login, health, stats, metrics, config read/replace, logs, certificates,
+//! the mail queue.
 //! Does not own: sockets and TLS (`server`), the SSE stream (`sse`), the dashboard files
 //! (`dashboard`), or applying a config (the control core).
 
@@ -103,6 +104,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/config", get(read_config).put(replace_config))
         .route("/api/logs", get(logs))
         .route("/api/certs", get(certs))
+        .route("/api/queue", get(queue))
         .route("/api/stream", get(super::sse::stream))
         .fallback(fallback)
         .with_state(state)
@@ -291,6 +293,23 @@ async fn certs(_user: AuthUser, State(state): State<Arc<ApiState>>) -> Response 
         .collect();
     let acme = state.view.stats.borrow().certificates.clone();
     Json(json!({"certificates": served, "acme": acme})).into_response()
+}
+
+#[derive(Deserialize)]
+struct QueueQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/queue`: how many messages are queued and the oldest `limit` (default 100) of
+/// them, envelope and per-recipient state (404 without `[email]`).
+async fn queue(_user: AuthUser, State(state): State<Arc<ApiState>>, Query(query): Query<QueueQuery>) -> Result<Response, ApiError> {
+    let Some(handle) = state.view.config.borrow().mail_queue.clone() else {
+        return Err(ApiError::NotFound);
+    };
+    let all = handle.list();
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let shown: Vec<_> = all.iter().take(limit).collect();
+    Ok(Json(json!({"messages": all.len(), "next_due_ms": handle.next_due_ms(), "list": shown})).into_response())
 }
 
 async fn fallback(State(state): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> ApiError {

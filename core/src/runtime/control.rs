@@ -364,6 +364,8 @@ impl ControlCore {
 
     /// Runs until every shard has stopped.
     pub fn run(mut self) {
+        // The admin API sees the mail queue (handed over after the feed was made) from now on.
+        self.publish_config();
         let mut dirty = false;
         let mut next_write = Instant::now() + Duration::from_secs(1);
         while self.stopped.len() < self.shards.len() {
@@ -650,6 +652,7 @@ impl ControlCore {
                 config: self.config.clone(),
                 text: self.config_text.clone(),
                 path: self.source.path().map(Path::to_path_buf),
+                mail_queue: self.mail_queue(),
             });
         }
     }
