@@ -24,6 +24,8 @@ packages+=(chromium python3-websocket)
 # The SMTP gateway tests: swaks as the client (plain, STARTTLS, implicit TLS, AUTH, pipelining;
 # its TLS needs Net::SSLeay / IO::Socket::SSL).
 packages+=(swaks libnet-ssleay-perl libio-socket-ssl-perl)
+# Mail delivery: Postfix's smtp-sink (/usr/sbin/smtp-sink) is the next hop and the MX.
+packages+=(postfix)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.

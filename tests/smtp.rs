@@ -105,10 +105,23 @@ fn queue_dir(appliance: &Appliance) -> PathBuf {
     appliance.dir.path().join("data").join("mail").join("queue")
 }
 
-/// The message's spool file exists and a journal holds its record: it is durable.
+/// The message's spool file exists and a journal holds its record: it is durable. (With the
+/// delivery engine running, a message may already have left the queue — delivered to its
+/// Maildir or bounced — by the time this looks: then `shardgate queue status` knows it.)
 fn assert_durable(appliance: &Appliance, id: &str) {
     let dir = queue_dir(appliance);
-    assert!(dir.join("spool").join(id).exists(), "spool file of {id} missing");
+    if !dir.join("spool").join(id).exists() {
+        let output = Command::new(shardgate_tests::shardgate_bin())
+            .args(["queue", "status", id, "--config"])
+            .arg(&appliance.config_path)
+            .output()
+            .expect("shardgate queue status");
+        let status = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            ["delivered", "bounced", "partly bounced"].iter().any(|s| status.lines().next().is_some_and(|l| l.ends_with(&format!(": {s}")))),
+            "spool file of {id} missing and the message did not leave the queue by delivery: {status}"
+        );
+    }
     let journals: Vec<u8> = std::fs::read_dir(&dir)
         .expect("queue dir")
         .filter_map(Result::ok)
@@ -137,7 +150,11 @@ fn swaks_plain_starttls_implicit_tls_auth_and_pipelining() {
     assert!(ok, "{out}");
     let id = queue_id(&out);
     assert_durable(&appliance, &id);
-    let spooled = std::fs::read_to_string(queue_dir(&appliance).join("spool").join(&id)).expect("spool");
+    // In the spool, or already in alice's Maildir (the route delivers locally).
+    let spooled = std::fs::read_to_string(queue_dir(&appliance).join("spool").join(&id)).unwrap_or_else(|_| {
+        let maildir = appliance.dir.path().join("data/mail/mailboxes/alice@example.test/new");
+        std::fs::read_dir(maildir).into_iter().flatten().filter_map(Result::ok).filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect()
+    });
     assert!(spooled.contains("This is a test mailing"), "{spooled}");
 
     // STARTTLS on port 25-style, then pipelining.
@@ -179,7 +196,11 @@ fn swaks_plain_starttls_implicit_tls_auth_and_pipelining() {
     assert!(stats["smtp"]["messages_accepted"].as_u64().unwrap_or(0) >= 6, "{stats}");
     assert!(stats["smtp"]["tls_handshakes"].as_u64().unwrap_or(0) >= 5, "{stats}");
     assert_eq!(stats["smtp"]["auth_failures"].as_u64(), Some(1), "{stats}");
-    assert!(stats["mail_queue_messages"].as_u64().unwrap_or(0) >= 6, "{stats}");
+    // Queued, or already delivered / bounced by the delivery engine (recipients).
+    let handled = stats["mail_queue_messages"].as_u64().unwrap_or(0)
+        + stats["mail_delivery"]["delivered"].as_u64().unwrap_or(0)
+        + stats["mail_delivery"]["bounced"].as_u64().unwrap_or(0);
+    assert!(handled >= 6, "{stats}");
 }
 
 #[test]
@@ -324,8 +345,17 @@ fn raw_socket_error_paths_get_standard_replies() {
     assert!(done.contains("queued as"), "bdat: {done}");
     let id = done.rsplit("queued as ").next().unwrap_or("").trim().to_string();
     assert_durable(&appliance, &id);
-    let spooled = std::fs::read(queue_dir(&appliance).join("spool").join(&id)).expect("spool");
-    assert_eq!(spooled, b"Subject: chunked\r\n\r\nhi!!\r\n");
+    match std::fs::read(queue_dir(&appliance).join("spool").join(&id)) {
+        Ok(spooled) => assert_eq!(spooled, b"Subject: chunked\r\n\r\nhi!!\r\n"),
+        // Already delivered to alice's Maildir (after the Return-Path, Delivered-To and
+        // Received headers).
+        Err(_) => {
+            let maildir = appliance.dir.path().join("data/mail/mailboxes/alice@example.test/new");
+            let stored: Vec<Vec<u8>> =
+                std::fs::read_dir(maildir).into_iter().flatten().filter_map(Result::ok).filter_map(|e| std::fs::read(e.path()).ok()).collect();
+            assert!(stored.iter().any(|m| m.ends_with(b"\r\nSubject: chunked\r\n\r\nhi!!\r\n")), "BDAT message not in the spool nor the Maildir");
+        }
+    }
     assert!(raw.cmd("QUIT").starts_with("221"));
 
     // The error budget: 421 and disconnect.
@@ -400,9 +430,8 @@ fn acknowledged_messages_survive_kill_9() {
             assert_durable(&appliance, id);
         }
     }
-    let stats = appliance.stats();
-    let queued = stats["mail_queue_messages"].as_u64().unwrap_or(0) as usize;
-    assert!(queued >= acknowledged.len(), "{queued} queued < {} acknowledged", acknowledged.len());
+    // (Counting the queue proves nothing more: the delivery engine empties it into the
+    // Maildirs; `assert_durable` above already accepted each message as queued or delivered.)
 }
 
 #[test]

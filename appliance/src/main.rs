@@ -19,11 +19,15 @@
 //! - `shardgate console [--admin URL] [--user U] [--password P] [--config FILE]` — the live
 //!   terminal UI (per-shard load, protocol rates and latency, certificates, recent warnings)
 //!   attached to the admin API (see the `console` module);
+//! - `shardgate queue list|show ID|status ID|retry ID|delete ID`, `shardgate suppression
+//!   list|remove ADDR`, `shardgate send --from A --to B [--template NAME --var k=v | FILE]`
+//!   — the mail queue, the suppression list and submitting mail (see `mail_cli`);
 //! - `shardgate tune plan|apply|verify|revert` — host tuning for the shard CPUs (see the
 //!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
 //!   records old values in the data folder, verify reports drift, revert restores.
 
 mod console;
+mod mail_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,6 +144,39 @@ enum Command {
         /// Accept any certificate (a self-signed admin certificate).
         #[arg(long)]
         insecure: bool,
+    },
+    /// The mail queue of the running appliance: list, show, status, retry, delete.
+    Queue {
+        #[command(subcommand)]
+        action: mail_cli::QueueAction,
+        /// The config whose data folder to use (default: the embedded default's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Use this data folder directly.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The suppression list (addresses that hard-bounced): list, remove.
+    Suppression {
+        #[command(subcommand)]
+        action: mail_cli::SuppressionAction,
+        /// The config whose data folder to use (default: the embedded default's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Use this data folder directly.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Queue a message (from a file, standard input or a config template); prints its queue id.
+    Send {
+        #[command(flatten)]
+        args: mail_cli::SendArgs,
+        /// The config whose data folder to use (default: the embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Use this data folder directly.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Print the running appliance's merged counters as JSON.
     Stats {
@@ -548,6 +585,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Queue { action, config, data_dir } => match data_folder(data_dir, config) {
+            Ok(dir) => mail_cli::queue(&dir, action),
+            Err(code) => code,
+        },
+        Command::Suppression { action, config, data_dir } => match data_folder(data_dir, config) {
+            Ok(dir) => mail_cli::suppression(&dir, action),
+            Err(code) => code,
+        },
+        Command::Send { args, config, data_dir } => match data_folder(data_dir, config) {
+            Ok(dir) => mail_cli::send(&dir, args),
+            Err(code) => code,
+        },
         Command::Stats { config, data_dir } => {
             let dir = match data_folder(data_dir, config) {
                 Ok(dir) => dir,

@@ -7,6 +7,7 @@
 //! RADIUS counters are the `shardgate-radius` crate's [`RadiusCounters`], counted by each
 //! shard's RADIUS server and merged the same way; so are DNS counters ([`crate::dns::DnsCounters`]).
 //! Latency histograms ride along in each snapshot (see [`crate::latency`]).
+//! Mail delivery counters come from the control core itself ([`crate::mail::delivery::DeliveryStats`]).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -254,6 +255,10 @@ pub struct MergedStats {
     /// Seconds since the epoch when this was merged.
     #[serde(default)]
     pub unix_time: u64,
+    /// Mail delivery: recipients delivered, deferred, bounced; bounces sent; connections and
+    /// their reuse (filled by the control core's delivery engine).
+    #[serde(default)]
+    pub mail_delivery: crate::mail::delivery::DeliveryStats,
 }
 
 impl MergedStats {

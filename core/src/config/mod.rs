@@ -10,6 +10,7 @@ mod acme;
 mod admin;
 mod dns;
 mod email;
+mod mail_templates;
 mod http;
 mod ports;
 mod problems;
@@ -29,6 +30,7 @@ pub use email::{
     AddressGlob, DeliverySettings, EmailAction, EmailMatch, EmailRoute, EmailSettings, ForwardAuth, HeaderRule, HeaderValueRule,
     MailForward, QueueClass, SizeRange, StartTlsPolicy, TextPattern, DEFAULT_CONNECTIONS_PER_IP,
 };
+pub use mail_templates::{placeholders, MailTemplate};
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
 use problems::ProblemList;
@@ -80,6 +82,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// `[email]`: the SMTP gateway (server, email routes, delivery settings), if enabled.
     pub email: Option<EmailSettings>,
+    /// `[[email.templates]]`: messages `shardgate send --template` composes.
+    pub mail_templates: Vec<MailTemplate>,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -378,7 +382,11 @@ impl Config {
         admin::check_admin_certificate(&mut problems, &config);
         if let Some(email) = doc.get("email") {
             let has_certificates = config.certificates.all().next().is_some();
-            config.email = email::validate_email(&mut problems, email, has_certificates);
+            let (email, templates) = mail_templates::split_templates(email);
+            if let Some(templates) = templates {
+                config.mail_templates = mail_templates::validate_templates(&mut problems, templates);
+            }
+            config.email = email::validate_email(&mut problems, &email, has_certificates);
             check_email_addresses(&mut problems, &config);
         }
         let ports: usize = distinct_route_ports(&config.routes).len();
@@ -414,6 +422,7 @@ impl Config {
             storage: StorageBackend::Files,
             admin: None,
             email: None,
+            mail_templates: Vec::new(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Email on the appliance, beyond the SMTP wire: routing decisions and the durable queue.
+//! Email on the appliance, beyond the SMTP wire: routing decisions, the durable queue and
+//! delivery.
 //!
 //! - [`routes`]: `[[email.routes]]` evaluated for one recipient — envelope criteria at
 //!   `RCPT` time (on the shard), content criteria (headers, subject, size, attachments) after
@@ -7,9 +8,14 @@
 //!   in, an append-only journal written only by the queue writer thread (group commit: one
 //!   fsync for many messages from all shards), crash recovery at start, and the
 //!   [`queue::QueueHandle`] API the delivery engine and the admin socket use.
+//! - [`delivery`]: the delivery engine on the control core's tokio runtime — next hops
+//!   (forward, MX), local Maildirs, retries with backoff, bounces (RFC 3464) and the
+//!   suppression list.
+//! - [`template`]: messages composed on the appliance (`shardgate send`, `[[email.templates]]`).
 //!
-//! Not here: the SMTP session (`shardgate-smtp`), the shard's sockets and TLS (`crate::smtp`),
-//! delivery to next hops, bounces and the suppression list (the delivery engine).
+//! Not here: the SMTP session (`shardgate-smtp`), the shard's sockets and TLS (`crate::smtp`).
 
+pub mod delivery;
 pub mod queue;
 pub mod routes;
+pub mod template;

@@ -15,7 +15,15 @@
 //! ← {"ok":true,"certificates":[{"name":"site","domains":["www.example.net"],"state":"valid",...}]}
 //! → {"op":"certs_renew","certificate":"site"}
 //! ← {"ok":true,"renewing":["site"]}
+//!
+//! → {"op":"queue_status","id":"0001F2A3B4C5D6FF"}
+//! ← {"ok":true,"mail":{"id":"0001F2A3B4C5D6FF","status":"delivered","recipients":[...]}}
+//! → {"op":"send","from":"a@example.com","to":["b@example.net"],"template":"welcome","vars":{"name":"Bo"}}
+//! ← {"ok":true,"mail":{"queued":"0001F2A3B4C5D6FF"}}
 //! ```
+//!
+//! Mail requests (`queue_*`, `suppression_*`, `send`) go to the control core's mail service
+//! (`crate::mail::delivery::service`), which answers from its tokio runtime.
 //!
 //! A small thread accepts connections and reads requests; each request is handed to the
 //! control core as a [`ToControl`] message carrying a reply channel, so the state it changes
@@ -45,6 +53,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
 
+/// Longest answer line the CLI reads (a queue listing can be long).
+const MAX_RESPONSE: u64 = 64 * 1024 * 1024;
+
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -61,6 +72,60 @@ pub enum AdminRequest {
         /// Which one.
         #[serde(default)]
         certificate: Option<String>,
+    },
+    /// Queued messages, oldest first (id, sender, size, age, status, recipients), at most
+    /// `limit` of them (all when absent); the answer also gives the total.
+    QueueList {
+        /// How many to list.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// One queued message in full (recipients with route, action, state, attempts, last error).
+    QueueShow {
+        /// Queue id.
+        id: String,
+    },
+    /// What became of a message: queued, deferred (last error), delivered (the next hop's
+    /// reply), bounced.
+    QueueStatus {
+        /// Queue id.
+        id: String,
+    },
+    /// Attempt every pending recipient of a message now (of every queued message when `id`
+    /// is absent: a flush, as `postqueue -f`).
+    QueueRetry {
+        /// Queue id.
+        #[serde(default)]
+        id: Option<String>,
+    },
+    /// Remove a message from the queue without delivering it.
+    QueueDelete {
+        /// Queue id.
+        id: String,
+    },
+    /// The suppression list (addresses that hard-bounced).
+    SuppressionList,
+    /// Take an address off the suppression list.
+    SuppressionRemove {
+        /// The address.
+        address: String,
+    },
+    /// Queue a message: from a file the appliance reads, or from a `[[email.templates]]`
+    /// entry filled with `vars`.
+    Send {
+        /// Envelope sender (and `From:` of a template message); empty for `<>`.
+        from: String,
+        /// Recipients.
+        to: Vec<String>,
+        /// Template name.
+        #[serde(default)]
+        template: Option<String>,
+        /// Template variables.
+        #[serde(default)]
+        vars: std::collections::BTreeMap<String, String>,
+        /// The message file (absolute path, readable by the appliance).
+        #[serde(default)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -84,6 +149,9 @@ pub struct AdminResponse {
     /// Certificates a renewal was started for (`certs_renew`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewing: Option<Vec<String>>,
+    /// The answer to a mail request (`queue_*`, `suppression_*`, `send`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<serde_json::Value>,
 }
 
 impl AdminResponse {
@@ -174,6 +242,23 @@ fn serve_connection(stream: UnixStream, to_control: &Sender<ToControl>) {
                     Err(message) => AdminResponse::error(message),
                 })
             }
+            // Everything else is a mail request.
+            Ok(request) => {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                if to_control.send(ToControl::Mail { request, reply }).is_err() {
+                    AdminResponse::error("the appliance is stopping")
+                } else {
+                    match answer.recv_timeout(REQUEST_TIMEOUT) {
+                        Ok(response) => response,
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            AdminResponse::error("mail is not configured on this appliance (no [email] section)")
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            AdminResponse::error("the control core did not answer in time")
+                        }
+                    }
+                }
+            }
         };
         let Ok(mut text) = serde_json::to_string(&response) else { return };
         text.push('\n');
@@ -213,7 +298,7 @@ pub fn request(data_dir: &Path, request: &AdminRequest) -> std::io::Result<Admin
     text.push('\n');
     stream.write_all(text.as_bytes())?;
     let mut line = String::new();
-    BufReader::new(stream).take(MAX_REQUEST).read_line(&mut line)?;
+    BufReader::new(stream).take(MAX_RESPONSE).read_line(&mut line)?;
     serde_json::from_str(line.trim()).map_err(|e| std::io::Error::other(format!("unreadable answer from the appliance: {e}")))
 }
 

@@ -10,7 +10,8 @@
 //! shard as one new catalog per change), stats merging (each shard's latest
 //! snapshot and its latency histograms → `<data_dir>/stats.json` and the admin API's feed),
 //! config replacement from the admin API (`ToControl::ReplaceConfig`: the reload path, then
-//! the file rewritten atomically), the SMTP listeners and the durable mail queue
+//! the file rewritten atomically), the mail delivery engine and its admin operations
+//! (`crate::mail::delivery::service`), the SMTP listeners and the durable mail queue
 //! (`crate::mail::queue`: opened and recovered at start or when `[email]` first appears, its
 //! writer thread answering the shards), and the graceful stop. Later issues add DKIM keys here.
 
@@ -234,6 +235,8 @@ pub struct ControlCore {
     smtp_listening: BTreeMap<SocketAddr, shardgate_smtp::ListenerKind>,
     /// The durable mail queue and its writer thread (`None` until a generation has `[email]`).
     mail_queue: Option<crate::mail::queue::MailQueue>,
+    /// Delivery of what is queued, and the mail admin operations (started with the queue).
+    delivery: Option<crate::mail::delivery::service::MailService>,
     latest: BTreeMap<usize, ShardStats>,
     /// Latency histograms folded from the shards' reports.
     latency: crate::latency::LatencyBook,
@@ -288,6 +291,7 @@ impl ControlCore {
             dns_tcp_listening: BTreeSet::new(),
             smtp_listening: BTreeMap::new(),
             mail_queue: None,
+            delivery: None,
             latest: BTreeMap::new(),
             latency: crate::latency::LatencyBook::default(),
             async_tasks,
@@ -325,7 +329,20 @@ impl ControlCore {
     ) -> ControlCore {
         self.mail_queue = queue;
         self.smtp_listening = listening;
+        self.start_delivery();
         self
+    }
+
+    /// Starts the delivery engine once there is a queue and `[email]`; on later generations
+    /// hands it the new routes and templates.
+    fn start_delivery(&mut self) {
+        match (&self.delivery, &self.mail_queue) {
+            (Some(delivery), _) => delivery.reconfigure(&self.config),
+            (None, Some(queue)) => {
+                self.delivery = crate::mail::delivery::service::MailService::start(queue.handle(), &self.config, &self.async_tasks);
+            }
+            (None, None) => {}
+        }
     }
 
     /// The mail queue's API (for the delivery engine), once `[email]` is configured.
@@ -402,6 +419,12 @@ impl ControlCore {
                         acme.handle(event, &self.shards, self.dns.as_mut());
                     }
                 }
+                Ok(ToControl::Mail { request, reply }) => {
+                    // Without mail the reply channel is dropped: the admin side says so.
+                    if let Some(delivery) = &self.delivery {
+                        delivery.answer(request, reply, &self.async_tasks);
+                    }
+                }
                 Ok(ToControl::ShardStopped(index)) => {
                     self.stopped.insert(index);
                 }
@@ -448,6 +471,14 @@ impl ControlCore {
         self.write_stats();
         if let Some(store) = &mut self.radius_sessions {
             store.persist_if_changed(Instant::now());
+        }
+        // Let deliveries in progress record their outcomes, then (the shards no longer
+        // enqueue) commit what is pending and stop the queue writer.
+        if let Some(delivery) = self.delivery.take() {
+            delivery.stop();
+        }
+        if let Some(queue) = &mut self.mail_queue {
+            queue.stop();
         }
         tracing::info!("all shards stopped");
     }
@@ -639,6 +670,7 @@ impl ControlCore {
         }
         self.smtp_listening = smtp_wanted;
         self.config = config;
+        self.start_delivery();
         self.config_text = text;
         self.publish_config();
         Ok(())
@@ -671,6 +703,9 @@ impl ControlCore {
             merged.certificates = acme.status(Instant::now());
         }
         merged.mail_queue_messages = self.mail_queue.as_ref().map(|queue| queue.handle().len());
+        if let Some(delivery) = &self.delivery {
+            merged.mail_delivery = delivery.stats();
+        }
         if let Err(e) = write_json_atomically(&self.stats_path, &merged) {
             tracing::warn!(path = %self.stats_path.display(), error = %e, "cannot write stats");
         }

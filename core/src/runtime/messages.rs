@@ -37,6 +37,8 @@
 //! - [`ToControl::ReplaceConfig`]: from the admin API (`crate::admin_api`): a new config text,
 //!   validated and hot-applied exactly like a SIGHUP reload, then written to the config file;
 //!   the outcome (new generation, or every problem) goes back on the request's reply;
+//! - [`ToControl::Mail`]: from the admin socket: a mail queue, suppression list or `send`
+//!   request for the mail service (`crate::mail::delivery::service`);
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -131,6 +133,14 @@ pub enum ToControl {
     },
     /// An ACME event for the control core's ACME manager.
     Acme(crate::acme::AcmeEvent),
+    /// A mail admin request (`shardgate queue|suppression|send`) from the admin socket; the
+    /// mail service answers on `reply` (dropped unanswered without `[email]`).
+    Mail {
+        /// The request (one of the mail operations).
+        request: super::admin::AdminRequest,
+        /// Where the answer goes.
+        reply: crossbeam_channel::Sender<super::admin::AdminResponse>,
+    },
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Replace the config with this text (admin API `PUT /api/config`): checked and applied

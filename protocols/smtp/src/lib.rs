@@ -58,6 +58,7 @@
 //! ```
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod config;
 mod dot;
