@@ -136,10 +136,13 @@ fn the_mail_queue_is_listed() {
     }
     let smtp_port = free_port();
     let admin_port = free_port();
+    // Forwarded to a port nobody listens on: the delivery is deferred and the message stays.
+    let closed_port = free_port();
     let body = format!(
         "[email]\nhostname = \"mx.example.test\"\nlisten = [\"127.0.0.1\"]\nlocal_domains = [\"example.test\"]\n\
          [email.ports]\nsmtp = {smtp_port}\n\
-         [[email.routes]]\nname = \"local\"\nmatch = {{ recipients = \"*@example.test\" }}\naction = {{ type = \"deliver\" }}\n\n\
+         [[email.routes]]\nname = \"relay\"\nmatch = {{ recipients = \"*@example.test\" }}\n\
+         action = {{ type = \"forward\", host = \"127.0.0.1\", port = {closed_port} }}\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{}\" }}]\n",
         sha_crypt(PASSWORD)
     );
