@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shardgate_tests::backends::HttpBackend;
-use shardgate_tests::{ensure_tool, free_port, wait_until_accepting, Appliance};
+use shardgate_tests::{ensure_tool, free_port, sha_crypt, wait_until_accepting, Appliance};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -17,11 +17,6 @@ fn tools() -> bool {
     ensure_tool("curl", &["--version"], "curl") && ensure_tool("openssl", &["version"], "openssl")
 }
 
-/// A SHA-crypt (`$6$`) hash of `password`, made by openssl.
-fn sha_crypt(password: &str) -> String {
-    let out = Command::new("openssl").args(["passwd", "-6", "-salt", "shardgatetest", password]).output().expect("openssl passwd");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Runs curl; returns (HTTP status, body, response headers).
 fn curl(args: &[&str]) -> (u16, String, String) {
@@ -115,7 +110,7 @@ fn every_api_path_needs_a_token_and_health_does_not() {
     }
     let backend = HttpBackend::start("b");
     let admin = Admin::start(free_port(), backend.port, "");
-    for path in ["/api/stats", "/api/config", "/api/logs", "/api/certs", "/api/stream", "/api/nothing-here", "/metrics"] {
+    for path in ["/api/stats", "/api/config", "/api/logs", "/api/certs", "/api/queue", "/api/stream", "/api/nothing-here", "/metrics"] {
         let (status, body, headers) = curl(&[&admin.url(path)]);
         assert_eq!(status, 401, "{path} without a token: {body}");
         assert!(headers.to_ascii_lowercase().contains("www-authenticate: bearer"), "{path}: {headers}");
@@ -127,9 +122,49 @@ fn every_api_path_needs_a_token_and_health_does_not() {
     let (status, body, _) = curl(&[&admin.url("/api/health")]);
     assert_eq!(status, 200);
     assert_eq!(json(&body)["status"], "ok");
-    // With a token, an unknown API path is a 404, not a 401.
+    // With a token, an unknown API path is a 404, not a 401; so is the queue without [email].
     let token = admin.login();
     assert_eq!(admin.get(&token, "/api/nothing-here").0, 404);
+    assert_eq!(admin.get(&token, "/api/queue").0, 404);
+}
+
+#[test]
+fn the_mail_queue_is_listed() {
+    if !tools() {
+        eprintln!("curl/openssl missing; skipping");
+        return;
+    }
+    let smtp_port = free_port();
+    let admin_port = free_port();
+    // Forwarded to a port nobody listens on: the delivery is deferred and the message stays.
+    let closed_port = free_port();
+    let body = format!(
+        "[email]\nhostname = \"mx.example.test\"\nlisten = [\"127.0.0.1\"]\nlocal_domains = [\"example.test\"]\n\
+         [email.ports]\nsmtp = {smtp_port}\n\
+         [[email.routes]]\nname = \"relay\"\nmatch = {{ recipients = \"*@example.test\" }}\n\
+         action = {{ type = \"forward\", host = \"127.0.0.1\", port = {closed_port} }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{}\" }}]\n",
+        sha_crypt(PASSWORD)
+    );
+    let appliance = Appliance::start(&body, smtp_port);
+    let admin = Admin { appliance, base: format!("http://127.0.0.1:{admin_port}") };
+    // Python's smtplib (Debian's python3) as the client.
+    let sent = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import smtplib,sys; s=smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10);              s.sendmail('sender@example.org', ['rcpt@example.test'], 'Subject: queued\\r\\n\\r\\nhello\\r\\n'); s.quit()",
+            &smtp_port.to_string(),
+        ])
+        .output()
+        .expect("python3 smtplib");
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let token = admin.login();
+    let (status, body) = admin.get(&token, "/api/queue");
+    assert_eq!(status, 200, "{body}");
+    let queue = json(&body);
+    assert_eq!(queue["messages"], 1, "{queue}");
+    assert_eq!(queue["list"][0]["sender"], "sender@example.org", "{queue}");
+    assert!(queue["list"][0]["recipients"].to_string().contains("rcpt@example.test"), "{queue}");
 }
 
 #[test]
@@ -286,6 +321,16 @@ fn config_is_redacted_and_replaced_or_refused() {
     assert_eq!(applied["generation"], 3);
     let persisted = std::fs::read_to_string(&admin.appliance.config_path).expect("config");
     assert!(persisted.contains("radius-shared-secret") && !persisted.contains("<redacted>"), "{persisted}");
+
+    // A user removed from [admin] loses access at once, token or not.
+    let listen = admin.base.trim_start_matches("http://").to_string();
+    let sections = format!(
+        r#"{{"sections": {{"admin": {{"listen": "{listen}", "users": [{{"username": "other", "password_hash": "{}"}}]}}}}}}"#,
+        sha_crypt("other-password")
+    );
+    let (status, applied) = admin.put_config(&token, "application/json", &sections);
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(admin.get(&token, "/api/stats").0, 401, "the removed user's token still works");
 }
 
 #[test]

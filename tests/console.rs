@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shardgate_tests::backends::HttpBackend;
-use shardgate_tests::{ensure_tool, free_port, shardgate_bin, Appliance};
+use shardgate_tests::{ensure_tool, free_port, shardgate_bin, start_with_admin_api};
 
 const PASSWORD: &str = "console-pass";
 
@@ -41,19 +41,10 @@ fn console_shows_live_rates_and_latency_at_80x24_and_q_quits() {
         eprintln!("tmux/curl/openssl missing; skipping");
         return;
     }
-    let hash = Command::new("openssl").args(["passwd", "-6", "-salt", "consoletest", PASSWORD]).output().expect("openssl");
-    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
     let backend = HttpBackend::start("b");
     let route_port = free_port();
     let admin_port = free_port();
-    let body = format!(
-        "[[routes]]\nname = \"web\"\nmatch = {{ ports = {route_port} }}\n\
-         action = {{ type = \"forward\", protocol = \"http\", targets = [{{ host = \"127.0.0.1\", port = {} }}] }}\n\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{hash}\" }}]\n",
-        backend.port
-    );
-    let appliance = Appliance::start(&body, route_port);
-    appliance.wait_for_log("admin API listening", Duration::from_secs(10));
+    let appliance = start_with_admin_api(route_port, backend.port, admin_port, PASSWORD);
 
     let tmux = Tmux { socket: format!("shardgate-console-test-{}", std::process::id()) };
     let command = format!(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardgate_tests::backends::HttpBackend;
-use shardgate_tests::{ensure_tool, free_port, Appliance};
+use shardgate_tests::{ensure_tool, free_port, start_with_admin_api};
 
 const PASSWORD: &str = "dashboard-pass";
 
@@ -109,19 +109,10 @@ fn dashboard_logs_in_and_follows_live_traffic_in_headless_chromium() {
         eprintln!("chromium/python3-websocket/openssl missing; skipping");
         return;
     }
-    let hash = Command::new("openssl").args(["passwd", "-6", "-salt", "dashboardtest", PASSWORD]).output().expect("openssl");
-    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
     let backend = HttpBackend::start("b");
     let route_port = free_port();
     let admin_port = free_port();
-    let body = format!(
-        "[[routes]]\nname = \"web\"\nmatch = {{ ports = {route_port} }}\n\
-         action = {{ type = \"forward\", protocol = \"http\", targets = [{{ host = \"127.0.0.1\", port = {} }}] }}\n\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{hash}\" }}]\n",
-        backend.port
-    );
-    let appliance = Appliance::start(&body, route_port);
-    appliance.wait_for_log("admin API listening", Duration::from_secs(10));
+    let appliance = start_with_admin_api(route_port, backend.port, admin_port, PASSWORD);
 
     // Traffic for as long as the browser looks: a request every 20 ms.
     let driving = Arc::new(AtomicBool::new(true));

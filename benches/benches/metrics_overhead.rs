@@ -10,7 +10,8 @@
 //!   per round (one `dns_query` latency recorded per query).
 //!
 //! Prints one line per workload: `<group> on=<rate> off=<rate> cost=<percent>` (cost: how much
-//! slower with histograms; negative means noise in favour of "on"). Not a criterion bench:
+//! slower with histograms; negative means noise in favour of "on") and each side's range over
+//! the rounds, which says how much of the difference is noise. Not a criterion bench:
 //! criterion runs functions one after the other, which on a shared machine measures the
 //! neighbours more than the switch. Run: `cargo bench -p shardgate-benches --bench
 //! metrics_overhead` after `cargo build --release -p shardgate-appliance`.
@@ -29,10 +30,15 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+fn spread(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)))
+}
+
 fn report(group: &str, on: Vec<f64>, off: Vec<f64>, unit: &str) {
+    let ((on_lo, on_hi), (off_lo, off_hi)) = (spread(&on), spread(&off));
     let (on, off) = (median(on), median(off));
     let cost = if off > 0.0 { 100.0 * (off - on) / off } else { 0.0 };
-    println!("{group} on={on:.0} off={off:.0} {unit} cost={cost:.2}%");
+    println!("{group} on={on:.0} off={off:.0} {unit} cost={cost:.2}% (rounds: on {on_lo:.0}..{on_hi:.0}, off {off_lo:.0}..{off_hi:.0})");
 }
 
 fn tcp_short_connections() {

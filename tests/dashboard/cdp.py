@@ -55,7 +55,7 @@ def main():
     page.call("Page.enable")
     page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
     page.call("Page.navigate", url=admin_url + "/")
-    page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')", 15)
+    page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')", 30)
     seen = {}
     seen["unauthenticated_stats"] = page.eval("fetch('/api/stats').then(r => r.status)")
     seen["unauthenticated_config"] = page.eval("fetch('/api/config').then(r => r.status)")
@@ -64,13 +64,13 @@ def main():
         f"document.getElementById('password').value = {json.dumps(password)};"
         "document.getElementById('login-button').click(); true"
     )
-    page.wait_for("document.querySelector('#shards tbody').rows.length > 0", 15)
+    page.wait_for("document.querySelector('#shards tbody').rows.length > 0", 30)
     seen["dashboard_visible"] = page.eval("!document.getElementById('dashboard').classList.contains('hidden')")
     seen["http_total_first"] = int(page.eval("document.getElementById('http-total').textContent"))
     page.wait_for(
         f"Number(document.getElementById('http-total').textContent) > {seen['http_total_first']} && "
         "document.getElementById('http-rate').textContent !== '-'",
-        20,
+        40,
     )
     # Let the chart collect a few points while traffic continues.
     time.sleep(3)

@@ -305,3 +305,24 @@ pub fn closed_without_reply(mut stream: TcpStream) -> bool {
     let mut buf = [0u8; 16];
     matches!(stream.read(&mut buf), Ok(0) | Err(_))
 }
+
+/// A SHA-crypt (`$6$`) hash of `password` made by openssl (for `[admin] users`); needs the
+/// openssl tool (see [`ensure_tool`]).
+pub fn sha_crypt(password: &str) -> String {
+    let out = Command::new("openssl").args(["passwd", "-6", "-salt", "shardgatetest", password]).output().expect("openssl passwd");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An appliance with one HTTP route (`web`: `route_port` → `backend_port`) and the admin API
+/// on `admin_port` with the user `ops` / `password`; returns once the admin API listens.
+pub fn start_with_admin_api(route_port: u16, backend_port: u16, admin_port: u16, password: &str) -> Appliance {
+    let body = format!(
+        "[[routes]]\nname = \"web\"\nmatch = {{ ports = {route_port} }}\n\
+         action = {{ type = \"forward\", protocol = \"http\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}] }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{}\" }}]\n",
+        sha_crypt(password)
+    );
+    let appliance = Appliance::start(&body, route_port);
+    appliance.wait_for_log("admin API listening", Duration::from_secs(10));
+    appliance
+}

@@ -68,6 +68,8 @@ fn refresh(client: &mut client::AdminClient, model: &mut view::Model) {
         model.certs = client.get("/api/certs")?;
         let logs = client.get("/api/logs?level=warn&limit=50")?;
         model.push_logs(&logs);
+        // 404 without [email]: no queue to show.
+        model.mail_queue = client.get("/api/queue?limit=0").ok().and_then(|q| q["messages"].as_u64());
         Ok(())
     });
     model.status = result.err().map(|e| e.to_string());

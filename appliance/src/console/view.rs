@@ -5,7 +5,7 @@
 //! it out for an 80x24 terminal with plain colours and no mouse: a title line, a shard table
 //! (load: open connections, accepts/s, requests/s, bytes/s), a protocol table (rates, results
 //! and latency percentiles for TCP, HTTP, TLS, DNS, RADIUS), and certificates beside recent
-//! errors. Larger terminals get more rows. Does not own: fetching (`client`) or the terminal.
+//! errors; the mail queue's size in the title when `[email]` is served. Larger terminals get more rows. Does not own: fetching (`client`) or the terminal.
 
 use std::time::Instant;
 
@@ -29,6 +29,8 @@ pub struct Model {
     pub errors: Vec<String>,
     /// The last failure talking to the API, if the last refresh failed.
     pub status: Option<String>,
+    /// Messages in the mail queue (`None` without `[email]`).
+    pub mail_queue: Option<u64>,
 }
 
 impl Model {
@@ -149,7 +151,8 @@ pub fn draw(frame: &mut Frame<'_>, model: &Model) {
 
 fn draw_title(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     let generation = model.stats().map(|s| number(&s["config_generation"])).unwrap_or(0);
-    let text = format!("shardgate console  {}  config gen {generation}", model.api);
+    let queue = model.mail_queue.map(|n| format!("  mail queue {n}")).unwrap_or_default();
+    let text = format!("shardgate console  {}  config gen {generation}{queue}", model.api);
     frame.render_widget(Paragraph::new(Line::from(Span::styled(text, Style::default().add_modifier(Modifier::REVERSED)))), area);
 }
 
@@ -299,10 +302,11 @@ mod tests {
         model.push_stats(t0 + std::time::Duration::from_secs(2), stats(120, 3));
         model.certs = serde_json::json!({"certificates": [{"name": "site", "expires_in_days": 80}], "acme": []});
         model.push_logs(&serde_json::json!({"lines": [{"level": "WARN", "message": "target connect failed"}]}));
+        model.mail_queue = Some(4);
         let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
         terminal.draw(|frame| draw(frame, &model)).expect("draw");
         let screen: String = terminal.backend().buffer().content().iter().map(|c| c.symbol()).collect();
-        assert!(screen.contains("config gen 3"), "{screen}");
+        assert!(screen.contains("config gen 3") && screen.contains("mail queue 4"), "{screen}");
         // 20 accepts in 2 s.
         assert!(screen.contains("10.0"), "{screen}");
         assert!(screen.contains("1.5ms") && screen.contains("2.5ms"), "{screen}");

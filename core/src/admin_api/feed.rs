@@ -1,7 +1,8 @@
 //! What the control core publishes for the admin API, and how the API asks it for changes.
 //!
 //! Owns: [`AdminFeed`] (held by the control core: the latest [`MergedStats`] after every
-//! stats write, the [`RunningConfig`] after start and every accepted reload) and its read side
+//! stats write, the [`RunningConfig`] — with the mail queue's read handle — after start and
+//! every accepted reload) and its read side
 //! [`AdminView`] (tokio `watch` receivers: the API reads the latest value, the SSE stream
 //! waits for the next one); [`ConfigChange`], the admin API's request to replace the config,
 //! sent to the control core as `ToControl::ReplaceConfig` and answered with
@@ -27,6 +28,8 @@ pub struct RunningConfig {
     pub text: String,
     /// The file a replaced config is written to (`None` for the embedded default).
     pub path: Option<PathBuf>,
+    /// The mail queue's read API, once `[email]` is configured (`/api/queue`).
+    pub mail_queue: Option<crate::mail::queue::QueueHandle>,
 }
 
 /// The control core's sending side.

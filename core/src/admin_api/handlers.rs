@@ -3,7 +3,8 @@
 //! Owns: the URL map ([`router`]), token checking for every `/api` path but `/api/login` and
 //! `/api/health` ([`AuthUser`]; `/metrics` too unless `[admin] metrics_open`), the JSON error
 //! shape ([`ApiError`]: `{"error": ...}` or `{"problems": [...]}` with 400/401/404/429/5xx),
-//! and each endpoint: login, health, stats, metrics, config read/replace, logs, certificates.
+//! and each endpoint: login, health, stats, metrics, config read/replace, logs, certificates,
+//! the mail queue.
 //! Does not own: sockets and TLS (`server`), the SSE stream (`sse`), the dashboard files
 //! (`dashboard`), or applying a config (the control core).
 
@@ -42,7 +43,13 @@ pub struct ApiState {
     pub to_control: Sender<ToControl>,
     /// When the API started (health's uptime).
     pub started: Instant,
+    /// Password checks running at once (argon2/SHA-crypt are slow on purpose; a login flood
+    /// must not take every CPU of the control core).
+    pub verifications: tokio::sync::Semaphore,
 }
+
+/// Password checks that may run at once.
+pub const CONCURRENT_VERIFICATIONS: usize = 2;
 
 /// The client's address, inserted per connection by the server.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +104,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/config", get(read_config).put(replace_config))
         .route("/api/logs", get(logs))
         .route("/api/certs", get(certs))
+        .route("/api/queue", get(queue))
         .route("/api/stream", get(super::sse::stream))
         .fallback(fallback)
         .with_state(state)
@@ -116,7 +124,10 @@ fn session_of(state: &ApiState, headers: &HeaderMap, uri: &Uri) -> Option<Sessio
             .flatten()
     };
     let token = from_header.or_else(from_query)?;
-    state.sessions.check(&token, Instant::now())
+    let session = state.sessions.check(&token, Instant::now())?;
+    // A user removed from `[admin] users` (reload or PUT /api/config) loses access at once.
+    let still_a_user = state.view.config.borrow().config.admin.as_ref().is_some_and(|a| a.users.iter().any(|u| u.username == session.user));
+    still_a_user.then_some(session)
 }
 
 /// A logged-in caller (extracting it answers 401 without a valid token).
@@ -151,7 +162,8 @@ async fn login(
     let directory = admin.user_directory();
     let (username, password) = (request.username, request.password);
     let user = username.clone();
-    // argon2/SHA-crypt are slow on purpose: off the runtime thread.
+    // argon2/SHA-crypt are slow on purpose: off the runtime thread, a few at a time.
+    let _permit = state.verifications.acquire().await.map_err(|_| ApiError::Unavailable("stopping".into()))?;
     let verified = tokio::task::spawn_blocking(move || directory.verify(&user, password.as_bytes())).await.unwrap_or(false);
     if !verified {
         state.sessions.record_failure(peer.ip(), now);
@@ -281,6 +293,23 @@ async fn certs(_user: AuthUser, State(state): State<Arc<ApiState>>) -> Response 
         .collect();
     let acme = state.view.stats.borrow().certificates.clone();
     Json(json!({"certificates": served, "acme": acme})).into_response()
+}
+
+#[derive(Deserialize)]
+struct QueueQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/queue`: how many messages are queued and the oldest `limit` (default 100) of
+/// them, envelope and per-recipient state (404 without `[email]`).
+async fn queue(_user: AuthUser, State(state): State<Arc<ApiState>>, Query(query): Query<QueueQuery>) -> Result<Response, ApiError> {
+    let Some(handle) = state.view.config.borrow().mail_queue.clone() else {
+        return Err(ApiError::NotFound);
+    };
+    let all = handle.list();
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let shown: Vec<_> = all.iter().take(limit).collect();
+    Ok(Json(json!({"messages": all.len(), "next_due_ms": handle.next_due_ms(), "list": shown})).into_response())
 }
 
 async fn fallback(State(state): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> ApiError {

@@ -4,7 +4,8 @@
 //! - [`server`]: the listener (`[admin] listen`, default `127.0.0.1:9090`), TLS when a
 //!   certificate is configured, hyper HTTP/1.1 per connection;
 //! - [`handlers`]: the URL map and endpoints — `POST /api/login` (token), `GET /api/health`,
-//!   `/api/stats`, `/metrics` (Prometheus), `GET|PUT /api/config`, `/api/logs`, `/api/certs`;
+//!   `/api/stats`, `/metrics` (Prometheus), `GET|PUT /api/config`, `/api/logs`, `/api/certs`,
+//!   `/api/queue` (the mail queue, with `[email]`);
 //!   [`sse`]: `/api/stream`; [`dashboard`]: the web page at `/`;
 //! - [`auth`]: tokens and the failed-login limiter; [`config_edit`]: redaction and section
 //!   replacement of config documents; [`prometheus`]: the metrics text; [`logs`]: the ring of
@@ -63,7 +64,13 @@ pub fn start(
     let tls = server::tls_config(admin.tls.as_ref(), config)?;
     let listener = server::bind(admin.listen)?;
     let addr = listener.local_addr().map_err(|source| AdminApiError::Bind { addr: admin.listen, source })?;
-    let state = Arc::new(handlers::ApiState { view, sessions: auth::Sessions::default(), to_control, started: Instant::now() });
+    let state = Arc::new(handlers::ApiState {
+        view,
+        sessions: auth::Sessions::default(),
+        to_control,
+        started: Instant::now(),
+        verifications: tokio::sync::Semaphore::new(handlers::CONCURRENT_VERIFICATIONS),
+    });
     let app = handlers::router(state);
     let https = tls.is_some();
     runtime.spawn(server::serve(listener, tls, app));

@@ -8,7 +8,9 @@
 //! persisted each tick when changed, and at stop), the DNS zones ([`DnsZones`]: configured
 //! zones plus the dynamic records added through the admin socket, persisted, sent to every
 //! shard as one new catalog per change), stats merging (each shard's latest
-//! snapshot → `<data_dir>/stats.json`), the mail delivery engine and its admin operations
+//! snapshot and its latency histograms → `<data_dir>/stats.json` and the admin API's feed),
+//! config replacement from the admin API (`ToControl::ReplaceConfig`: the reload path, then
+//! the file rewritten atomically), the mail delivery engine and its admin operations
 //! (`crate::mail::delivery::service`), the SMTP listeners and the durable mail queue
 //! (`crate::mail::queue`: opened and recovered at start or when `[email]` first appears, its
 //! writer thread answering the shards), and the graceful stop. Later issues add DKIM keys here.
@@ -379,6 +381,8 @@ impl ControlCore {
 
     /// Runs until every shard has stopped.
     pub fn run(mut self) {
+        // The admin API sees the mail queue (handed over after the feed was made) from now on.
+        self.publish_config();
         let mut dirty = false;
         let mut next_write = Instant::now() + Duration::from_secs(1);
         while self.stopped.len() < self.shards.len() {
@@ -658,8 +662,8 @@ impl ControlCore {
         self.listening = wanted;
         self.udp_listening = udp_wanted;
         self.dns_tcp_listening = dns_tcp_wanted;
+        crate::latency::set_recording(config.admin.as_ref().is_none_or(|a| a.latency_histograms));
         if let Some(admin) = &config.admin {
-            crate::latency::set_recording(admin.latency_histograms);
             if self.config.admin.as_ref().map(|a| (a.listen, &a.tls)) != Some((admin.listen, &admin.tls)) {
                 tracing::warn!("[admin] listen/TLS changed: that takes a restart; users, token_ttl and metrics_open apply now");
             }
@@ -680,6 +684,7 @@ impl ControlCore {
                 config: self.config.clone(),
                 text: self.config_text.clone(),
                 path: self.source.path().map(Path::to_path_buf),
+                mail_queue: self.mail_queue(),
             });
         }
     }

@@ -182,6 +182,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         config: config.clone(),
         text: config_text.clone(),
         path: source.path().map(std::path::Path::to_path_buf),
+        // Published by the control core when it starts, with the mail queue it was handed.
+        mail_queue: None,
     });
     // The admin API (`[admin]`); without it the appliance still serves traffic.
     if let Err(e) = crate::admin_api::start(&control_async, &config, admin_view, to_control.clone()) {

@@ -49,7 +49,11 @@ function start() {
   $("status").textContent = "connecting…";
   stream = new EventSource("/api/stream?token=" + encodeURIComponent(token()));
   stream.addEventListener("stats", (e) => update(JSON.parse(e.data)));
-  stream.onerror = () => { $("status").textContent = "stream interrupted; retrying"; };
+  stream.onerror = () => {
+    $("status").textContent = "stream interrupted; retrying";
+    // An expired token ends the stream: this call then answers 401 and shows the login.
+    if (token()) api("/api/certs").catch(() => {});
+  };
   refreshSlow();
 }
 
@@ -57,6 +61,7 @@ function refreshSlow() {
   if (!token()) return;
   api("/api/certs").then(showCerts).catch(() => {});
   api("/api/logs?level=warn&limit=30").then(showLogs).catch(() => {});
+  api("/api/queue?limit=20").then(showQueue).catch(() => {});
   setTimeout(refreshSlow, 5000);
 }
 
@@ -163,6 +168,16 @@ function showCerts(c) {
   const rows = (c.certificates || []).map((x) => [x.name, (x.dns_names || []).join(", "), x.expires_in_days + " days"]);
   (c.acme || []).forEach((a) => rows.push([a.name + " (acme)", (a.domains || []).join(", "), a.expires_in_days === null ? a.state : a.expires_in_days + " days"]));
   fillTable("certs", rows.length ? rows : [["none configured", "", ""]]);
+}
+
+function showQueue(q) {
+  // Without [email] the API answers 404 ({"error": ...}): the section stays hidden.
+  if (typeof q.messages !== "number") return;
+  $("queue-section").classList.remove("hidden");
+  $("queue-count").textContent = q.messages;
+  fillTable("queue", (q.list || []).map((m) => [
+    m.id, m.sender || "<>", (m.recipients || []).map((r) => r.address || "").join(", "), m.size,
+  ]));
 }
 
 function showLogs(l) {
