@@ -135,7 +135,8 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10); line 
     "cat /proc/net/tls_stat | head -n 4" \
     "journalctl -b -u shardgate --no-pager -o cat | grep -m1 'kTLS'" \
     "shardgate stats --config /etc/shardgate/config.toml | grep -m2 -E 'ktls_sessions|userspace_tls_sessions' | tr -d ' ,'" \
-    "ls /var/lib/shardgate" \
+    "systemctl is-active shardgate-console@tty1" \
+    "systemctl --failed --no-legend --plain | head -n 5" \
     "df -m / /var/lib/shardgate | tail -n 2" \
     > "$work/serial-session.txt" 2>&1 || true
   session() { grep -q "^SERIAL $1" "$work/serial-session.txt"; }
@@ -158,6 +159,9 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10); line 
     echo "info: kernel TLS is NOT available in the VM (no /proc/net/tls_stat)"
   fi
   check "shardgate logged kTLS: available" session "5 .*kTLS: available"
+  check "the live console runs on tty1 too (shardgate-console@tty1 active)" session "7 active"
+  no_failed_units() { ! grep '^SERIAL 8 ' "$work/serial-session.txt" | grep -v '^SERIAL 8 status='; }
+  check "no failed systemd units" no_failed_units
   ktls_used() { grep -q '^SERIAL 6 "ktls_sessions":[1-9]' "$work/serial-session.txt"; }
   check "the HTTPS request was carried by kernel TLS (ktls_sessions > 0)" ktls_used
 

@@ -84,6 +84,13 @@ def main() -> int:
         print(f"SERIAL {n} status={found.group(2)}")
     console.send("systemctl poweroff\r")
     print("SERIAL poweroff-sent")
+    # Stay connected until qemu ends (qemu drops input still queued when the client leaves).
+    try:
+        console.expect(r"(?!)", timeout=STEP_TIMEOUT)
+    except EOFError:
+        print("SERIAL console-closed")
+    except TimeoutError:
+        print("SERIAL console-still-open")
     return 0
 
 
