@@ -5,7 +5,9 @@
 # Status-Server and a MAB Access-Request (radclient), the SMTP banner and the admin health
 # endpoint when the image has them, and the live console on the serial line; then presses a key
 # on the serial console, logs in as root, reads the appliance's own view (service state, data
-# partition, kernel TLS) and powers it off. Prints one ok:/FAIL:/skip: line per check, the
+# partition, kernel TLS), kills shardgate to see systemd restart it, and powers it off; then
+# upgrades the used disk with image/upgrade.sh and boots it again to check the data partition
+# (a dynamic DNS record, the first-boot certificate) was kept. Prints one ok:/FAIL:/skip: line per check, the
 # timings, and PASS or FAIL; exits 0 only on PASS. qemu is always stopped: by the guest's
 # poweroff, else killed; the whole VM run is bounded by `timeout`.
 #
@@ -13,6 +15,7 @@
 #   SHARDGATE_IMAGE_OUT=DIR          where build.sh put the image (default target/image/)
 #   SHARDGATE_BOOT_TIMEOUT=SECONDS   how long the appliance may take to answer (default 300)
 #   SHARDGATE_BOOT_KEEP=1            keep the work folder (serial log, overlay disk)
+#   SHARDGATE_BOOT_UPGRADE=0         skip the upgrade and second boot
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -25,9 +28,10 @@ image="$out/shardgate.qcow2"
 manifest() { sed -n "s/^$1=//p" "$out/manifest"; }
 
 bash "$repo/tests/ensure-packages.sh" --no-install-recommends \
-  qemu-system-x86 qemu-utils ovmf curl bind9-dnsutils freeradius-utils python3
+  qemu-system-x86 qemu-utils ovmf curl bind9-dnsutils freeradius-utils python3 openssl fdisk
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/shardgate-boot.XXXXXX")"
+test_started=$SECONDS
 qemu_pid=""
 stop_qemu() {
   if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
@@ -62,28 +66,40 @@ forwards+=",hostfwd=tcp:127.0.0.1:$smtp_port-:$(manifest smtp_port),hostfwd=tcp:
 # the first boot's growth of the data partition (systemd-repart, growfs) is exercised too.
 qemu-img create -q -f qcow2 -b "$image" -F qcow2 "$work/disk.qcow2"
 qemu-img resize -q "$work/disk.qcow2" +256M
-cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
 
-serial_log="$work/serial.log"
-boot_started=$SECONDS
-timeout --kill-after=10 "$vm_limit" qemu-system-x86_64 -accel tcg -machine q35 -m 1024 -smp 2 \
-  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
-  -drive if=pflash,format=raw,file="$work/vars.fd" \
-  -drive if=virtio,format=qcow2,file="$work/disk.qcow2" \
-  -nic user,model=virtio-net-pci,"$forwards" \
-  -chardev socket,id=serial0,path="$work/serial.sock",server=on,wait=off,logfile="$serial_log" \
-  -serial chardev:serial0 -display none -monitor none -no-reboot \
-  </dev/null > "$work/qemu.log" 2>&1 &
-qemu_pid=$!
+# Boots DISK (FORMAT qcow2 or raw) with fresh UEFI variables and the serial console on
+# $work/serial.sock (logged to $serial_log); sets qemu_pid, boot_started and ready (seconds
+# until the HTTP route answered, empty if it never did within $boot_timeout).
+boot() {
+  local disk=$1 format=$2
+  serial_log="$work/serial-$(basename "$disk").log"
+  rm -f "$work/serial.sock"
+  cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
+  boot_started=$SECONDS
+  timeout --kill-after=10 "$vm_limit" qemu-system-x86_64 -accel tcg -machine q35 -m 1024 -smp 2 \
+    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive if=pflash,format=raw,file="$work/vars.fd" \
+    -drive if=virtio,format="$format",file="$disk" \
+    -nic user,model=virtio-net-pci,"$forwards" \
+    -chardev socket,id=serial0,path="$work/serial.sock",server=on,wait=off,logfile="$serial_log" \
+    -serial chardev:serial0 -display none -monitor none -no-reboot \
+    </dev/null > "$work/qemu.log" 2>&1 &
+  qemu_pid=$!
+  # Ready = the HTTP route answers (the appliance is up and its listeners are open).
+  ready=""
+  while [ $((SECONDS - boot_started)) -lt "$boot_timeout" ]; do
+    if ! kill -0 "$qemu_pid" 2>/dev/null; then echo "qemu exited early:"; cat "$work/qemu.log"; break; fi
+    if curl -fsS -m 3 -o "$work/http.html" "http://127.0.0.1:$http_port/" 2>/dev/null; then ready=$((SECONDS - boot_started)); break; fi
+    sleep 2
+  done
+}
+# The certificate the HTTPS route serves (SHA-256 fingerprint).
+certificate() {
+  openssl s_client -connect "127.0.0.1:$https_port" -servername shardgate < /dev/null 2>/dev/null \
+    | openssl x509 -noout -fingerprint -sha256 2>/dev/null
+}
 
-# Ready = the HTTP route answers (the appliance is up and its listeners are open).
-ready=""
-while [ $((SECONDS - boot_started)) -lt "$boot_timeout" ]; do
-  if ! kill -0 "$qemu_pid" 2>/dev/null; then echo "qemu exited early:"; cat "$work/qemu.log"; break; fi
-  if curl -fsS -m 3 -o "$work/http.html" "http://127.0.0.1:$http_port/" 2>/dev/null; then ready=$((SECONDS - boot_started)); break; fi
-  sleep 2
-done
-
+boot "$work/disk.qcow2" qcow2
 failures=()
 check() { # description, then a command that must succeed
   local what=$1; shift
@@ -96,6 +112,7 @@ if [ -n "$ready" ]; then
   check "HTTP route 'welcome' (:80) serves the status page" grep -q "shardgate appliance" "$work/http.html"
   https_page() { curl -ksS -m 10 "https://127.0.0.1:$https_port/" | grep -q "shardgate appliance"; }
   check "HTTPS route 'welcome-https' (:443, TLS terminated, first-boot certificate) serves it" https_page
+  first_certificate="$(certificate)"
   dns_udp() { [ "$(dig +short +time=3 +tries=2 @127.0.0.1 -p "$dns_port" www.appliance.test A)" = 192.0.2.80 ]; }
   dns_tcp() { [ "$(dig +tcp +short +time=3 +tries=2 @127.0.0.1 -p "$dns_port" www.appliance.test A)" = 192.0.2.80 ]; }
   check "DNS over UDP (:53): www.appliance.test A 192.0.2.80" dns_udp
@@ -138,6 +155,10 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10); line 
     "systemctl is-active shardgate-console@tty1" \
     "systemctl --failed --no-legend --plain | head -n 5" \
     "df -m / /var/lib/shardgate | tail -n 2" \
+    "systemd-analyze | head -n 1" \
+    "journalctl -b -u shardgate -o cat | grep -m1 -E 'host tuning (applied|failed)' | cut -c 28-160" \
+    "shardgate dns add kept.appliance.test TXT before-upgrade --config /etc/shardgate/config.toml" \
+    "old=\$(systemctl show -p MainPID --value shardgate); kill -9 \$old; for i in \$(seq 1 45); do new=\$(systemctl show -p MainPID --value shardgate); if [ \"\$new\" != 0 ] && [ \"\$new\" != \"\$old\" ] && (exec 3<>/dev/tcp/127.0.0.1/80 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3) 2>/dev/null; then break; fi; sleep 1; done; echo restarts=\$(systemctl show -p NRestarts --value shardgate)" \
     > "$work/serial-session.txt" 2>&1 || true
   session() { grep -q "^SERIAL $1" "$work/serial-session.txt"; }
   check "a key on the serial console drops to a login prompt" session login-prompt
@@ -162,17 +183,42 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10); line 
   check "the live console runs on tty1 too (shardgate-console@tty1 active)" session "7 active"
   no_failed_units() { ! grep '^SERIAL 8 ' "$work/serial-session.txt" | grep -v '^SERIAL 8 status='; }
   check "no failed systemd units" no_failed_units
+  restarted() { session "13 restarts=1" && session "13 HTTP/1.[01] 200"; }
+  check "killed with SIGKILL, shardgate is restarted by systemd and serves again" restarted
   ktls_used() { grep -q '^SERIAL 6 "ktls_sessions":[1-9]' "$work/serial-session.txt"; }
   check "the HTTPS request was carried by kernel TLS (ktls_sessions > 0)" ktls_used
 
+  echo "info: $(sed -n 's/^SERIAL 10 //p' "$work/serial-session.txt" | head -n 1)"
+  echo "info: $(sed -n 's/^SERIAL 11 //p' "$work/serial-session.txt" | head -n 1 | grep . || echo 'no tuning line in the log')"
   # A clean poweroff (the guest's systemd stops shardgate and halts; -no-reboot ends qemu).
   for _ in $(seq 1 60); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
   powered_off() { ! kill -0 "$qemu_pid" 2>/dev/null; }
   check "the appliance powered off cleanly within 60 s" powered_off
+  check "shardgate dns add on the appliance succeeded" session "12 status=0"
+  first_boot_ready=$ready
+  stop_qemu
+
+  # An upgrade: the image's ESP and root written over this disk's (image/upgrade.sh), the data
+  # partition kept; the appliance must come back with the same certificate and dynamic record.
+  if [ "${SHARDGATE_BOOT_UPGRADE:-1}" = 1 ]; then
+    qemu-img convert -O raw "$work/disk.qcow2" "$work/disk.raw"
+    rm -f "$work/disk.qcow2"
+    check "image/upgrade.sh rewrites the ESP and root of the used disk" bash "$here/upgrade.sh" "$out/shardgate.raw" "$work/disk.raw"
+    boot "$work/disk.raw" raw
+    check "the upgraded appliance came up (HTTP route answered: ${ready:-never} s)" [ -n "$ready" ]
+    if [ -n "$ready" ]; then
+      kept_record() { dig +short +time=3 +tries=2 @127.0.0.1 -p "$dns_port" kept.appliance.test TXT | grep -q before-upgrade; }
+      check "the dynamic DNS record added before the upgrade answers (data partition kept)" kept_record
+      same_certificate() { local now; now="$(certificate)"; echo "before: $first_certificate"; echo "after:  $now"; [ -n "$now" ] && [ "$now" = "$first_certificate" ]; }
+      check "the HTTPS route serves the same first-boot certificate (config partition kept)" same_certificate
+    fi
+    stop_qemu
+  fi
+  ready=$first_boot_ready
 fi
 stop_qemu
 
-echo "timing: boot to ready ${ready:-never} s (TCG, 2 vCPUs), whole test $((SECONDS - boot_started)) s"
+echo "timing: boot to ready ${ready:-never} s (first boot: TCG, 2 vCPUs), whole test $((SECONDS - test_started)) s"
 if ((${#failures[@]})) || [ -z "$ready" ]; then
   echo "---- last 40 lines of the serial console ----"
   tr -d '\r' < "$serial_log" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' | tail -n 40

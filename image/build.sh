@@ -216,9 +216,10 @@ mv "$root/etc/shardgate"/* "$data/config/"
 cp -a "$data/config/." "$root/etc/shardgate/"   # the same defaults under the bind mount
 cat > "$root/etc/fstab" <<EOF
 # shardgate appliance (image/build.sh)
-PARTUUID=$root_uuid / ext4 rw,errors=remount-ro 0 1
+# By label: image/upgrade.sh rewrites the ESP and root but keeps this disk's data partition.
+PARTUUID=$root_uuid / ext4 rw,errors=remount-ro,x-systemd.growfs 0 1
 PARTUUID=$esp_uuid /boot/efi vfat umask=0077,noauto,nofail 0 2
-UUID=$data_fs_uuid /var/lib/shardgate ext4 rw,nofail,x-systemd.growfs 0 2
+LABEL=shardgate-data /var/lib/shardgate ext4 rw,nofail,x-systemd.growfs 0 2
 # The config lives on the data partition, so an image upgrade keeps it.
 /var/lib/shardgate/config /etc/shardgate none bind,nofail,x-systemd.requires-mounts-for=/var/lib/shardgate 0 0
 EOF
@@ -274,6 +275,7 @@ esp_mib=$esp_mib
 root_mib=$root_mib
 data_mib=$data_mib
 root_partuuid=$root_uuid
+esp_partuuid=$esp_uuid
 raw_mib=$(mib "$raw")
 raw_allocated_mib=$(allocated_mib "$raw")
 qcow2_mib=$(mib "$out/shardgate.qcow2")
