@@ -81,7 +81,7 @@ boot() {
     -drive if=pflash,format=raw,file="$work/vars.fd" \
     -drive if=virtio,format="$format",file="$disk" \
     -nic user,model=virtio-net-pci,"$forwards" \
-    -chardev socket,id=serial0,path="$work/serial.sock",server=on,wait=off,logfile="$serial_log" \
+    -chardev "socket,id=serial0,path=$work/serial.sock,server=on,wait=off,logfile=$serial_log" \
     -serial chardev:serial0 -display none -monitor none -no-reboot \
     </dev/null > "$work/qemu.log" 2>&1 &
   qemu_pid=$!
@@ -159,6 +159,7 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10); line 
     "journalctl -b -u shardgate -o cat | grep -m1 -E 'host tuning (applied|failed)' | cut -c 28-160" \
     "shardgate dns add kept.appliance.test TXT before-upgrade --config /etc/shardgate/config.toml" \
     "old=\$(systemctl show -p MainPID --value shardgate); kill -9 \$old; for i in \$(seq 1 45); do new=\$(systemctl show -p MainPID --value shardgate); if [ \"\$new\" != 0 ] && [ \"\$new\" != \"\$old\" ] && (exec 3<>/dev/tcp/127.0.0.1/80 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3) 2>/dev/null; then break; fi; sleep 1; done; echo restarts=\$(systemctl show -p NRestarts --value shardgate)" \
+    "systemd-analyze blame --no-pager | head -n 5" \
     > "$work/serial-session.txt" 2>&1 || true
   session() { grep -q "^SERIAL $1" "$work/serial-session.txt"; }
   check "a key on the serial console drops to a login prompt" session login-prompt
@@ -190,6 +191,7 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10); line 
 
   echo "info: $(sed -n 's/^SERIAL 10 //p' "$work/serial-session.txt" | head -n 1)"
   echo "info: $(sed -n 's/^SERIAL 11 //p' "$work/serial-session.txt" | head -n 1 | grep . || echo 'no tuning line in the log')"
+  sed -n 's/^SERIAL 14 \([^s]\)/info: slowest unit: \1/p' "$work/serial-session.txt"
   # A clean poweroff (the guest's systemd stops shardgate and halts; -no-reboot ends qemu).
   for _ in $(seq 1 60); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
   powered_off() { ! kill -0 "$qemu_pid" 2>/dev/null; }

@@ -155,11 +155,13 @@ password="${SHARDGATE_IMAGE_ROOT_PASSWORD:-$(head -c 12 /dev/urandom | base64 | 
 echo "root:$password" | chroot "$root" chpasswd
 install -m 600 /dev/null "$out/root-password"; printf '%s\n' "$password" > "$out/root-password"
 
-# Units: shardgate, networkd/resolved, the console on tty1 and ttyS0 instead of a getty.
+# Units: shardgate, networkd/resolved, the console on tty1 and ttyS0 instead of a getty;
+# masked: apt timers, e2scrub (no LVM here), systemd-firstboot prompts (an appliance).
 systemctl --root="$root" enable shardgate.service shardgate-self-signed.service systemd-networkd.service systemd-resolved.service \
   shardgate-console@tty1.service shardgate-console@ttyS0.service > /dev/null 2>&1
 systemctl --root="$root" mask getty@tty1.service serial-getty@ttyS0.service \
-  apt-daily.timer apt-daily-upgrade.timer systemd-networkd-wait-online.service systemd-firstboot.service > /dev/null 2>&1
+  apt-daily.timer apt-daily-upgrade.timer systemd-networkd-wait-online.service systemd-firstboot.service \
+  e2scrub_all.timer e2scrub_reap.service > /dev/null 2>&1
 
 # ---- smaller ------------------------------------------------------------------------------
 step "trim (docs, man pages, locales, apt lists, unneeded kernel modules)"
