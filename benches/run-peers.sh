@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || need+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 command -v knotd >/dev/null || need+=(knot)
 command -v nsd >/dev/null || need+=(nsd)
 command -v dnsperf >/dev/null || need+=(dnsperf)

@@ -378,6 +378,7 @@ fn a_burst_from_one_client_is_rate_limited_with_slip_and_counted() {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("client");
     socket.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
     let burst = 200u16;
+    let started = std::time::Instant::now();
     for id in 0..burst {
         socket.send_to(&query(id, "www.example.com", A, 0, None), ("127.0.0.1", port)).expect("send");
     }
@@ -394,7 +395,10 @@ fn a_burst_from_one_client_is_rate_limited_with_slip_and_counted() {
         }
     }
     let dropped = u64::from(burst) - full - slipped;
-    assert!((5..20).contains(&full), "full answers {full}");
+    // 5 per second: the first second's allowance, plus 5 for every further second the burst
+    // took to be sent and answered (a loaded machine stretches it), never the whole burst.
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(full >= 5 && full <= 5 * (seconds + 1), "full answers {full} in {seconds} s");
     assert!(slipped > 50 && dropped > 50, "slipped {slipped}, dropped {dropped}");
     let stats = appliance.stats();
     let dns = &stats["dns"];
@@ -418,9 +422,7 @@ fn shardgate_dns(appliance: &Appliance, args: &[&str]) -> (bool, String) {
         .output()
         .expect("run shardgate dns");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    // The CLI returns once the control core has sent the new catalog to every shard's mailbox;
-    // give the shards' doorbells a moment to deliver it before the next query.
-    std::thread::sleep(Duration::from_millis(50));
+    // The CLI returns once every shard has applied the new catalog: the next query sees it.
     (output.status.success(), text)
 }
 
@@ -484,7 +486,7 @@ fn dynamic_records_from_the_cli_are_served_at_once_persisted_and_survive_restart
     assert!(ok, "{text}");
     assert_eq!(dig(port, &["_acme-challenge.example.com", "TXT"]).status, "NXDOMAIN");
     assert_eq!(soa_serial(port), serial + 4);
-    let persisted = std::fs::read_to_string(appliance.dir.path().join("data").join("dns-dynamic.json")).expect("file");
+    let persisted = std::fs::read_to_string(appliance.dir.path().join("data").join("storage").join("dns").join("dynamic.json")).expect("file");
     assert!(!persisted.contains("token-123") && persisted.contains("192.0.2.200"), "{persisted}");
 }
 

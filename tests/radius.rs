@@ -81,9 +81,11 @@ impl RadclientRun {
 }
 
 /// `radclient -x` sending `attributes` (radclient's `A=v,B=w` form) once, 1 s timeout.
+/// Three tries, 2 s apart, as a NAS would retransmit (the duplicate cache answers a retry with
+/// the same reply), so a loaded test machine does not turn a slow answer into "no reply".
 fn radclient(port: u16, command: &str, secret: &str, attributes: &str) -> RadclientRun {
     let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "1", &format!("127.0.0.1:{port}"), command, secret])
+        .args(["-x", "-r", "3", "-t", "2", &format!("127.0.0.1:{port}"), command, secret])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -161,7 +163,12 @@ fn message_authenticator_is_required_by_default_and_optional_when_relaxed() {
 
 /// A signed Access-Request for `mac` as shardgate's own crate builds it.
 fn signed_access_request(identifier: u8, mac: &str, secret: &[u8]) -> Vec<u8> {
-    let authenticator: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(31).wrapping_add(identifier));
+    signed_access_request_salted(identifier, mac, secret, 31)
+}
+
+/// As [`signed_access_request`], with the Request Authenticator derived from `salt`.
+fn signed_access_request_salted(identifier: u8, mac: &str, secret: &[u8], salt: u8) -> Vec<u8> {
+    let authenticator: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(salt).wrapping_add(identifier));
     let hidden = auth::hide_password(mac.as_bytes(), secret, &authenticator).expect("short password");
     let packet = Packet {
         code: Code::AccessRequest,
@@ -237,6 +244,32 @@ fn wrong_secret_unknown_client_and_malformed_datagrams_get_no_reply_and_are_coun
     assert!(stats["bad_message_authenticator"].as_u64().unwrap_or(0) >= 1, "{stats}");
     assert_eq!(stats["unknown_client"], 1, "{stats}");
     assert_eq!(stats["malformed"], 6, "{stats}");
+    assert_eq!(stats["access_accepts"], 2, "{stats}");
+}
+
+#[test]
+fn a_retransmission_gets_the_identical_reply_from_the_duplicate_cache() {
+    let ports = RadiusPorts::new();
+    let app = Appliance::start(&ports.config(20, "999", ""), ports.auth);
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client.connect(("127.0.0.1", ports.auth)).expect("connect");
+    let request = signed_access_request(42, "aabbccddeeff", SECRET.as_bytes());
+    client.send(&request).expect("send");
+    let first = reply_to(&client).expect("answered");
+    // The NAS retransmits: same source port, identifier and authenticator.
+    client.send(&request).expect("resend");
+    let again = reply_to(&client).expect("the retransmission is answered");
+    assert_eq!(first, again, "a retransmission must get the byte-identical reply");
+    // A new request that reuses the identifier (new authenticator) is a new request.
+    let fresh = signed_access_request_salted(42, "aabbcc000001", SECRET.as_bytes(), 7);
+    client.send(&fresh).expect("send");
+    let other = reply_to(&client).expect("answered");
+    assert_ne!(other, first);
+    let raw = RawPacket::parse(&other).expect("a RADIUS reply");
+    let request_authenticator: [u8; 16] = fresh[4..20].try_into().expect("16 octets");
+    assert!(auth::verify_reply(&raw, &request_authenticator, SECRET.as_bytes()), "bad Response Authenticator");
+    let stats = radius_stats(&app);
+    assert_eq!(stats["retransmissions"], 1, "{stats}");
     assert_eq!(stats["access_accepts"], 2, "{stats}");
 }
 
@@ -319,7 +352,7 @@ fn accounting_sessions_are_listed_removed_and_survive_a_restart() {
     accounting("Stop", "sess-one", "aa-bb-cc-dd-ee-01", 4000, 121);
     let listing = sessions_listing(&app);
     assert!(session_line(&listing, "sess-one").is_none(), "{listing}");
-    let mode = std::fs::metadata(app.dir.path().join("data").join("radius-sessions.json")).expect("file").permissions();
+    let mode = std::fs::metadata(app.dir.path().join("data").join("storage").join("radius").join("sessions.json")).expect("file").permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
 }
 

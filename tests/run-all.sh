@@ -16,6 +16,11 @@ packages+=(curl python3)
 # ACME: pebble (the ACME test CA the acme tests issue from) and curl (fetches its root).
 packages+=(pebble curl)
 packages+=(qemu-system-x86 busybox-static cpio kmod xz-utils)
+# The console test runs `shardgate console` headless in tmux (80x24, capture-pane).
+packages+=(tmux)
+# The web dashboard test: headless Chromium driven over the DevTools protocol by a small
+# Python script (python3-websocket). Chromium is large; it is installed once.
+packages+=(chromium python3-websocket)
 # The appliance image (image/, only with SHARDGATE_IMAGE_TEST=1): debootstrap, file system and
 # disk tools, UEFI firmware for qemu.
 if [ "${SHARDGATE_IMAGE_TEST:-0}" = 1 ]; then
@@ -26,6 +31,9 @@ bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 # The integration tests start the real binary: build it first.
 cargo build --bins --quiet
 cargo test --workspace --no-fail-fast
+
+# testssl.sh against the TLS listener: fails on any HIGH or CRITICAL finding (about 3 minutes).
+SHARDGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/shardgate" bash tests/testssl/run.sh
 
 # kTLS offload proof: Debian's kernel (which has kTLS) under qemu/TCG, with the binary built
 # above; about half a minute (tests/ktls-vm/README.md).

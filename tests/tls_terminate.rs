@@ -1,9 +1,12 @@
 //! TLS termination through the real binary: certificate choice by SNI (exact, wildcard,
 //! default) verified by a rustls client, `openssl s_client` with TLS 1.3 and 1.2, plaintext
 //! reaching the target, the kTLS/userspace path reported and counted, and a certificate
-//! swapped by reload without touching a live session.
+//! swapped by reload without touching a live session, session resumption by tickets (TLS 1.3
+//! and 1.2) on any shard, and an RSA certificate made by openssl.
 
 use std::io::{Read, Write};
+
+use rustls::pki_types::pem::PemObject;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -239,4 +242,84 @@ fn megabytes_from_the_client_arrive_whole_in_order() {
     let mut answer = String::new();
     let _ = tls.read_to_string(&mut answer);
     assert_eq!(answer, format!("{} {expected_sum}\n", payload.len()));
+}
+
+/// One TLS exchange with `config` (its session store keeps tickets between calls); returns
+/// how the handshake went and the echoed bytes.
+fn exchange_with(config: &Arc<rustls::ClientConfig>, port: u16, payload: &[u8]) -> (Option<rustls::HandshakeKind>, Vec<u8>) {
+    let server_name = rustls::pki_types::ServerName::try_from("api.example.test").expect("name");
+    let mut conn = rustls::ClientConnection::new(config.clone(), server_name).expect("client");
+    let mut tcp = connect_from("127.0.0.1", port).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(payload).expect("write through TLS");
+    let mut echoed = vec![0u8; payload.len()];
+    tls.read_exact(&mut echoed).expect("echo through TLS");
+    (conn.handshake_kind(), echoed)
+}
+
+fn trusting_client(cert_der: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(cert_der.to_vec())).expect("root");
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[test]
+fn sessions_resume_with_tickets_over_tls13_and_tls12_on_any_shard() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = make_cert(dir.path(), "exact", &["api.example.test"]);
+    let backend = EchoBackend::start();
+    let port = free_port();
+    let app = Appliance::start(&config(port, backend.port, &[("exact", &cert, true)], None), port);
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        let client = trusting_client(&cert.der, versions);
+        let (kind, echoed) = exchange_with(&client, port, b"first");
+        assert_eq!((kind, echoed.as_slice()), (Some(rustls::HandshakeKind::Full), &b"first"[..]));
+        // Later connections resume with the ticket, whichever shard accepts them (every
+        // shard holds the same ticket keys).
+        for round in 0..6 {
+            let (kind, echoed) = exchange_with(&client, port, b"again");
+            assert_eq!(echoed, b"again");
+            assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "{versions:?} round {round} did not resume");
+        }
+    }
+    let stats = app.stats();
+    assert_eq!(stats["routes"]["secure"]["tls_handshakes"], 14, "{stats}");
+}
+
+#[test]
+fn an_rsa_certificate_from_openssl_is_served() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert_path, key_path) = (dir.path().join("rsa.crt"), dir.path().join("rsa.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=api.example.test"])
+        .args(["-addext", "subjectAltName=DNS:api.example.test", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key_path)
+        .arg("-out")
+        .arg(&cert_path)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let pem = std::fs::read(&cert_path).expect("cert");
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next().expect("a certificate").expect("PEM");
+    let cert = TestCert {
+        der: der.to_vec(),
+        cert_path: cert_path.display().to_string(),
+        key_path: key_path.display().to_string(),
+    };
+    let backend = EchoBackend::start();
+    let port = free_port();
+    let _app = Appliance::start(&config(port, backend.port, &[("rsa", &cert, true)], None), port);
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        let (kind, echoed) = exchange_with(&trusting_client(&cert.der, versions), port, b"rsa");
+        assert_eq!((kind, echoed.as_slice()), (Some(rustls::HandshakeKind::Full), &b"rsa"[..]));
+    }
+    assert_eq!(openssl_echo(port, &["-tls1_2", "-sigalgs", "RSA-PSS+SHA256"], "pss"), "pss");
 }

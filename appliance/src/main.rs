@@ -16,9 +16,14 @@
 //!   renewal now (through the admin socket);
 //! - `shardgate storage export|import DIR [--config FILE | --data-dir DIR]` — copy every
 //!   stored entry (ACME account, certificates, ...) to or from a folder;
+//! - `shardgate console [--admin URL] [--user U] [--password P] [--config FILE]` — the live
+//!   terminal UI (per-shard load, protocol rates and latency, certificates, recent warnings)
+//!   attached to the admin API (see the `console` module);
 //! - `shardgate tune plan|apply|verify|revert` — host tuning for the shard CPUs (see the
 //!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
 //!   records old values in the data folder, verify reports drift, revert restores.
+
+mod console;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +122,25 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// Live terminal UI of a running appliance (admin API): shards, rates, latency,
+    /// certificates, recent warnings. Keys: q quits, r refreshes.
+    Console {
+        /// The admin API, e.g. http://127.0.0.1:9090 (default: `[admin] listen` of the config).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Login name.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Password (default: the SHARDGATE_ADMIN_PASSWORD environment variable).
+        #[arg(long)]
+        password: Option<String>,
+        /// The config whose `[admin]` listener to attach to (default: the embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Accept any certificate (a self-signed admin certificate).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Print the running appliance's merged counters as JSON.
     Stats {
         /// The config whose data folder to read (default: the embedded default's).
@@ -154,7 +178,7 @@ enum StorageAction {
 
 #[derive(Subcommand)]
 enum RadiusAction {
-    /// Print the accounting session table (from `<data_dir>/radius-sessions.json`).
+    /// Print the accounting session table (from the storage layer, `radius/sessions.json`).
     Sessions {
         /// The config whose data folder to read (default: the embedded default's).
         #[arg(long, short)]
@@ -233,16 +257,35 @@ fn tune(action: TuneAction, config: &Config, interfaces: &[String], root: &std::
     }
 }
 
+/// Logs to stderr (text or JSON lines) and into the admin API's ring of recent lines
+/// (`/api/logs`), both behind the same filter.
 fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let text = matches!(format, LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi));
+    let json = matches!(format, LogFormat::Json).then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(shardgate_core::admin_api::logs::RingLayer)
+        .init();
+}
+
+/// The admin API URL of a config's `[admin]` (an unspecified listen address → loopback).
+fn admin_url(config: &Config) -> Option<String> {
+    let admin = config.admin.as_ref()?;
+    let mut addr = admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
+    let scheme = if admin.tls.is_some() { "https" } else { "http" };
+    Some(format!("{scheme}://{addr}"))
 }
 
 fn load(source: &ConfigSource) -> Result<Config, ExitCode> {
@@ -262,9 +305,22 @@ fn data_folder(data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<Pat
 }
 
 fn radius_sessions(data_dir: &std::path::Path) -> ExitCode {
-    use shardgate_core::radius::session_store::{read_snapshot, render_sessions, SESSIONS_FILE};
-    match read_snapshot(data_dir) {
-        Ok(snapshot) => {
+    use shardgate_core::radius::session_store::{read_snapshot, render_sessions, LEGACY_SESSIONS_FILE, SESSIONS_KEY};
+    use shardgate_core::storage::files::FileStorage;
+    let root = data_dir.join(shardgate_core::storage::STORAGE_FOLDER);
+    if !root.exists() {
+        println!("no RADIUS sessions recorded ({} does not exist yet)", root.display());
+        return ExitCode::SUCCESS;
+    }
+    let storage = match FileStorage::open(&root) {
+        Ok(storage) => storage,
+        Err(e) => {
+            eprintln!("cannot open the storage in {}: {e}", root.display());
+            return ExitCode::from(1);
+        }
+    };
+    match read_snapshot(&storage) {
+        Ok(Some(snapshot)) => {
             print!("{}", render_sessions(&snapshot.sessions));
             println!(
                 "{} session{} (snapshot written {}s ago)",
@@ -274,12 +330,16 @@ fn radius_sessions(data_dir: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("no RADIUS sessions recorded ({} does not exist yet)", data_dir.join(SESSIONS_FILE).display());
+        Ok(None) if data_dir.join(LEGACY_SESSIONS_FILE).exists() => {
+            println!("the sessions are still in {} (an older release's file); start the appliance once to move them into storage", data_dir.join(LEGACY_SESSIONS_FILE).display());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("no RADIUS sessions recorded ({SESSIONS_KEY} is not in storage yet)");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cannot read the RADIUS sessions in {}: {e}", data_dir.display());
+            eprintln!("cannot read the RADIUS sessions in {}: {e}", root.display());
             ExitCode::from(1)
         }
     }
@@ -461,6 +521,32 @@ fn main() -> ExitCode {
                 },
             };
             storage(backend, &dir, action)
+        }
+        Command::Console { admin, user, password, config, insecure } => {
+            let api = match admin {
+                Some(url) => url,
+                None => match load(&config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded)) {
+                    Ok(c) => match admin_url(&c) {
+                        Some(url) => url,
+                        None => {
+                            eprintln!("console: the config has no [admin] section; give --admin URL");
+                            return ExitCode::from(1);
+                        }
+                    },
+                    Err(code) => return code,
+                },
+            };
+            let Some(password) = password.or_else(|| std::env::var("SHARDGATE_ADMIN_PASSWORD").ok()) else {
+                eprintln!("console: give --password or set SHARDGATE_ADMIN_PASSWORD");
+                return ExitCode::from(1);
+            };
+            match console::run(console::ConsoleOptions { api, user, password, insecure }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("console: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Stats { config, data_dir } => {
             let dir = match data_folder(data_dir, config) {

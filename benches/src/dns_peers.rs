@@ -113,15 +113,21 @@ fn started(name: &'static str, port: u16, child: std::io::Result<Child>, dir: te
 
 /// shardgate serving the zone, one shard per proxy CPU, RRL off.
 pub fn shardgate_dns() -> Option<DnsPeer> {
+    shardgate_dns_named("shardgate", "")
+}
+
+/// Like [`shardgate_dns`], named `name`, with `extra` config sections appended (e.g. an
+/// `[admin]` section switching latency histograms off).
+pub fn shardgate_dns_named(name: &'static str, extra: &str) -> Option<DnsPeer> {
     let dir = tempfile::tempdir().ok()?;
     let port = free_port()?;
     let body = format!(
         "[dns]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n[dns.rrl]\nenabled = false\n\n\
-         [[dns.zones]]\norigin = \"example.com.\"\nfile = \"{zone}\"\n",
+         [[dns.zones]]\norigin = \"example.com.\"\nfile = \"{zone}\"\n\n{extra}",
         zone = zone_file().display(),
     );
     let child = spawn_shardgate(dir.path(), &body)?;
-    started("shardgate", port, Ok(child), dir, "see its log above")
+    started(name, port, Ok(child), dir, "see its log above")
 }
 
 /// Knot DNS serving the zone with as many UDP workers as proxy CPUs, pinned to them.

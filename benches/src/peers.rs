@@ -97,15 +97,26 @@ pub fn direct(backend_port: u16) -> Peer {
 
 /// shardgate relaying one port to `backend_port`, shards on the proxy CPUs.
 pub fn shardgate_tcp(backend_port: u16) -> Option<Peer> {
+    shardgate_tcp_named("shardgate", backend_port, "")
+}
+
+/// Like [`shardgate_tcp`], named `name`, with `extra` config sections appended (e.g. an
+/// `[admin]` section switching latency histograms off).
+pub fn shardgate_tcp_named(name: &'static str, backend_port: u16, extra: &str) -> Option<Peer> {
     let dir = tempfile::tempdir().ok()?;
     let port = free_port();
     let body = format!(
         "[proxy]\nlisten = [\"127.0.0.1\"]\n\n[[routes]]\nname = \"bench\"\nmatch = {{ ports = {port} }}\n\
-         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\" }}\n"
+         action = {{ type = \"forward\", targets = [{{ host = \"127.0.0.1\", port = {backend_port} }}], idle_timeout = \"300s\" }}\n\n{extra}"
     );
     let child = spawn_shardgate(dir.path(), &body)?;
-    let peer = Peer::new("shardgate", port, child, dir);
+    let peer = Peer::new(name, port, child, dir);
     wait_listening(port).then_some(peer)
+}
+
+/// An `[admin]` section on a free loopback port with latency histograms on or off.
+pub fn admin_section(latency_histograms: bool) -> String {
+    format!("[admin]\nlisten = \"127.0.0.1:{}\"\nlatency_histograms = {latency_histograms}\n", free_port())
 }
 
 /// HAProxy (Debian's) in `mode tcp` with splice, threads pinned to the proxy CPUs.

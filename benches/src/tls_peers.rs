@@ -1,6 +1,7 @@
-//! TLS termination side by side: shardgate (`tls = { mode = "terminate" }`) and HAProxy
-//! (`mode tcp`, `bind ... ssl crt`), both with the same ECDSA P-256 certificate, TLS 1.2 and
-//! 1.3, relaying plaintext to the same backend, pinned to the proxy CPUs.
+//! TLS termination side by side: shardgate (`tls = { mode = "terminate" }`), HAProxy
+//! (`mode tcp`, `bind ... ssl crt`) and nginx (`stream` with `listen ... ssl`, Debian's
+//! `libnginx-mod-stream`), all with the same ECDSA P-256 certificate, TLS 1.2 and 1.3,
+//! relaying plaintext to the same backend, pinned to the proxy CPUs.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -60,5 +61,42 @@ pub fn haproxy_tls(backend_port: u16) -> Option<Peer> {
         }
     };
     let peer = Peer::new("haproxy", port, child, dir);
+    wait_listening(port).then_some(peer)
+}
+
+/// nginx terminating TLS in its `stream` module (OpenSSL) on the proxy CPUs.
+pub fn nginx_tls(backend_port: u16) -> Option<Peer> {
+    let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+    if !Path::new(module).exists() {
+        eprintln!("nginx's stream module is missing ({module}); install Debian's libnginx-mod-stream");
+        return None;
+    }
+    let cpus = proxy_cpus();
+    let dir = tempfile::tempdir().ok()?;
+    let (cert, key, _) = write_certificate(dir.path())?;
+    let port = free_port();
+    let width = cpus.iter().max().copied().unwrap_or(0) + 1;
+    let affinity: Vec<String> =
+        cpus.iter().map(|&c| (0..width).rev().map(|i| if i == c { '1' } else { '0' }).collect()).collect();
+    let root = dir.path().display().to_string();
+    let config = format!(
+        "load_module {module};\ndaemon off;\nmaster_process on;\nworker_processes {n};\nworker_cpu_affinity {aff};\n\
+         pid {root}/nginx.pid;\nerror_log stderr error;\n\
+         events {{ worker_connections 4096; }}\n\
+         stream {{\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
+         \x20   ssl_protocols TLSv1.2 TLSv1.3;\n    proxy_timeout 300s;\n    proxy_pass 127.0.0.1:{backend_port};\n  }}\n}}\n",
+        n = cpus.len(),
+        aff = affinity.join(" ")
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, config).ok()?;
+    let child = match Command::new("nginx").args(["-p", &root, "-c"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nginx not runnable ({e}); install Debian's nginx and libnginx-mod-stream");
+            return None;
+        }
+    };
+    let peer = Peer::new("nginx", port, child, dir);
     wait_listening(port).then_some(peer)
 }

@@ -22,6 +22,8 @@ pub mod relay;
 pub mod net;
 pub mod proxy;
 pub mod stats;
+pub mod latency;
+pub mod admin_api;
 pub mod radius;
 pub mod dns;
 pub mod http;

@@ -6,6 +6,7 @@
 //! it writes to `<data_dir>/stats.json` for `shardgate stats` (and later the admin API).
 //! RADIUS counters are the `shardgate-radius` crate's [`RadiusCounters`], counted by each
 //! shard's RADIUS server and merged the same way; so are DNS counters ([`crate::dns::DnsCounters`]).
+//! Latency histograms ride along in each snapshot (see [`crate::latency`]).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -74,7 +75,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&mut self, other: &Counters) {
+    /// Adds `other` to these counters.
+    pub fn add(&mut self, other: &Counters) {
         self.accepted += other.accepted;
         self.active += other.active;
         self.refused += other.refused;
@@ -203,6 +205,14 @@ pub struct ShardStats {
     /// This shard's DNS counters (all zero without `[dns]`).
     #[serde(default)]
     pub dns: crate::dns::DnsCounters,
+    /// Latency histograms of the interval since the shard's previous report (shipped as
+    /// values through the in-process channel; the control core folds them into its
+    /// [`crate::latency::LatencyBook`]).
+    #[serde(skip)]
+    pub latency_interval: crate::latency::IntervalHistograms,
+    /// This shard's latency percentiles since start, per operation (filled by the control core).
+    #[serde(default)]
+    pub latency: BTreeMap<String, crate::latency::LatencySummary>,
 }
 
 /// All shards' latest snapshots and their sums.
@@ -225,12 +235,24 @@ pub struct MergedStats {
     /// ACME auto certificates: names, expiry, last error (filled by the control core).
     #[serde(default)]
     pub certificates: Vec<crate::acme::manager::CertificateStatus>,
+    /// Latency percentiles per operation, all shards, since start (filled by the control core).
+    #[serde(default)]
+    pub latency: BTreeMap<String, crate::latency::LatencySummary>,
+    /// Latency percentiles per operation, all shards, over the last few seconds
+    /// ([`crate::latency::RECENT_WINDOW`] reports).
+    #[serde(default)]
+    pub latency_recent: BTreeMap<String, crate::latency::LatencySummary>,
+    /// Seconds since the epoch when this was merged.
+    #[serde(default)]
+    pub unix_time: u64,
 }
 
 impl MergedStats {
     /// Merges the latest snapshot of every shard.
     pub fn merge(config_generation: u64, shards: &[ShardStats]) -> MergedStats {
         let mut merged = MergedStats { config_generation, shards: shards.to_vec(), ..Default::default() };
+        merged.unix_time =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         for shard in shards {
             merged.radius.merge(&shard.radius);
             merged.dns.merge(&shard.dns);

@@ -31,7 +31,7 @@ name = "secure"
 match = { ports = $port }
 action = { type = "forward", targets = [{ host = "127.0.0.1", port = 9 }], tls = { mode = "terminate" } }
 TOML
-"$OLDPWD/$bin" run --config edge.toml --log-level warn & pid=$!
+"$OLDPWD/$bin" run --config edge.toml --log-level warn 2> shardgate.log & pid=$!
 sleep 1
 testssl --quiet --color 0 --add-ca ca.pem --ip 127.0.0.1 --jsonfile out.json "edge.example.test:$port" > testssl.txt 2>&1 || true
 python3 - <<'PY'

@@ -93,6 +93,17 @@ pub struct AcmeManager {
     http01: Arc<Http01Challenges>,
 }
 
+/// The dynamic DNS change that adds or removes the DNS-01 TXT record `name` = `value`.
+fn challenge_record(kind: ChangeKind, name: &str, value: &str) -> DnsChange {
+    DnsChange {
+        kind,
+        name: name.to_string(),
+        rtype: "TXT".into(),
+        value: Some(format!("\"{value}\"")),
+        ttl: (kind == ChangeKind::Add).then_some(CHALLENGE_TTL),
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -217,33 +228,51 @@ impl AcmeManager {
         !self.certificates.is_empty()
     }
 
-    /// Removes `_acme-challenge` TXT records an order left in the dynamic zones when the
-    /// appliance stopped (or crashed) mid-validation; called once at start.
+    /// Removes the DNS-01 TXT records an order published and never withdrew because the
+    /// appliance stopped (or crashed) mid-validation; called once at start. Only records this
+    /// manager recorded as published (`stored::load_published_dns`) are removed: an
+    /// `_acme-challenge` record an operator added with `shardgate dns add` stays.
     pub fn remove_leftover_challenges(&self, shards: &[Mailbox<ToShard>], dns: Option<&mut DnsZones>) {
-        let Some(dns) = dns else { return };
-        let leftovers: Vec<DnsChange> = dns
-            .changes()
-            .iter()
-            .filter(|c| {
-                c.kind == ChangeKind::Add
-                    && c.rtype.eq_ignore_ascii_case("TXT")
-                    && c.name.to_ascii_lowercase().starts_with("_acme-challenge.")
-            })
-            .map(|c| DnsChange { kind: ChangeKind::Remove, ttl: None, ..c.clone() })
-            .collect();
+        let leftovers = match stored::load_published_dns(self.storage.as_ref()) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the ACME challenge list; leftover challenge records are kept");
+                return;
+            }
+        };
         if leftovers.is_empty() {
             return;
         }
-        for change in leftovers {
-            if let Err(e) = dns.apply(change.clone()) {
-                tracing::warn!(name = %change.name, error = %e, "cannot remove a leftover ACME challenge TXT record");
+        if let Some(dns) = dns {
+            for (name, value) in &leftovers {
+                let change = challenge_record(ChangeKind::Remove, name, value);
+                let present = dns.changes().iter().any(|c| {
+                    c.kind == ChangeKind::Add
+                        && c.rtype.eq_ignore_ascii_case("TXT")
+                        && c.name.trim_end_matches('.').eq_ignore_ascii_case(name.trim_end_matches('.'))
+                        && c.value == change.value
+                });
+                if !present {
+                    continue;
+                }
+                if let Err(e) = dns.apply(change) {
+                    tracing::warn!(%name, error = %e, "cannot remove a leftover ACME challenge TXT record");
+                }
+            }
+            tracing::info!(records = leftovers.len(), "removed ACME challenge TXT records left by an interrupted order");
+            let catalog = dns.current();
+            for shard in shards {
+                let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
             }
         }
-        tracing::info!("removed ACME challenge TXT records left by an interrupted order");
-        let catalog = dns.current();
-        for shard in shards {
-            let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
+        if let Err(e) = stored::save_published_dns(self.storage.as_ref(), &[]) {
+            tracing::warn!(error = %e, "cannot clear the ACME challenge list");
         }
+    }
+
+    /// Every DNS-01 record published now, over all orders.
+    fn published_dns(&self) -> Vec<(String, String)> {
+        self.published.values().flat_map(|p| p.dns.iter().cloned()).collect()
     }
 
     /// Starts an order for every due certificate.
@@ -307,15 +336,13 @@ impl AcmeManager {
         match challenge {
             PublishedChallenge::Dns { name, value } => {
                 let Some(dns) = dns else { return Err("dns-01 needs the [dns] server, and it is not configured".into()) };
-                let change = DnsChange {
-                    kind: ChangeKind::Add,
-                    name: name.clone(),
-                    rtype: "TXT".into(),
-                    value: Some(format!("\"{value}\"")),
-                    ttl: Some(CHALLENGE_TTL),
-                };
-                dns.apply(change).map_err(|e| e.to_string())?;
+                let change = challenge_record(ChangeKind::Add, &name, &value);
+                // Recorded before it is published: a crash in between leaves at most a
+                // listed record that is not there, which the next start skips.
                 published.dns.push((name, value));
+                let listed = self.published_dns();
+                stored::save_published_dns(self.storage.as_ref(), &listed).map_err(|e| e.to_string())?;
+                dns.apply(change).map_err(|e| e.to_string())?;
                 let catalog = dns.current();
                 for shard in shards {
                     let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
@@ -342,16 +369,12 @@ impl AcmeManager {
         if let Some(dns) = dns {
             if !published.dns.is_empty() {
                 for (name, value) in published.dns {
-                    let change = DnsChange {
-                        kind: ChangeKind::Remove,
-                        name: name.clone(),
-                        rtype: "TXT".into(),
-                        value: Some(format!("\"{value}\"")),
-                        ttl: None,
-                    };
-                    if let Err(e) = dns.apply(change) {
+                    if let Err(e) = dns.apply(challenge_record(ChangeKind::Remove, &name, &value)) {
                         tracing::warn!(%name, error = %e, "cannot remove an ACME challenge TXT record");
                     }
+                }
+                if let Err(e) = stored::save_published_dns(self.storage.as_ref(), &self.published_dns()) {
+                    tracing::warn!(error = %e, "cannot update the ACME challenge list");
                 }
                 let catalog = dns.current();
                 for shard in shards {
@@ -465,6 +488,10 @@ mod tests {
             name = "site"
             match = { ports = 8443, domains = ["www.example.net"] }
             action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "auto" } }
+            [[routes]]
+            name = "http"
+            match = { ports = 8080 }
+            action = { type = "redirect", to = "https://{host}{path}" }
             [acme]
             directory = "https://ca.test/dir"
             retry_after = "10s"
@@ -558,7 +585,8 @@ mod tests {
         )
         .expect("config");
         let dir = tempfile::tempdir().expect("dir");
-        let mut zones = DnsZones::open(dir.path(), config.dns_catalog.clone().expect("catalog"));
+        let zone_storage: Arc<dyn Storage> = Arc::new(crate::storage::memory::MemoryStorage::default());
+        let mut zones = DnsZones::open(zone_storage.clone(), dir.path(), config.dns_catalog.clone().expect("catalog"));
         let (to_control, _inbox) = crossbeam_channel::unbounded();
         let mut acme = AcmeManager::new(&config, Arc::new(crate::storage::memory::MemoryStorage::default()), to_control);
         // The wildcard and the base name share one owner name: two TXT values at once.
@@ -571,19 +599,33 @@ mod tests {
         assert_eq!(zones.changes().len(), 2);
         acme.handle(AcmeEvent::Withdraw { certificate: "site".into() }, &[], Some(&mut zones));
         assert!(zones.changes().is_empty(), "{:?}", zones.changes());
-        // A record an interrupted order left behind (persisted) is removed at the next start.
-        let leftover = DnsChange {
+        // An operator's own `_acme-challenge` record (shardgate dns add) survives a restart.
+        let operator = DnsChange {
             kind: ChangeKind::Add,
             name: "_acme-challenge.www.example.net".into(),
             rtype: "TXT".into(),
-            value: Some("\"stale\"".into()),
+            value: Some("\"operator\"".into()),
             ttl: Some(5),
         };
-        zones.apply(leftover).expect("add");
-        let mut reopened = DnsZones::open(dir.path(), config.dns_catalog.clone().expect("catalog"));
+        zones.apply(operator).expect("add");
+        // An order interrupted mid-validation leaves its record behind (persisted).
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        let challenge = PublishedChallenge::Dns { name: "_acme-challenge.example.net".into(), value: "stale".into() };
+        acme.handle(AcmeEvent::Publish { certificate: "site".into(), challenge, reply }, &[], Some(&mut zones));
+        assert_eq!(zones.changes().len(), 2);
+        let storage = acme.storage.clone();
+        drop(acme);
+        let mut reopened = DnsZones::open(zone_storage, dir.path(), config.dns_catalog.clone().expect("catalog"));
+        assert_eq!(reopened.changes().len(), 2);
+        let (to_control, _inbox) = crossbeam_channel::unbounded();
+        let restarted = AcmeManager::new(&config, storage.clone(), to_control);
+        restarted.remove_leftover_challenges(&[], Some(&mut reopened));
+        let left: Vec<_> = reopened.changes().iter().map(|c| c.value.clone().unwrap_or_default()).collect();
+        assert_eq!(left, ["\"operator\""], "only the order's record is removed");
+        assert!(stored::load_published_dns(storage.as_ref()).expect("list").is_empty());
+        // A second start has nothing more to remove.
+        restarted.remove_leftover_challenges(&[], Some(&mut reopened));
         assert_eq!(reopened.changes().len(), 1);
-        acme.remove_leftover_challenges(&[], Some(&mut reopened));
-        assert!(reopened.changes().is_empty(), "{:?}", reopened.changes());
     }
 
     #[test]

@@ -68,6 +68,14 @@ pub enum AcmeError {
     /// Storage failed.
     #[error("{0}")]
     Storage(#[from] crate::storage::StorageError),
+    /// The stored list of published DNS-01 records is unreadable.
+    #[error("stored ACME challenge list `{key}` is unreadable: {reason}")]
+    StoredChallenges {
+        /// The storage key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The issued certificate or a stored one could not be used.
     #[error("certificate: {0}")]
     Certificate(String),

@@ -4,7 +4,8 @@
 //! - `acme/accounts/<directory>.json` — the account credentials (private key included) for one
 //!   CA directory, private; created once, reused by every later order;
 //! - `acme/certificates/<name>/chain.pem` — an issued chain, leaf first, public;
-//! - `acme/certificates/<name>/key.pem` — its private key, private.
+//! - `acme/certificates/<name>/key.pem` — its private key, private;
+//! - `acme/dns-challenges.json` — DNS-01 records published and not yet withdrawn, public.
 //!
 //! `<directory>` and `<name>` are slugs: lower-case, anything outside `[a-z0-9._-]` turned into
 //! `-`. The key is written before the chain, so a chain found in storage always has its key.
@@ -110,4 +111,33 @@ mod tests {
         let e = load_certificate(&storage, "site").expect_err("damaged");
         assert!(e.to_string().contains("acme/certificates/site/chain.pem"), "{e}");
     }
+}
+
+/// `acme/dns-challenges.json`: the DNS-01 TXT records (owner name, value) the ACME manager has
+/// put into our zones and not yet withdrawn. Written before the record is published and after
+/// it is withdrawn, so after a crash the next start removes exactly the records an interrupted
+/// order left behind — never a `_acme-challenge` record an operator (or another ACME client)
+/// added with `shardgate dns add`.
+const PUBLISHED_DNS_KEY: &str = "acme/dns-challenges.json";
+
+/// The DNS-01 records the manager published and has not withdrawn (empty when none or unreadable).
+pub fn load_published_dns(storage: &dyn Storage) -> Result<Vec<(String, String)>, AcmeError> {
+    match storage.get(&key(PUBLISHED_DNS_KEY)?)? {
+        None => Ok(Vec::new()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| AcmeError::StoredChallenges { key: PUBLISHED_DNS_KEY, reason: e.to_string() }),
+    }
+}
+
+/// Records the DNS-01 records published now (an empty list deletes the entry).
+pub fn save_published_dns(storage: &dyn Storage, records: &[(String, String)]) -> Result<(), AcmeError> {
+    let key = key(PUBLISHED_DNS_KEY)?;
+    if records.is_empty() {
+        storage.delete(&key)?;
+        return Ok(());
+    }
+    let bytes = serde_json::to_vec(records)
+        .map_err(|e| AcmeError::StoredChallenges { key: PUBLISHED_DNS_KEY, reason: e.to_string() })?;
+    storage.put(&key, &bytes, Privacy::Public)?;
+    Ok(())
 }

@@ -255,6 +255,17 @@ pub(super) fn validate_acme(problems: &mut ProblemList, doc: &toml::Table, confi
         }
         certificates.push(AutoCertificate { name: name.clone(), domains });
     }
+    // HTTP-01 is answered by the HTTP proxy on plain-HTTP listeners (before any route): without
+    // one, every order would fail at validation time.
+    let plain_http = config.routes.iter().any(|r| r.is_http() && *r.tls() == TlsMode::None);
+    if challenge == ChallengeKind::Http01 && !certificates.is_empty() && !plain_http {
+        problems.section(
+            "acme",
+            "challenge",
+            "http-01 (the default) is answered on a plain-HTTP route and there is none: add one on port 80 \
+             (protocol = \"http\", or a redirect to https), or use challenge = \"dns-01\" or \"tls-alpn-01\"",
+        );
+    }
     Some(AcmeSettings { contact, directory, ca_root, challenge, renew_before, retry_after, certificates })
 }
 
@@ -312,6 +323,26 @@ mod tests {
         assert!(has("[acme] renew_before_days: 0 is not between 1 and 365"), "{found:#?}");
         assert!(has("[acme] retry_after: `soon` is not a duration"), "{found:#?}");
         assert!(has("route `site`: match.domains: `*.example.net` is a wildcard: ACME certifies wildcards only over dns-01"), "{found:#?}");
+    }
+
+    #[test]
+    fn http01_needs_a_plain_http_route() {
+        let acme = "\n[acme]\ndirectory = \"https://ca.test/dir\"\n";
+        let site = r#"
+            [[routes]]
+            name = "site"
+            match = { ports = 8443, domains = ["www.example.net"] }
+            action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], tls = { mode = "terminate", certificate = "auto" } }
+        "#;
+        let found = check(&format!("{site}{acme}")).expect_err("no plain HTTP route");
+        assert!(found.iter().any(|p| p.contains("[acme] challenge: http-01 (the default) is answered on a plain-HTTP route")), "{found:#?}");
+        let redirect = r#"
+            [[routes]]
+            name = "to-https"
+            match = { ports = 8080 }
+            action = { type = "redirect", to = "https://{host}{path}" }
+        "#;
+        check(&format!("{site}{redirect}{acme}")).expect("a redirect route answers http-01");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! routes are looked up per connection (see `route`).
 
 mod acme;
+mod admin;
 mod dns;
 mod http;
 mod ports;
@@ -21,6 +22,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use http::{HttpSettings, PathPrefix, Protocol, Redirect, RouteLimits, Serve};
+pub use admin::{AdminSettings, AdminTls, AdminUser, DEFAULT_ADMIN_LISTEN, DEFAULT_TOKEN_TTL};
 pub use acme::{AcmeSettings, AutoCertificate, ChallengeKind, StorageBackend, MAX_RETRY_AFTER};
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
@@ -69,6 +71,8 @@ pub struct Config {
     pub acme: Option<AcmeSettings>,
     /// `[storage]`: where the appliance keeps its state (files by default).
     pub storage: StorageBackend,
+    /// `[admin]`: the admin API (HTTP/HTTPS listener, users, metrics), if configured.
+    pub admin: Option<AdminSettings>,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -349,12 +353,13 @@ impl Config {
                     }
                 }
                 "storage" => config.storage = acme::validate_storage(&mut problems, value),
+                "admin" => config.admin = admin::validate_admin(&mut problems, value),
                 // Checked below, once the routes are known.
                 "acme" => {}
                 other => problems.push(
                     ProblemScope::File,
                     other,
-                    "unknown section (known: runtime, proxy, routes, http, certificates, tuning, radius, dns, acme, storage)",
+                    "unknown section (known: runtime, proxy, routes, http, certificates, tuning, radius, dns, acme, storage, admin)",
                 ),
             }
         }
@@ -363,6 +368,7 @@ impl Config {
         crate::config::dns::check_dns_addresses(&mut problems, &config);
         config.acme = acme::validate_acme(&mut problems, &doc, &config);
         check_route_certificates(&mut problems, &config, &acme::auto_route_names(&doc));
+        admin::check_admin_certificate(&mut problems, &config);
         let ports: usize = distinct_route_ports(&config.routes).len();
         if ports > MAX_LISTEN_PORTS {
             problems.section(
@@ -394,6 +400,7 @@ impl Config {
             dns_catalog: None,
             acme: None,
             storage: StorageBackend::Files,
+            admin: None,
         }
     }
 

@@ -309,3 +309,43 @@ fn http_routes_are_checked_with_file_route_and_field() {
         assert!(has(&problems, needle), "missing {needle:?} in {problems:#?}");
     }
 }
+
+#[test]
+fn admin_section_is_typed_with_defaults() {
+    let config = Config::embedded_default().expect("embedded default");
+    let admin = config.admin.expect("the embedded default has [admin]");
+    assert_eq!(admin.listen, DEFAULT_ADMIN_LISTEN.parse().expect("addr"));
+    assert_eq!(admin.users.len(), 1);
+    assert!(admin.user_directory().verify("admin", b"shardgate-demo"));
+    assert!(!admin.user_directory().verify("admin", b"wrong"));
+    assert!(!admin.metrics_open && admin.latency_histograms && admin.tls.is_none());
+    let minimal = Config::parse("[admin]\n", "edge.toml").expect("minimal");
+    assert_eq!(minimal.admin.map(|a| a.token_ttl), Some(DEFAULT_TOKEN_TTL));
+}
+
+#[test]
+fn admin_section_problems_are_all_reported() {
+    let found = problems(
+        r#"
+        [admin]
+        listen = "localhost"
+        certificate = "missing"
+        token_ttl = "1s"
+        colour = "red"
+        users = [
+          { username = "ops", password_hash = "plain-text" },
+          { username = "ops2" },
+          { username = "a:b", password_hash = "$6$salt$hash" },
+        ]
+        "#,
+    );
+    assert!(has(&found, "[admin] listen: `localhost` is not an address:port"), "{found:?}");
+    assert!(has(&found, "[admin] certificate: no [[certificates]] entry is named `missing`"), "{found:?}");
+    assert!(has(&found, "[admin] token_ttl"), "{found:?}");
+    assert!(has(&found, "[admin] colour: unknown field"), "{found:?}");
+    assert!(has(&found, "[admin] users[0].password_hash: not a supported password hash"), "{found:?}");
+    assert!(has(&found, "[admin] users[1]: needs `username` and `password_hash`"), "{found:?}");
+    assert!(has(&found, "[admin] users[2].username"), "{found:?}");
+    let found = problems("[admin]\ncert = \"a.pem\"\n");
+    assert!(has(&found, "[admin] cert: `cert` and `key` go together"), "{found:?}");
+}

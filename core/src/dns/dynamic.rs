@@ -2,12 +2,14 @@
 //! re-applied onto the configured zones.
 //!
 //! Owns: [`DnsZones`] — the configured catalog of the running generation (`base`), the list of
-//! dynamic changes ([`DnsChange`]) and the last serial served per zone (both kept in
-//! `<data_dir>/dns-dynamic.json`), and the catalog in force (`base` with every change applied,
+//! dynamic changes ([`DnsChange`]) and the last serial served per zone (both kept in the
+//! storage layer under [`DYNAMIC_KEY`]; a `<data_dir>/dns-dynamic.json` of an older release is
+//! moved there at start), and the catalog in force (`base` with every change applied,
 //! each bumping its zone's SOA serial, and no zone below the serial it last served — so the
 //! serial never goes back across restarts even when changes cancelled each other). A change is
 //! first applied to a copy of the catalog (so an invalid record is refused with the reason),
-//! then the new change list is written crash-safely (temporary file, `fsync`, rename), and only
+//! then the new change list is written to storage (crash-safe: the files backend writes a
+//! temporary file, `fsync`, rename, `fsync` of the folder), and only
 //! then does the new catalog become current — what a shard serves is always on disk. The control
 //! core then sends the catalog to every shard at once (`ToShard::DnsCatalog`).
 //!
@@ -21,13 +23,14 @@
 //! (`shardgate_dns::zone`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RecordType};
 use serde::{Deserialize, Serialize};
+
+use crate::storage::{adopt_legacy_file, Privacy, Storage, StorageKey};
 use shardgate_dns::config::RecordConfig;
 use shardgate_dns::zone::parse_record;
 use shardgate_dns::{Catalog, DnsError};
@@ -98,19 +101,20 @@ pub enum DnsChangeError {
     #[error("`{0}` is not a record type")]
     Type(String),
     /// The change could not be persisted; nothing was applied.
-    #[error("cannot write {path}: {source}; the change was not applied")]
-    Persist {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    #[error("cannot store the dynamic records: {0}; the change was not applied")]
+    Persist(String),
     /// The appliance has no `[dns]` section.
     #[error("this appliance serves no DNS (no [dns] section in its config)")]
     NoDns,
 }
 
-/// What `dns-dynamic.json` holds.
+/// The storage key of the dynamic records.
+pub const DYNAMIC_KEY: &str = "dns/dynamic.json";
+
+/// The file an older release kept them in, inside the data folder.
+pub const LEGACY_DYNAMIC_FILE: &str = "dns-dynamic.json";
+
+/// What [`DYNAMIC_KEY`] holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DynamicFile {
@@ -124,27 +128,20 @@ struct DynamicFile {
 /// The control core's DNS zones: configured base, persisted dynamic changes, current catalog.
 #[derive(Debug)]
 pub struct DnsZones {
-    path: PathBuf,
+    storage: Arc<dyn Storage>,
     base: Arc<Catalog>,
     state: DynamicFile,
     current: Arc<Catalog>,
 }
 
 impl DnsZones {
-    /// The zones of `base` with the changes persisted in `data_dir` applied.
-    pub fn open(data_dir: &Path, base: Arc<Catalog>) -> DnsZones {
-        let path = data_dir.join(DYNAMIC_FILE);
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<DynamicFile>(&bytes) {
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "dynamic DNS records unreadable; starting without them (the file is kept until the next change)");
-                    DynamicFile::default()
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DynamicFile::default(),
+    /// The zones of `base` with the changes kept in `storage` applied (`data_dir`: where an
+    /// older release kept them, adopted into storage once).
+    pub fn open(storage: Arc<dyn Storage>, data_dir: &Path, base: Arc<Catalog>) -> DnsZones {
+        let state = match load(storage.as_ref(), data_dir) {
+            Ok(state) => state,
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot read the dynamic DNS records; starting without them");
+                tracing::error!(key = DYNAMIC_KEY, error = %e, "dynamic DNS records unreadable; starting without them (the entry is kept until the next change)");
                 DynamicFile::default()
             }
         };
@@ -152,7 +149,7 @@ impl DnsZones {
         if !state.changes.is_empty() {
             tracing::info!(changes = state.changes.len(), "dynamic DNS records re-applied");
         }
-        DnsZones { path, base, state, current }
+        DnsZones { storage, base, state, current }
     }
 
     /// A new configured catalog (reload): the dynamic changes are re-applied onto it.
@@ -180,7 +177,7 @@ impl DnsZones {
         let updated = DnsUpdated { zone: zone.origin().to_ascii(), serial: zone.serial() };
         let mut state = DynamicFile { changes: merged(&self.state.changes, change), serials: self.state.serials.clone() };
         state.serials.insert(updated.zone.clone(), updated.serial);
-        write_atomically(&self.path, &state).map_err(|source| DnsChangeError::Persist { path: self.path.clone(), source })?;
+        store(self.storage.as_ref(), &state).map_err(DnsChangeError::Persist)?;
         self.state = state;
         self.current = Arc::new(next);
         Ok(updated)
@@ -269,23 +266,25 @@ fn apply_change(catalog: &Catalog, change: &DnsChange) -> Result<Catalog, DnsCha
     }
 }
 
-/// Writes the change list through a temporary file, `fsync` and a rename, so a crash leaves
-/// either the old or the new list, never half of one.
-fn write_atomically(path: &Path, state: &DynamicFile) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&text)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // Persist the rename itself (best effort: not every filesystem allows it).
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
+fn key() -> Result<StorageKey, String> {
+    StorageKey::new(DYNAMIC_KEY).map_err(|e| e.to_string())
+}
+
+/// The persisted state (empty when there is none).
+fn load(storage: &dyn Storage, data_dir: &Path) -> Result<DynamicFile, String> {
+    let key = key()?;
+    adopt_legacy_file(storage, &key, &data_dir.join(LEGACY_DYNAMIC_FILE), Privacy::Private).map_err(|e| e.to_string())?;
+    match storage.get(&key).map_err(|e| e.to_string())? {
+        None => Ok(DynamicFile::default()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
     }
-    Ok(())
+}
+
+/// Stores the change list (the storage layer makes the write crash-safe: old list or new one,
+/// never half of one).
+fn store(storage: &dyn Storage, state: &DynamicFile) -> Result<(), String> {
+    let text = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    storage.put(&key()?, &text, Privacy::Private).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -318,6 +317,22 @@ mod tests {
         zones.current().zones().next().map(|z| z.serial()).unwrap_or(0)
     }
 
+    fn files(dir: &Path) -> Arc<dyn Storage> {
+        Arc::new(crate::storage::files::FileStorage::open(&dir.join("storage")).expect("storage"))
+    }
+
+    #[test]
+    fn the_file_of_an_older_release_is_moved_into_storage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = r#"{"changes":[{"kind":"add","name":"dyn.example.net","type":"A","value":"192.0.2.9","ttl":60}],"serials":{"example.net.":101}}"#;
+        std::fs::write(dir.path().join(LEGACY_DYNAMIC_FILE), old).expect("write");
+        let zones = DnsZones::open(files(dir.path()), dir.path(), base());
+        assert!(has(&zones, "dyn.example.net.", RecordType::A));
+        assert_eq!(serial(&zones), 101);
+        assert!(!dir.path().join(LEGACY_DYNAMIC_FILE).exists());
+        assert!(dir.path().join("storage").join(DYNAMIC_KEY).exists());
+    }
+
     fn has(zones: &DnsZones, name: &str, rtype: RecordType) -> bool {
         let name = fqdn(name).expect("name");
         zones.current().find_zone(&name).and_then(|z| z.rrset(&name, rtype)).is_some()
@@ -326,7 +341,7 @@ mod tests {
     #[test]
     fn changes_apply_bump_the_serial_persist_and_replay_after_restart_and_reload() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut zones = DnsZones::open(dir.path(), base());
+        let mut zones = DnsZones::open(files(dir.path()), dir.path(), base());
         assert_eq!(serial(&zones), 100);
         let added = zones
             .apply(change(ChangeKind::Add, "_acme-challenge.example.net", "TXT", Some("token-1")))
@@ -338,7 +353,7 @@ mod tests {
         assert_eq!(serial(&zones), 102);
 
         // Restart: the file brings both changes back.
-        let reopened = DnsZones::open(dir.path(), base());
+        let reopened = DnsZones::open(files(dir.path()), dir.path(), base());
         assert!(has(&reopened, "_acme-challenge.example.net.", RecordType::TXT));
         assert!(!has(&reopened, "www.example.net.", RecordType::A));
         assert_eq!(reopened.changes().len(), 2);
@@ -349,11 +364,11 @@ mod tests {
             .apply(change(ChangeKind::Remove, "_acme-challenge.example.net", "txt", Some("token-1")))
             .expect("remove dynamic");
         assert_eq!(zones.changes().len(), 1);
-        let text = std::fs::read_to_string(dir.path().join(DYNAMIC_FILE)).expect("file");
+        let text = std::fs::read_to_string(dir.path().join("storage").join(DYNAMIC_KEY)).expect("file");
         assert!(!text.contains("token-1"), "{text}");
         assert_eq!(serial(&zones), 103);
         // After a restart one change is left, yet the serial does not go back below 103.
-        assert_eq!(serial(&DnsZones::open(dir.path(), base())), 103);
+        assert_eq!(serial(&DnsZones::open(files(dir.path()), dir.path(), base())), 103);
 
         // Reload: a new base (same zone) gets the remaining change again.
         zones.rebase(base());
@@ -364,7 +379,7 @@ mod tests {
     #[test]
     fn invalid_changes_are_refused_with_the_reason_and_nothing_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut zones = DnsZones::open(dir.path(), base());
+        let mut zones = DnsZones::open(files(dir.path()), dir.path(), base());
         let cases = [
             (change(ChangeKind::Add, "www.example.org", "A", Some("192.0.2.1")), "not inside any zone"),
             (change(ChangeKind::Add, "x.example.net", "A", Some("not-an-ip")), "not-an-ip"),
@@ -378,13 +393,13 @@ mod tests {
             assert!(error.contains(expected), "{change:?}: {error}");
         }
         assert_eq!(serial(&zones), 100);
-        assert!(!dir.path().join(DYNAMIC_FILE).exists());
+        assert!(!dir.path().join("storage").join(DYNAMIC_KEY).exists());
     }
 
     #[test]
     fn a_change_whose_zone_is_gone_is_kept_for_later() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut zones = DnsZones::open(dir.path(), base());
+        let mut zones = DnsZones::open(files(dir.path()), dir.path(), base());
         zones.apply(change(ChangeKind::Add, "dyn.example.net", "A", Some("192.0.2.9"))).expect("add");
         zones.rebase(Arc::new(Catalog::default()));
         assert_eq!(zones.current().zones().count(), 0);

@@ -8,7 +8,7 @@
 //!   length-framed messages, several per connection answered in order, an idle timeout and
 //!   a per-shard connection cap.
 //! - [`dynamic`] (control core): the records added and removed at run time
-//!   (`shardgate dns add|remove`), persisted crash-safely to `<data_dir>/dns-dynamic.json`,
+//!   (`shardgate dns add|remove`), persisted crash-safely in the storage layer (`dns/dynamic.json`),
 //!   re-applied onto the configured zones at start and on every reload; it owns the current
 //!   [`Catalog`] that every shard receives (in a `ShardSnapshot`, or alone in
 //!   `ToShard::DnsCatalog` after a dynamic change).
@@ -197,6 +197,7 @@ impl ShardDns {
             return false;
         };
         let info: Option<ResponseInfo> = answer(catalog, query, transport, &self.answer_config.get(), out);
+        crate::latency::record_since(crate::latency::Operation::DnsQuery, now);
         self.stats.borrow_mut().record(info);
         if info.is_none() {
             return false;
@@ -211,7 +212,11 @@ impl ShardDns {
                 truncate_for_slip(out);
                 true
             }
-            RrlDecision::Drop => false,
+            RrlDecision::Drop => {
+                // Debug only: a flood must not turn into a log flood (counted in `rrl`).
+                tracing::debug!(target: "shardgate::security", shard = self.shard, %client, "DNS answer dropped by response rate limiting");
+                false
+            }
         }
     }
 

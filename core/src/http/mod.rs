@@ -291,8 +291,12 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
                 Err(ReadEnd::Failed(_)) => return,
             }
         };
+        let request_started = Instant::now();
         let next = match answer(&state, &shard_http, &info, &mut client, &mut inbuf, &mut out, &mut slots, head).await {
-            Ok(next) => next,
+            Ok(next) => {
+                crate::latency::record_since(crate::latency::Operation::HttpRequest, request_started);
+                next
+            }
             Err(e) => {
                 tracing::debug!(peer = %info.peer, error = %e, "HTTP connection ended by an error");
                 return;

@@ -134,8 +134,10 @@ pub async fn acquire(forward: &Forward, runtime: &RouteRuntime, pool: &UpstreamP
             bump(&runtime.counters.failovers, 1);
         }
         tried += 1;
+        let connect_started = std::time::Instant::now();
         match TcpStream::connect_timeout(addr, forward.connect_timeout).await {
             Ok(stream) => {
+                crate::latency::record_since(crate::latency::Operation::TcpConnect, connect_started);
                 let _ = stream.set_nodelay(true);
                 return Ok(Upstream { stream, addr, target: index, reused: false, reusable: false });
             }

@@ -367,8 +367,12 @@ async fn connect_target(forward: &Forward, runtime: &RouteRuntime, local_port: u
         if attempt > 0 {
             bump(&runtime.counters.failovers, 1);
         }
+        let connect_started = std::time::Instant::now();
         match TcpStream::connect_timeout(addr, forward.connect_timeout).await {
-            Ok(stream) => return Some((index, stream)),
+            Ok(stream) => {
+                crate::latency::record_since(crate::latency::Operation::TcpConnect, connect_started);
+                return Some((index, stream));
+            }
             Err(e) => tracing::info!(%addr, error = %e, "target connect failed; trying the next"),
         }
     }

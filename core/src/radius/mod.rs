@@ -5,7 +5,7 @@
 //!   (duplicate cache and counters, which survive reloads) and reading the current policy per
 //!   datagram; accounting records go to the control core.
 //! - [`session_store`] (control core): the accounting session table, loaded from and persisted
-//!   crash-safely to `<data_dir>/radius-sessions.json`, and its rendering for
+//!   crash-safely in the storage layer (`radius/sessions.json`), and its rendering for
 //!   `shardgate radius sessions`.
 //!
 //! Not here: packet rules, authenticators, MAB policy and the session table's semantics (the

@@ -87,6 +87,7 @@ pub async fn serve_socket(radius: Rc<ShardRadius>, socket: UdpSocket, addr: Sock
             let Some(source) = datagram.source else { return false };
             // A cut datagram is handed on as received: the framing check refuses it.
             let Some(outcome) = radius.handle(source, datagram.bytes, port, datagram.received, reply) else { return false };
+            crate::latency::record_since(crate::latency::Operation::RadiusRequest, datagram.received);
             match outcome {
                 Outcome::Accounting(Some(event)) => {
                     let _ = radius.to_control.send(ToControl::RadiusAccounting(event));

@@ -1,62 +1,133 @@
-//! The control core's RADIUS accounting session table, kept on disk across restarts.
+//! The control core's RADIUS accounting session table, kept across restarts.
 //!
-//! Owns the file `<data_dir>/radius-sessions.json`: loading it at start (a corrupt file is
-//! logged, moved aside as `radius-sessions.json.corrupt` and the table starts empty — a bad
-//! file never stops the appliance), and writing it crash-safely (temporary file, fsync,
-//! rename, fsync of the folder; mode 0600, as it names stations and NASes) when the table
-//! changed, at most once per control-core tick and at stop. Also renders the table for
+//! Owns the storage entry [`SESSIONS_KEY`] (the storage layer, `crate::storage`: with the
+//! files backend, `<data_dir>/storage/radius/sessions.json`, private, written crash-safely;
+//! a `<data_dir>/radius-sessions.json` of an older release is moved there at start): loading
+//! it at start (a corrupt entry is logged, kept aside as [`CORRUPT_KEY`] and the table starts
+//! empty — a bad entry never stops the appliance), and writing it when the table changed, at
+//! most once per control-core tick and at stop. Also renders the table for
 //! `shardgate radius sessions`. What an accounting event does to the table is the
 //! `shardgate-radius` crate's [`SessionTable`]; this module only drives it.
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use shardgate_radius::server::AccountingEvent;
 use shardgate_radius::sessions::{Session, SessionChange, SessionTable};
 
-/// The session file's name inside the data folder.
-pub const SESSIONS_FILE: &str = "radius-sessions.json";
+use crate::storage::{adopt_legacy_file, Privacy, Storage, StorageError, StorageKey};
 
-/// The session table and the file it is persisted to.
+/// The storage key of the session table.
+pub const SESSIONS_KEY: &str = "radius/sessions.json";
+
+/// Where an unreadable session table is kept for inspection.
+pub const CORRUPT_KEY: &str = "radius/sessions.json.corrupt";
+
+/// The file an older release kept the table in, inside the data folder.
+pub const LEGACY_SESSIONS_FILE: &str = "radius-sessions.json";
+
+/// The stored value: the table and when it was written (so the CLI can age idle times).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredTable {
+    /// Seconds since the epoch at the write.
+    written_at: u64,
+    /// `SessionTable::to_json`.
+    table: serde_json::Value,
+}
+
+fn key(name: &str) -> Result<StorageKey, StorageError> {
+    StorageKey::new(name)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Why the stored table could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionStoreError {
+    /// The storage backend failed.
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    /// The entry is not a session table.
+    #[error("`{SESSIONS_KEY}` is not a session table: {0}")]
+    Corrupt(String),
+}
+
+/// Parses a stored value into the table and its write time.
+fn parse(bytes: &[u8], stale_timeout: Duration, now: Instant) -> Result<(SessionTable, u64), SessionStoreError> {
+    let stored: StoredTable = serde_json::from_slice(bytes).map_err(|e| SessionStoreError::Corrupt(e.to_string()))?;
+    let table = SessionTable::from_json(&stored.table.to_string(), stale_timeout, now)
+        .map_err(|e| SessionStoreError::Corrupt(e.to_string()))?;
+    Ok((table, stored.written_at))
+}
+
+/// Moves an unreadable table to [`CORRUPT_KEY`].
+fn set_aside(storage: &dyn Storage) -> Result<(), StorageError> {
+    let current = key(SESSIONS_KEY)?;
+    if let Some(bytes) = storage.get(&current)? {
+        storage.put(&key(CORRUPT_KEY)?, &bytes, Privacy::Private)?;
+        storage.delete(&current)?;
+    }
+    Ok(())
+}
+
+/// The session table and where it is persisted.
 #[derive(Debug)]
 pub struct SessionStore {
     table: SessionTable,
-    path: PathBuf,
+    storage: Arc<dyn Storage>,
     changed: bool,
 }
 
 impl SessionStore {
-    /// Loads `<data_dir>/radius-sessions.json` (missing: empty table; corrupt: moved aside,
-    /// logged, empty table).
-    pub fn open(data_dir: &Path, stale_timeout: Duration, now: Instant) -> SessionStore {
-        let path = data_dir.join(SESSIONS_FILE);
-        let table = match std::fs::read_to_string(&path) {
-            Ok(text) => match SessionTable::from_json(&text, stale_timeout, now) {
-                Ok(table) => {
-                    tracing::info!(path = %path.display(), sessions = table.len(), "RADIUS accounting sessions restored");
-                    table
-                }
-                Err(e) => {
-                    let aside = path.with_extension("json.corrupt");
-                    let moved = std::fs::rename(&path, &aside);
-                    tracing::error!(
-                        path = %path.display(), error = %e, moved_to = %aside.display(), moved = moved.is_ok(),
-                        "RADIUS session file is corrupt: moved aside, starting with no sessions"
-                    );
-                    SessionTable::new(stale_timeout)
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => SessionTable::new(stale_timeout),
+    /// Loads the stored table (missing: empty table; corrupt: kept aside, logged, empty
+    /// table). `data_dir` is where an older release kept it (adopted once).
+    pub fn open(storage: Arc<dyn Storage>, data_dir: &Path, stale_timeout: Duration, now: Instant) -> SessionStore {
+        let table = match Self::load(storage.as_ref(), data_dir, stale_timeout, now) {
+            Ok(Some(table)) => {
+                tracing::info!(key = SESSIONS_KEY, sessions = table.len(), "RADIUS accounting sessions restored");
+                table
+            }
+            Ok(None) => SessionTable::new(stale_timeout),
+            Err(SessionStoreError::Corrupt(reason)) => {
+                let moved = set_aside(storage.as_ref());
+                tracing::error!(
+                    key = SESSIONS_KEY, error = %reason, moved_to = CORRUPT_KEY, moved = moved.is_ok(),
+                    "RADIUS session table is corrupt: kept aside, starting with no sessions"
+                );
+                SessionTable::new(stale_timeout)
+            }
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot read the RADIUS session file; starting with no sessions");
+                tracing::error!(key = SESSIONS_KEY, error = %e, "cannot read the RADIUS session table; starting with no sessions");
                 SessionTable::new(stale_timeout)
             }
         };
-        SessionStore { table, path, changed: false }
+        SessionStore { table, storage, changed: false }
+    }
+
+    fn load(storage: &dyn Storage, data_dir: &Path, stale_timeout: Duration, now: Instant) -> Result<Option<SessionTable>, SessionStoreError> {
+        let key = key(SESSIONS_KEY)?;
+        let legacy = data_dir.join(LEGACY_SESSIONS_FILE);
+        if storage.get(&key)?.is_none() {
+            // An older release wrote the bare table: wrap it on the way in.
+            if let Ok(text) = std::fs::read_to_string(&legacy) {
+                let table: serde_json::Value = serde_json::from_str(&text).map_err(|e| SessionStoreError::Corrupt(e.to_string()))?;
+                let wrapped = serde_json::to_vec(&StoredTable { written_at: unix_now(), table })
+                    .map_err(|e| SessionStoreError::Corrupt(e.to_string()))?;
+                let staged = data_dir.join(format!("{LEGACY_SESSIONS_FILE}.adopt"));
+                std::fs::write(&staged, wrapped).map_err(|source| StorageError::Io { action: "write", key: staged.display().to_string(), source })?;
+                adopt_legacy_file(storage, &key, &staged, Privacy::Private)?;
+                let _ = std::fs::remove_file(&legacy);
+            }
+        }
+        match storage.get(&key)? {
+            None => Ok(None),
+            Some(bytes) => parse(&bytes, stale_timeout, now).map(|(table, _)| Some(table)),
+        }
     }
 
     /// Applies an accounting event a shard acknowledged.
@@ -103,35 +174,17 @@ impl SessionStore {
         let written = self
             .table
             .to_json(now)
-            .map_err(io::Error::other)
-            .and_then(|json| write_private_file_atomically(&self.path, json.as_bytes()));
+            .map_err(|e| e.to_string())
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).map_err(|e| e.to_string()))
+            .and_then(|table| serde_json::to_vec(&StoredTable { written_at: unix_now(), table }).map_err(|e| e.to_string()))
+            .and_then(|bytes| {
+                key(SESSIONS_KEY).and_then(|k| self.storage.put(&k, &bytes, Privacy::Private)).map_err(|e| e.to_string())
+            });
         match written {
             Ok(()) => self.changed = false,
-            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "cannot persist RADIUS sessions"),
+            Err(e) => tracing::error!(key = SESSIONS_KEY, error = %e, "cannot persist RADIUS sessions"),
         }
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file, never
-/// a mix: write a temporary file (mode 0600) in the same folder, fsync it, rename it over
-/// `path`, fsync the folder so the rename itself is durable.
-pub fn write_private_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let folder = match path.parent() {
-        Some(folder) if !folder.as_os_str().is_empty() => folder,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(".tmp");
-    let tmp = folder.join(tmp_name);
-    {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        // `mode` only applies when the file is created; a leftover temp file keeps its mode.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    File::open(folder)?.sync_all()
 }
 
 /// A persisted session table as the CLI reads it.
@@ -139,26 +192,20 @@ pub fn write_private_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()
 pub struct SessionSnapshot {
     /// The sessions, with their idle time counted to when the snapshot was read.
     pub sessions: Vec<(Session, Duration)>,
-    /// How long ago the file was written.
+    /// How long ago the table was written.
     pub age: Duration,
 }
 
-/// Reads `<data_dir>/radius-sessions.json`. Idle times are the persisted ones plus the age
-/// of the file (the appliance rewrites it whenever a session changes).
-pub fn read_snapshot(data_dir: &Path) -> io::Result<SessionSnapshot> {
-    let path = data_dir.join(SESSIONS_FILE);
-    let text = std::fs::read_to_string(&path)?;
-    let age = std::fs::metadata(&path)?
-        .modified()
-        .ok()
-        .and_then(|written| SystemTime::now().duration_since(written).ok())
-        .unwrap_or_default();
+/// Reads the stored table (`Ok(None)`: none written yet). Idle times are the persisted ones
+/// plus the age of the entry (the appliance rewrites it whenever a session changes).
+pub fn read_snapshot(storage: &dyn Storage) -> Result<Option<SessionSnapshot>, SessionStoreError> {
+    let Some(bytes) = storage.get(&key(SESSIONS_KEY)?)? else { return Ok(None) };
     let now = Instant::now();
     // The table is only listed, never expired here: any timeout works.
-    let table = SessionTable::from_json(&text, Duration::MAX, now)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+    let (table, written_at) = parse(&bytes, Duration::MAX, now)?;
+    let age = Duration::from_secs(unix_now().saturating_sub(written_at));
     let sessions = table.iter(now).map(|(session, idle)| (session.clone(), idle + age)).collect();
-    Ok(SessionSnapshot { sessions, age })
+    Ok(Some(SessionSnapshot { sessions, age }))
 }
 
 /// The session table as aligned text columns, one session per line, header first.
@@ -221,10 +268,16 @@ fn compact_duration(duration: Duration) -> String {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
+    use crate::storage::files::FileStorage;
+
     use shardgate_radius::mac::MacAddress;
     use shardgate_radius::server::{AccountingStatus, NasInfo};
 
     use super::*;
+
+    fn files(dir: &Path) -> Arc<dyn Storage> {
+        Arc::new(FileStorage::open(&dir.join("storage")).expect("storage"))
+    }
 
     fn event(status: AccountingStatus, session_id: &str) -> AccountingEvent {
         AccountingEvent {
@@ -244,43 +297,58 @@ mod tests {
     fn sessions_survive_a_reopen_and_the_file_is_private() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Instant::now();
-        let mut store = SessionStore::open(dir.path(), Duration::from_secs(3600), now);
+        let mut store = SessionStore::open(files(dir.path()), dir.path(), Duration::from_secs(3600), now);
         assert!(store.is_empty());
         store.apply(&event(AccountingStatus::Start, "s-1"), now);
         store.apply(&event(AccountingStatus::Start, "s-2"), now);
         store.persist_if_changed(now);
-        let path = dir.path().join(SESSIONS_FILE);
+        let path = dir.path().join("storage").join(SESSIONS_KEY);
         let mode = std::fs::metadata(&path).expect("written").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(!dir.path().join("radius-sessions.json.tmp").exists());
 
-        let mut reopened = SessionStore::open(dir.path(), Duration::from_secs(3600), Instant::now());
+        let mut reopened = SessionStore::open(files(dir.path()), dir.path(), Duration::from_secs(3600), Instant::now());
         assert_eq!(reopened.len(), 2);
         reopened.apply(&event(AccountingStatus::Stop, "s-1"), Instant::now());
         reopened.persist_if_changed(Instant::now());
-        let snapshot = read_snapshot(dir.path()).expect("readable");
+        let snapshot = read_snapshot(files(dir.path()).as_ref()).expect("readable").expect("written");
         assert_eq!(snapshot.sessions.len(), 1);
         assert_eq!(snapshot.sessions[0].0.session_id, "s-2");
     }
 
     #[test]
-    fn a_corrupt_file_is_moved_aside_and_the_table_starts_empty() {
+    fn a_table_of_an_older_release_is_moved_into_storage() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(SESSIONS_FILE);
-        std::fs::write(&path, "{ not json").expect("write");
-        let store = SessionStore::open(dir.path(), Duration::from_secs(60), Instant::now());
+        let now = Instant::now();
+        let mut store = SessionStore::open(files(dir.path()), dir.path(), Duration::from_secs(3600), now);
+        store.apply(&event(AccountingStatus::Start, "s-7"), now);
+        let bare = store.table.to_json(now).expect("json");
+        std::fs::write(dir.path().join(LEGACY_SESSIONS_FILE), bare).expect("write");
+        let other = tempfile::tempdir().expect("tempdir");
+        std::fs::rename(dir.path().join(LEGACY_SESSIONS_FILE), other.path().join(LEGACY_SESSIONS_FILE)).expect("move");
+        let adopted = SessionStore::open(files(other.path()), other.path(), Duration::from_secs(3600), Instant::now());
+        assert_eq!(adopted.len(), 1);
+        assert!(!other.path().join(LEGACY_SESSIONS_FILE).exists());
+        assert!(other.path().join("storage").join(SESSIONS_KEY).exists());
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_kept_aside_and_the_table_starts_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = files(dir.path());
+        storage.put(&key(SESSIONS_KEY).expect("key"), b"{ not json", Privacy::Private).expect("put");
+        let store = SessionStore::open(storage.clone(), dir.path(), Duration::from_secs(60), Instant::now());
         assert!(store.is_empty());
-        assert!(!path.exists());
-        assert_eq!(std::fs::read_to_string(dir.path().join("radius-sessions.json.corrupt")).expect("aside"), "{ not json");
+        assert!(storage.get(&key(SESSIONS_KEY).expect("key")).expect("get").is_none());
+        assert_eq!(storage.get(&key(CORRUPT_KEY).expect("key")).expect("get").as_deref(), Some(&b"{ not json"[..]));
     }
 
     #[test]
     fn stale_sessions_expire_and_unchanged_tables_are_not_rewritten() {
         let dir = tempfile::tempdir().expect("tempdir");
         let start = Instant::now();
-        let mut store = SessionStore::open(dir.path(), Duration::from_secs(10), start);
+        let mut store = SessionStore::open(files(dir.path()), dir.path(), Duration::from_secs(10), start);
         store.persist_if_changed(start);
-        assert!(!dir.path().join(SESSIONS_FILE).exists(), "nothing changed, nothing written");
+        assert!(!dir.path().join("storage").join(SESSIONS_KEY).exists(), "nothing changed, nothing written");
         store.apply(&event(AccountingStatus::InterimUpdate, "s-9"), start);
         store.expire(start + Duration::from_secs(5));
         assert_eq!(store.len(), 1);

@@ -15,7 +15,10 @@
 //!   stays in the kernel.
 //!
 //! The pipe is enlarged to [`PIPE_BYTES`] when the kernel allows, so one wake-up moves up to
-//! that much. The pump alternates fill (socket → pipe until `EAGAIN`/full) and drain (pipe →
+//! that much. Pipes are reused: each shard thread keeps up to [`PIPE_POOL`] empty pipes
+//! ([`PooledPipe`]), so a short connection costs no `pipe2`/`F_SETPIPE_SZ`/`close` calls in the
+//! steady state (HAProxy keeps a pipe pool for the same reason). A pipe goes back to the pool
+//! only when it holds no bytes; one that ended mid-transfer (an error) is closed. The pump alternates fill (socket → pipe until `EAGAIN`/full) and drain (pipe →
 //! socket until empty), so the pipe never holds bytes while we wait for input.
 //!
 //! Half-close: EOF on the source is forwarded as `shutdown(SHUT_WR)` on the destination once
@@ -67,6 +70,66 @@ impl SplicePipe {
         let granted = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) };
         let capacity = if granted > 0 { granted as usize } else { 64 * 1024 };
         Ok(SplicePipe { read_end, write_end, capacity, held: 0 })
+    }
+}
+
+/// Most empty pipes one shard thread keeps for reuse. Enlarged pipes count against the
+/// kernel's `pipe-user-pages-soft` (16384 pages per user by default, i.e. 64 pipes of 256 KiB
+/// for an unprivileged user before new pipes stay at 64 KiB), so the pool stays modest.
+pub const PIPE_POOL: usize = 64;
+
+thread_local! {
+    /// This shard thread's empty pipes (shard-local: no lock, no sharing).
+    static IDLE_PIPES: std::cell::RefCell<Vec<SplicePipe>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A pipe taken from this thread's pool (or created), returned to it on drop when empty.
+#[derive(Debug)]
+pub struct PooledPipe(Option<SplicePipe>);
+
+impl PooledPipe {
+    /// An empty pipe: a pooled one if any, else a new one.
+    pub fn take() -> io::Result<PooledPipe> {
+        let reused = IDLE_PIPES.with(|pool| pool.borrow_mut().pop());
+        match reused {
+            Some(pipe) => Ok(PooledPipe(Some(pipe))),
+            None => Ok(PooledPipe(Some(SplicePipe::new()?))),
+        }
+    }
+
+    /// Empty pipes in this thread's pool now.
+    pub fn idle() -> usize {
+        IDLE_PIPES.with(|pool| pool.borrow().len())
+    }
+}
+
+impl std::ops::Deref for PooledPipe {
+    type Target = SplicePipe;
+    fn deref(&self) -> &SplicePipe {
+        // Invariant: `Some` until drop.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("a PooledPipe holds its pipe until dropped"))
+    }
+}
+
+impl std::ops::DerefMut for PooledPipe {
+    fn deref_mut(&mut self) -> &mut SplicePipe {
+        self.0.as_mut().unwrap_or_else(|| unreachable!("a PooledPipe holds its pipe until dropped"))
+    }
+}
+
+impl Drop for PooledPipe {
+    fn drop(&mut self) {
+        if let Some(pipe) = self.0.take() {
+            if pipe.held == 0 {
+                // `try_with`: during thread teardown the pool may be gone; the pipe just closes.
+                let _ = IDLE_PIPES.try_with(|pool| {
+                    let mut pool = pool.borrow_mut();
+                    if pool.len() < PIPE_POOL {
+                        pool.push(pipe);
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -185,7 +248,7 @@ pub async fn splice_direction(
     clock: &RelayClock,
     mut on_bytes: impl FnMut(u64),
 ) -> io::Result<u64> {
-    let mut pipe = SplicePipe::new()?;
+    let mut pipe = PooledPipe::take()?;
     let source_fd = source.as_raw_fd();
     let sink_fd = sink_writer.as_raw_fd();
     let mut total = 0u64;
@@ -328,6 +391,10 @@ mod tests {
                 assert_eq!(forward_bytes.get(), expected.len() as u64);
                 assert_eq!(backend.await, expected);
                 assert_eq!(client.await, b"done");
+                // Both pipes were empty at the end: they wait in this thread's pool.
+                assert_eq!(PooledPipe::idle(), 2);
+                let again = PooledPipe::take().expect("pipe");
+                assert_eq!((again.held, PooledPipe::idle()), (0, 1));
             })
             .expect("executor")
             .join()

@@ -42,9 +42,42 @@ pub enum ConfigSource {
 impl ConfigSource {
     /// Loads and checks the config from this source.
     pub fn load(&self) -> Result<Config, ConfigErrors> {
+        self.load_with_text().map(|(config, _)| config)
+    }
+
+    /// Loads and checks the config, and returns the text it was read from.
+    pub fn load_with_text(&self) -> Result<(Config, String), ConfigErrors> {
         match self {
-            ConfigSource::File(path) => Config::load(path),
-            ConfigSource::Embedded => Config::embedded_default(),
+            ConfigSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Config::parse(&text, &self.name()).map(|config| (config, text)),
+                // Config::load reports the unreadable file.
+                Err(_) => Config::load(path).map(|config| (config, String::new())),
+            },
+            ConfigSource::Embedded => Config::embedded_default().map(|config| (config, crate::config::EMBEDDED_DEFAULT.to_string())),
+        }
+    }
+
+    /// The text of the config as it reads now (empty if the file cannot be read).
+    pub fn text(&self) -> String {
+        match self {
+            ConfigSource::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
+            ConfigSource::Embedded => crate::config::EMBEDDED_DEFAULT.to_string(),
+        }
+    }
+
+    /// The name problems are reported under (the path, or the embedded default's name).
+    pub fn name(&self) -> String {
+        match self {
+            ConfigSource::File(path) => path.display().to_string(),
+            ConfigSource::Embedded => crate::config::EMBEDDED_DEFAULT_NAME.to_string(),
+        }
+    }
+
+    /// The file a replaced config is persisted to.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::File(path) => Some(path),
+            ConfigSource::Embedded => None,
         }
     }
 }
@@ -143,16 +176,26 @@ pub struct ControlCore {
     listening: BTreeSet<SocketAddr>,
     udp_listening: BTreeMap<SocketAddr, UdpService>,
     radius_sessions: Option<SessionStore>,
+    /// The storage layer (RADIUS sessions, dynamic DNS records, ACME state).
+    storage: Arc<dyn crate::storage::Storage>,
     /// The DNS zones (configured + dynamic records); `None` without `[dns]`.
     dns: Option<DnsZones>,
     dns_tcp_listening: BTreeSet<SocketAddr>,
     latest: BTreeMap<usize, ShardStats>,
+    /// Latency histograms folded from the shards' reports.
+    latency: crate::latency::LatencyBook,
     /// The control core's tokio runtime (ACME, delivery, admin API); stopped when the control
     /// core ends.
     async_tasks: super::control_async::ControlAsync,
     stats_path: PathBuf,
     /// ACME auto certificates (see `crate::acme::manager`).
     acme: Option<crate::acme::manager::AcmeManager>,
+    /// TLS session-ticket keys: rotated here, sent to every shard (`crate::tls::tickets`).
+    tickets: Option<crate::tls::tickets::TicketKeyRotation>,
+    /// What the admin API reads (stats, running config); `None` when not wired.
+    admin_feed: Option<crate::admin_api::feed::AdminFeed>,
+    /// The text of the config in force (for the admin API and config replacement).
+    config_text: String,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
 }
@@ -167,10 +210,16 @@ impl ControlCore {
         listening: BTreeSet<SocketAddr>,
         udp_listening: BTreeMap<SocketAddr, UdpService>,
         async_tasks: super::control_async::ControlAsync,
+        storage: Arc<dyn crate::storage::Storage>,
     ) -> ControlCore {
         let stats_path = config.runtime.data_dir.join("stats.json");
         let radius_sessions = config.radius.as_ref().map(|radius| {
-            SessionStore::open(&config.runtime.data_dir, Duration::from_secs(radius.session_stale_timeout_secs), Instant::now())
+            SessionStore::open(
+                storage.clone(),
+                &config.runtime.data_dir,
+                Duration::from_secs(radius.session_stale_timeout_secs),
+                Instant::now(),
+            )
         });
         ControlCore {
             source,
@@ -181,12 +230,17 @@ impl ControlCore {
             listening,
             udp_listening,
             radius_sessions,
+            storage,
             dns: None,
             dns_tcp_listening: BTreeSet::new(),
             latest: BTreeMap::new(),
+            latency: crate::latency::LatencyBook::default(),
             async_tasks,
             stats_path,
             acme: None,
+            tickets: None,
+            admin_feed: None,
+            config_text: String::new(),
             stopping: None,
             stopped: BTreeSet::new(),
         }
@@ -200,10 +254,23 @@ impl ControlCore {
         self
     }
 
+    /// Hands the control core the admin API's feed and the text of generation 1.
+    pub fn with_admin_feed(mut self, feed: crate::admin_api::feed::AdminFeed, config_text: String) -> ControlCore {
+        self.admin_feed = Some(feed);
+        self.config_text = config_text;
+        self
+    }
+
     /// Hands the control core the ACME manager (its store was already in generation 1).
     pub fn with_acme(mut self, acme: crate::acme::manager::AcmeManager) -> ControlCore {
         acme.remove_leftover_challenges(&self.shards, self.dns.as_mut());
         self.acme = Some(acme);
+        self
+    }
+
+    /// Hands the control core the ticket-key rotation whose first keys generation 1 was sent.
+    pub fn with_tickets(mut self, tickets: crate::tls::tickets::TicketKeyRotation) -> ControlCore {
+        self.tickets = Some(tickets);
         self
     }
 
@@ -230,7 +297,8 @@ impl ControlCore {
         while self.stopped.len() < self.shards.len() {
             let wait = next_write.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
-                Ok(ToControl::Stats(stats)) => {
+                Ok(ToControl::Stats(mut stats)) => {
+                    self.latency.add(stats.shard, &std::mem::take(&mut stats.latency_interval));
                     self.latest.insert(stats.shard, stats);
                     dirty = true;
                 }
@@ -241,9 +309,20 @@ impl ControlCore {
                         store.apply(&event, Instant::now());
                     }
                 }
-                Ok(ToControl::DnsUpdate { change, reply }) => {
-                    let _ = reply.send(self.dns_update(change));
-                }
+                Ok(ToControl::DnsUpdate { change, reply }) => match self.dns_update(change) {
+                    // Answered once every shard has applied the new catalog (a barrier behind
+                    // it in each mailbox), so "added" means "served by every shard".
+                    Ok(updated) => {
+                        let applied = crate::acme::ShardsApplied::barrier(&self.shards);
+                        self.async_tasks.spawn(async move {
+                            applied.wait(Duration::from_secs(5)).await;
+                            let _ = reply.send(Ok(updated));
+                        });
+                    }
+                    Err(refused) => {
+                        let _ = reply.send(Err(refused));
+                    }
+                },
                 Ok(ToControl::Acme(event)) => {
                     if let Some(acme) = &mut self.acme {
                         acme.handle(event, &self.shards, self.dns.as_mut());
@@ -251,6 +330,14 @@ impl ControlCore {
                 }
                 Ok(ToControl::ShardStopped(index)) => {
                     self.stopped.insert(index);
+                }
+                Ok(ToControl::ReplaceConfig(change)) => {
+                    let outcome = if self.stopping.is_some() {
+                        crate::admin_api::feed::ConfigChangeOutcome::Refused { problems: vec!["the appliance is stopping".into()] }
+                    } else {
+                        self.replace_config(&change.text, &change.user)
+                    };
+                    let _ = change.reply.send(outcome);
                 }
                 Ok(ToControl::Reload) => {
                     if self.stopping.is_none() {
@@ -271,6 +358,11 @@ impl ControlCore {
                     let now = Instant::now();
                     store.expire(now);
                     store.persist_if_changed(now);
+                }
+                if let Some(keys) = self.tickets.as_mut().and_then(|t| t.due(Instant::now())) {
+                    for shard in &self.shards {
+                        let _ = shard.send(ToShard::TicketKeys(keys.clone()));
+                    }
                 }
                 if dirty {
                     self.write_stats();
@@ -300,13 +392,50 @@ impl ControlCore {
     }
 
     fn reload(&mut self) {
-        let new = match self.source.load() {
-            Ok(c) => c,
+        let (new, text) = match self.source.load_with_text() {
+            Ok(loaded) => loaded,
             Err(errors) => {
                 tracing::error!(generation = self.generation, "reload refused, the running config keeps serving:\n{errors}");
                 return;
             }
         };
+        if let Err(reason) = self.apply(new, text) {
+            tracing::error!(generation = self.generation, "reload refused: {reason}; the running config keeps serving");
+        }
+    }
+
+    /// Replaces the config with `text` (admin API): checked and applied like a reload, then
+    /// written to the config file through a temporary file and a rename.
+    fn replace_config(&mut self, text: &str, user: &str) -> crate::admin_api::feed::ConfigChangeOutcome {
+        use crate::admin_api::feed::ConfigChangeOutcome;
+        let new = match Config::parse(text, &self.source.name()) {
+            Ok(config) => config,
+            Err(errors) => {
+                tracing::warn!(target: "shardgate::audit", user, problems = errors.problems.len(), "config change through the admin API refused:\n{errors}");
+                return ConfigChangeOutcome::Refused { problems: errors.problems.iter().map(ToString::to_string).collect() };
+            }
+        };
+        if let Err(reason) = self.apply(new, text.to_string()) {
+            tracing::warn!(target: "shardgate::audit", user, "config change through the admin API refused: {reason}");
+            return ConfigChangeOutcome::Refused { problems: vec![reason] };
+        }
+        let (persisted, persist_error) = match self.source.path() {
+            None => (false, None),
+            Some(path) => match write_atomically(path, text.as_bytes()) {
+                Ok(()) => (true, None),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "the applied config could not be written to its file");
+                    (false, Some(format!("{}: {e}", path.display())))
+                }
+            },
+        };
+        tracing::info!(target: "shardgate::audit", user, generation = self.generation, persisted, "config replaced through the admin API");
+        ConfigChangeOutcome::Applied { generation: self.generation, persisted, persist_error }
+    }
+
+    /// Hot-applies a checked config: opens and closes listeners, sends every shard the new
+    /// generation. `Err` (a listener that cannot be opened): nothing changed.
+    fn apply(&mut self, new: Config, text: String) -> Result<(), String> {
         if new.runtime.layout != self.config.runtime.layout {
             tracing::warn!("runtime.shards/control_cpu changed: that takes a restart; keeping the running layout");
         }
@@ -329,51 +458,32 @@ impl ControlCore {
             .filter(|(addr, service)| udp_wanted.get(addr) != Some(service))
             .map(|(addr, _)| *addr)
             .collect();
-        let radius = match compile_radius_policy(&new) {
-            Ok(policy) => policy,
-            Err(e) => {
-                tracing::error!(generation = self.generation, "reload refused: {e}; the running config keeps serving");
-                return;
-            }
-        };
+        let radius = compile_radius_policy(&new).map_err(|e| e.to_string())?;
         let dns_tcp_wanted = dns_tcp_listen_addresses(&new);
         let dns_tcp_to_open: BTreeSet<SocketAddr> = dns_tcp_wanted.difference(&self.dns_tcp_listening).copied().collect();
         let dns_tcp_to_close: Vec<SocketAddr> = self.dns_tcp_listening.difference(&dns_tcp_wanted).copied().collect();
         let layout = &self.config.runtime.layout;
-        let mut dns_tcp_opened = match open_groups(&dns_tcp_to_open, &layout.shard_cpus, new.tuning.steer_connections) {
-            Ok(groups) => groups,
-            Err((addr, e)) => {
-                tracing::error!(generation = self.generation, "reload refused: cannot listen on DNS TCP {addr}: {e}; the running config keeps serving");
-                return;
-            }
-        };
-        let mut opened = match open_groups(&to_open, &layout.shard_cpus, new.tuning.steer_connections) {
-            Ok(groups) => groups,
-            Err((addr, e)) => {
-                tracing::error!(generation = self.generation, "reload refused: cannot listen on {addr}: {e}; the running config keeps serving");
-                return;
-            }
-        };
-        let mut udp_opened = match open_udp_groups(&udp_to_open, layout.shard_cpus.len()) {
-            Ok(groups) => groups,
-            Err((addr, e)) => {
-                tracing::error!(generation = self.generation, "reload refused: cannot listen on UDP {addr}: {e}; the running config keeps serving");
-                return;
-            }
-        };
+        let mut dns_tcp_opened = open_groups(&dns_tcp_to_open, &layout.shard_cpus, new.tuning.steer_connections)
+            .map_err(|(addr, e)| format!("cannot listen on DNS TCP {addr}: {e}"))?;
+        let mut opened = open_groups(&to_open, &layout.shard_cpus, new.tuning.steer_connections)
+            .map_err(|(addr, e)| format!("cannot listen on {addr}: {e}"))?;
+        let mut udp_opened =
+            open_udp_groups(&udp_to_open, layout.shard_cpus.len()).map_err(|(addr, e)| format!("cannot listen on UDP {addr}: {e}"))?;
         if let (Some(store), Some(policy)) = (&mut self.radius_sessions, &radius) {
             store.set_stale_timeout(policy.session_stale_timeout);
         }
         if self.radius_sessions.is_none() {
             if let Some(policy) = &radius {
                 self.radius_sessions =
-                    Some(SessionStore::open(&self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
+                    Some(SessionStore::open(self.storage.clone(), &self.config.runtime.data_dir, policy.session_stale_timeout, Instant::now()));
             }
         }
         // The zone files were re-read by the config load; the dynamic records go on top again.
         match (&mut self.dns, &new.dns_catalog) {
             (Some(dns), Some(base)) => dns.rebase(base.clone()),
-            (None, Some(base)) => self.dns = Some(DnsZones::open(&self.config.runtime.data_dir, base.clone())),
+            (None, Some(base)) => {
+                self.dns = Some(DnsZones::open(self.storage.clone(), &self.config.runtime.data_dir, base.clone()))
+            }
             (_, None) => self.dns = None,
         }
         let dns_catalog = self.dns.as_ref().map(DnsZones::current);
@@ -414,17 +524,48 @@ impl ControlCore {
         self.listening = wanted;
         self.udp_listening = udp_wanted;
         self.dns_tcp_listening = dns_tcp_wanted;
+        if let Some(admin) = &config.admin {
+            crate::latency::set_recording(admin.latency_histograms);
+            if self.config.admin.as_ref().map(|a| (a.listen, &a.tls)) != Some((admin.listen, &admin.tls)) {
+                tracing::warn!("[admin] listen/TLS changed: that takes a restart; users, token_ttl and metrics_open apply now");
+            }
+        }
         self.config = config;
+        self.config_text = text;
+        self.publish_config();
+        Ok(())
     }
 
-    fn write_stats(&self) {
-        let shards: Vec<ShardStats> = self.latest.values().cloned().collect();
+    /// Tells the admin API which config is in force.
+    fn publish_config(&self) {
+        if let Some(feed) = &self.admin_feed {
+            feed.publish_config(crate::admin_api::feed::RunningConfig {
+                generation: self.generation,
+                config: self.config.clone(),
+                text: self.config_text.clone(),
+                path: self.source.path().map(Path::to_path_buf),
+            });
+        }
+    }
+
+    fn write_stats(&mut self) {
+        self.latency.close_interval();
+        let shards: Vec<ShardStats> = self
+            .latest
+            .values()
+            .map(|s| ShardStats { latency: self.latency.shard_summaries(s.shard), ..s.clone() })
+            .collect();
         let mut merged = MergedStats::merge(self.generation, &shards);
+        merged.latency = self.latency.total_summaries();
+        merged.latency_recent = self.latency.recent_summaries();
         if let Some(acme) = &self.acme {
             merged.certificates = acme.status(Instant::now());
         }
         if let Err(e) = write_json_atomically(&self.stats_path, &merged) {
             tracing::warn!(path = %self.stats_path.display(), error = %e, "cannot write stats");
+        }
+        if let Some(feed) = &self.admin_feed {
+            feed.publish_stats(merged);
         }
     }
 }
@@ -435,5 +576,21 @@ fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> std::io:
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder (synced) and a
+/// rename, keeping the old file's permissions: a crash leaves the old or the new file whole.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".shardgate-tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+    }
     std::fs::rename(&tmp, path)
 }

@@ -12,6 +12,9 @@
 //! - [`ToShard::Certificates`]: a new certificate store (ACME issued or renewed a certificate,
 //!   or a TLS-ALPN-01 challenge certificate came or went): new handshakes use it, live
 //!   connections are untouched.
+//! - [`ToShard::TicketKeys`]: new TLS session-ticket keys (rotated every 6 hours by the control
+//!   core, `crate::tls::tickets`): new handshakes seal tickets with them; every shard gets the
+//!   same `Arc`, so a ticket from one shard resumes on another.
 //! - [`ToShard::AcmeHttp01`]: the HTTP-01 tokens to answer (`crate::acme::http01`).
 //! - [`ToShard::Barrier`]: answer with the shard index once everything sent before is applied
 //!   (an ACME order waits for it before the CA validates a challenge).
@@ -23,9 +26,13 @@
 //!   table the control core keeps;
 //! - [`ToControl::DnsUpdate`]: from the admin socket (`runtime::admin`): add or remove a
 //!   dynamic DNS record; the control core applies and persists it, sends the new catalog to
-//!   every shard, then answers on the request's reply channel;
+//!   every shard, then answers on the request's reply channel once every shard has applied it
+//!   (a `Barrier` behind the catalog);
 //! - [`ToControl::Acme`]: from ACME order tasks (publish/withdraw a challenge, an order's
 //!   outcome) and the admin socket (`shardgate certs`, forced renewal), for the ACME manager;
+//! - [`ToControl::ReplaceConfig`]: from the admin API (`crate::admin_api`): a new config text,
+//!   validated and hot-applied exactly like a SIGHUP reload, then written to the config file;
+//!   the outcome (new generation, or every problem) goes back on the request's reply;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -77,6 +84,8 @@ pub enum ToShard {
     Apply(ShardSnapshot),
     /// Answer from this DNS catalog from the next query on (a dynamic record changed).
     DnsCatalog(Arc<shardgate_dns::Catalog>),
+    /// Seal and open session tickets with these keys from the next handshake on.
+    TicketKeys(Arc<crate::tls::tickets::TicketKeys>),
     /// Use this certificate store for new TLS handshakes (configured + ACME certificates).
     Certificates(Arc<crate::tls::store::CertificateStore>),
     /// Answer these HTTP-01 challenge tokens from now on.
@@ -109,6 +118,9 @@ pub enum ToControl {
     Acme(crate::acme::AcmeEvent),
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
+    /// Replace the config with this text (admin API `PUT /api/config`): checked and applied
+    /// like a SIGHUP reload, then persisted; the outcome goes back on the change's reply.
+    ReplaceConfig(crate::admin_api::feed::ConfigChange),
     /// Re-read the config (SIGHUP).
     Reload,
     /// Stop gracefully (SIGTERM/SIGINT).

@@ -7,8 +7,9 @@
 //!    dynamic records;
 //! 2. one glommio executor per shard CPU ([`shard`]), each sent generation 1 of the config
 //!    with its own listening sockets;
-//! 3. the control core thread ([`control`]), pinned to its CPU or floating, and the admin
-//!    socket ([`admin`], `<data_dir>/control.sock`) that feeds it requests from the CLI;
+//! 3. the control core thread ([`control`]), pinned to its CPU or floating, the admin
+//!    socket ([`admin`], `<data_dir>/control.sock`) that feeds it requests from the CLI, and
+//!    the admin API (`crate::admin_api`, `[admin]`) on the control core's tokio runtime;
 //! 4. this thread waits for signals: SIGHUP → reload, SIGTERM/SIGINT → graceful stop
 //!    (a second one stops at once).
 //!
@@ -101,19 +102,21 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let dns_tcp_listening = dns_tcp_listen_addresses(&config);
     let mut dns_tcp_sockets = open_groups(&dns_tcp_listening, &layout.shard_cpus, config.tuning.steer_connections)
         .map_err(|(addr, source)| StartError::Listen { addr, source })?;
+    // The storage layer: ACME state, dynamic DNS records, RADIUS sessions.
+    let storage = crate::storage::open(config.storage, &data_dir)?;
     // The configured zones with the persisted dynamic records re-applied.
-    let dns_zones = config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(&data_dir, base));
+    let dns_zones =
+        config.dns_catalog.clone().map(|base| crate::dns::dynamic::DnsZones::open(storage.clone(), &data_dir, base));
     let dns_catalog = dns_zones.as_ref().map(crate::dns::dynamic::DnsZones::current);
 
-    let tls = Arc::new(
-        crate::tls::TlsShared::new().map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?,
-    );
+    let tickets = crate::tls::tickets::TicketKeyRotation::start(std::time::Instant::now())
+        .map_err(|e| StartError::Spawn { what: "TLS session tickets".into(), source: std::io::Error::other(e) })?;
+    let tls = Arc::new(crate::tls::TlsShared::new(tickets.keys()));
     tracing::info!("{}", tls.ktls);
     let (to_control, control_inbox) = crossbeam_channel::unbounded::<ToControl>();
     // ACME certificates kept in storage are served from generation 1 on.
-    let storage = crate::storage::open(config.storage, &data_dir)?;
     let mut config = config;
-    let acme = crate::acme::manager::AcmeManager::new(&config, storage, to_control.clone());
+    let acme = crate::acme::manager::AcmeManager::new(&config, storage.clone(), to_control.clone());
     config.certificates = acme.store();
     let config = Arc::new(config);
     let routes = Arc::new(RouteTable::new(&config));
@@ -151,10 +154,24 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
 
     let control_async = control_async::ControlAsync::start(layout.control_cpu)
         .map_err(|source| StartError::Spawn { what: "the control core's async runtime".into(), source })?;
+    crate::latency::set_recording(config.admin.as_ref().is_none_or(|a| a.latency_histograms));
+    let config_text = source.text();
+    let (admin_feed, admin_view) = crate::admin_api::feed::AdminFeed::new(crate::admin_api::feed::RunningConfig {
+        generation: 1,
+        config: config.clone(),
+        text: config_text.clone(),
+        path: source.path().map(std::path::Path::to_path_buf),
+    });
+    // The admin API (`[admin]`); without it the appliance still serves traffic.
+    if let Err(e) = crate::admin_api::start(&control_async, &config, admin_view, to_control.clone()) {
+        tracing::error!(error = %e, "admin API not available");
+    }
     let control =
-        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async)
+        ControlCore::new(source, config.clone(), mailboxes, control_inbox, listening.clone(), udp_listening.clone(), control_async, storage)
             .with_dns(dns_zones, dns_tcp_listening.clone())
-            .with_acme(acme);
+            .with_acme(acme)
+            .with_tickets(tickets)
+            .with_admin_feed(admin_feed, config_text);
     // The admin socket (`shardgate dns add|remove`); without it the appliance still serves.
     let admin_socket = match admin::serve(&data_dir, to_control.clone()) {
         Ok(path) => Some(path),

@@ -6,7 +6,8 @@
 //! task each), its member socket of every UDP service group (one serving task each; RADIUS:
 //! [`crate::radius::serve`]; DNS: [`crate::dns::udp`]), its DNS state and DNS TCP listeners
 //! ([`crate::dns::ShardDns`]: the zones in force, swapped by `ToShard::DnsCatalog`), and its
-//! counters. It listens to the control core through its
+//! counters. Every accepted connection runs in a `conn` tracing span carrying its
+//! [`correlation_id`]. It listens to the control core through its
 //! [`Inbox`](super::doorbell::Inbox) and reports stats every [`STATS_INTERVAL`].
 
 use std::cell::RefCell;
@@ -69,11 +70,21 @@ struct Shard {
     udp_services: RefCell<HashMap<SocketAddr, glommio::Task<()>>>,
     radius: Rc<ShardRadius>,
     dns: Rc<crate::dns::ShardDns>,
-    tls: std::sync::Arc<crate::tls::TlsShared>,
+    /// Ticket keys and kTLS support (new ticket keys replace it, `ToShard::TicketKeys`).
+    tls: RefCell<std::sync::Arc<crate::tls::TlsShared>>,
     to_control: Sender<ToControl>,
     /// The generation, config and routes in force, to rebuild the route state when only the
     /// certificates change.
     current: RefCell<Option<InForce>>,
+    /// Connections accepted so far (the low bits of each connection's correlation id).
+    connections_accepted: std::cell::Cell<u64>,
+}
+
+/// A connection's correlation id: the shard index in the top 8 bits, the shard's accept
+/// count in the rest, shown as 16 hex digits (`conn{id=01000000000000a3}` in logs): unique in
+/// one run, and every log line of the connection carries it through the `conn` span.
+pub fn correlation_id(shard: usize, sequence: u64) -> String {
+    format!("{:016x}", ((shard as u64 & 0xff) << 56) | (sequence & 0x00ff_ffff_ffff_ffff))
 }
 
 /// Starts a shard's thread; it runs until told to stop.
@@ -113,9 +124,10 @@ async fn run_shard(spec: ShardSpec) {
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
         dns,
-        tls,
+        tls: RefCell::new(tls),
         to_control,
         current: RefCell::new(None),
+        connections_accepted: std::cell::Cell::new(0),
     });
     let reporter = glommio::spawn_local({
         let shard = shard.clone();
@@ -134,6 +146,7 @@ async fn run_shard(spec: ShardSpec) {
             ToShard::Apply(snapshot) => shard.apply(snapshot),
             ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
             ToShard::Certificates(store) => shard.swap_certificates(store),
+            ToShard::TicketKeys(keys) => shard.swap_ticket_keys(keys),
             ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
@@ -162,7 +175,7 @@ impl Shard {
             self.dns.open_tcp(addr, socket);
         }
         let table = (*routes).clone();
-        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls);
+        let state = RouteState::new(generation, table, self.count, &mut self.counters.borrow_mut(), &config, &self.tls.borrow());
         *self.state.borrow_mut() = Rc::new(state);
         *self.current.borrow_mut() = Some((generation, config.clone(), routes.clone()));
         let mut listeners = self.listeners.borrow_mut();
@@ -202,11 +215,36 @@ impl Shard {
         let mut swapped = (*config).clone();
         swapped.certificates = store;
         let swapped = std::sync::Arc::new(swapped);
-        let state =
-            RouteState::new(generation, (*routes).clone(), self.count, &mut self.counters.borrow_mut(), &swapped, &self.tls);
-        *self.state.borrow_mut() = Rc::new(state);
-        *self.current.borrow_mut() = Some((generation, swapped, routes));
+        self.rebuild_routes(generation, swapped, routes);
         tracing::debug!(shard = self.index, generation, "certificate store swapped");
+    }
+
+    /// New handshakes seal tickets with `keys` (the previous key still opens older ones).
+    fn swap_ticket_keys(&self, keys: std::sync::Arc<crate::tls::tickets::TicketKeys>) {
+        let tls = std::sync::Arc::new(self.tls.borrow().with_keys(keys));
+        *self.tls.borrow_mut() = tls;
+        let Some((generation, config, routes)) = self.current.borrow().clone() else { return };
+        self.rebuild_routes(generation, config, routes);
+        tracing::debug!(shard = self.index, generation, "TLS ticket keys swapped");
+    }
+
+    /// The route state for the same generation rebuilt with `config` and the TLS state in force.
+    fn rebuild_routes(
+        &self,
+        generation: u64,
+        config: std::sync::Arc<crate::config::Config>,
+        routes: std::sync::Arc<crate::route::RouteTable>,
+    ) {
+        let state = RouteState::new(
+            generation,
+            (*routes).clone(),
+            self.count,
+            &mut self.counters.borrow_mut(),
+            &config,
+            &self.tls.borrow(),
+        );
+        *self.state.borrow_mut() = Rc::new(state);
+        *self.current.borrow_mut() = Some((generation, config, routes));
     }
 
     async fn drain(&self, deadline: Instant) {
@@ -233,6 +271,8 @@ impl Shard {
             routes: Default::default(),
             radius: self.radius.counters(),
             dns: self.dns.counters(),
+            latency_interval: crate::latency::take_interval(),
+            latency: Default::default(),
         };
         for (name, counters) in self.counters.borrow().iter() {
             stats.routes.insert(name.clone(), counters.snapshot());
@@ -245,8 +285,13 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, addr: SocketAddr) 
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                use tracing::Instrument as _;
                 let state = shard.state.borrow().clone();
-                glommio::spawn_local(serve_connection(state, shard.shard_counters.clone(), shard.http.clone(), stream)).detach();
+                let sequence = shard.connections_accepted.get().wrapping_add(1);
+                shard.connections_accepted.set(sequence);
+                let span = tracing::info_span!("conn", id = %correlation_id(shard.index, sequence));
+                glommio::spawn_local(serve_connection(state, shard.shard_counters.clone(), shard.http.clone(), stream).instrument(span))
+                    .detach();
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.

@@ -7,7 +7,10 @@
 //! writes, private entries mode 0600), the memory backend for tests ([`memory::MemoryStorage`])
 //! and moving every entry between two backends ([`copy_all`], behind `shardgate storage
 //! export|import`). Does not own what the entries mean: ACME keeps its account and
-//! certificates under `acme/` (see `crate::acme::stored`), later users add their own prefixes.
+//! certificates under `acme/` (see `crate::acme::stored`), the dynamic DNS records are
+//! `dns/dynamic.json` (`crate::dns::dynamic`), the RADIUS accounting sessions
+//! `radius/sessions.json` (`crate::radius::session_store`); files an older release kept
+//! directly in the data folder are moved in once ([`adopt_legacy_file`]).
 //!
 //! The scale-out plan is an existing distributed store behind the same trait, not a
 //! home-made one; the trait is therefore deliberately small and synchronous (entries are a
@@ -141,6 +144,24 @@ pub fn open(backend: StorageBackend, data_dir: &Path) -> Result<Arc<dyn Storage>
     }
 }
 
+/// Moves a file an older release kept directly in the data folder (`<data_dir>/<file>`) into
+/// storage under `key`, once: only when `key` is still empty. The file is removed after the
+/// entry is written, so a crash in between leaves both and the next start adopts it again.
+pub fn adopt_legacy_file(storage: &dyn Storage, key: &StorageKey, file: &Path, privacy: Privacy) -> Result<bool, StorageError> {
+    if storage.get(key)?.is_some() {
+        return Ok(false);
+    }
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(StorageError::Io { action: "read", key: file.display().to_string(), source }),
+    };
+    storage.put(key, &bytes, privacy)?;
+    std::fs::remove_file(file).map_err(|source| StorageError::Io { action: "delete", key: file.display().to_string(), source })?;
+    tracing::info!(file = %file.display(), key = %key, "moved into storage");
+    Ok(true)
+}
+
 /// Copies every entry of `from` into `to` (same keys, same privacy); returns how many.
 /// Entries already in `to` under the same keys are replaced; others are left alone.
 pub fn copy_all(from: &dyn Storage, to: &dyn Storage) -> Result<usize, StorageError> {
@@ -175,6 +196,23 @@ mod tests {
             let e = StorageKey::new(bad).expect_err(bad).to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_legacy_file_is_adopted_once_and_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let legacy = dir.path().join("old.json");
+        std::fs::write(&legacy, b"{}").expect("write");
+        let storage = memory::MemoryStorage::default();
+        let key = StorageKey::new("dns/dynamic.json").expect("key");
+        assert!(adopt_legacy_file(&storage, &key, &legacy, Privacy::Private).expect("adopt"));
+        assert_eq!(storage.get(&key).expect("get").as_deref(), Some(&b"{}"[..]));
+        assert_eq!(storage.privacy(&key).expect("privacy"), Privacy::Private);
+        assert!(!legacy.exists());
+        // A second file under the same name never overwrites the stored entry.
+        std::fs::write(&legacy, b"{\"stale\":1}").expect("write");
+        assert!(!adopt_legacy_file(&storage, &key, &legacy, Privacy::Private).expect("adopt"));
+        assert_eq!(storage.get(&key).expect("get").as_deref(), Some(&b"{}"[..]));
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub async fn accept(
     already_read: Vec<u8>,
     timeout: Duration,
 ) -> Result<Established, HandshakeError> {
+    let handshake_started = std::time::Instant::now();
     let mut reader = RecordReader { pending: already_read };
     let handshake = async {
         let mut conn = start_connection(stream, &mut reader, config).await?;
@@ -136,6 +137,7 @@ pub async fn accept(
         // carries no data (RFC 8737 §3) and must not reach a backend.
         return Err(HandshakeError::AcmeValidation);
     }
+    crate::latency::record_since(crate::latency::Operation::TlsHandshake, handshake_started);
     Ok(Established { conn, leftover: reader.pending })
 }
 
@@ -292,7 +294,7 @@ mod tests {
         let challenge = crate::acme::tls_alpn::challenge_certificate("hs.test", &[9; 32]).expect("challenge");
         let challenge_der = challenge.cert[0].to_vec();
         let store = Arc::new(CertificateStore::default().merged(&[], std::collections::HashMap::from([("hs.test".to_string(), challenge)])));
-        let shared = crate::tls::TlsShared::new().expect("tls shared");
+        let shared = crate::tls::TlsShared::new(std::sync::Arc::new(crate::tls::tickets::TicketKeys::first().expect("keys")));
         let config = crate::tls::server_config(&store, None, &[], &shared).expect("server config");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -4,7 +4,8 @@
 //! - [`store`]: the certificate store and choice by SNI (exact, wildcard, default);
 //! - [`handshake`]: rustls driven record by record over a glommio socket;
 //! - [`ktls`]: probing the kernel once, and installing a session's keys in it;
-//! - [`relay`]: the userspace fallback relay (client TLS ⇄ target plaintext).
+//! - [`relay`]: the userspace fallback relay (client TLS ⇄ target plaintext);
+//! - [`tickets`]: session-ticket keys, rotated by the control core and sent to every shard.
 //!
 //! After a handshake the session goes to the kernel when [`ktls::probe`] said it can and no
 //! encrypted byte is left over; the socket then carries plaintext on our side and the normal
@@ -15,6 +16,7 @@ pub mod handshake;
 pub mod ktls;
 pub mod relay;
 pub mod store;
+pub mod tickets;
 
 use std::sync::Arc;
 
@@ -23,20 +25,26 @@ use rustls::ServerConfig;
 
 use store::{CertificateResolver, CertificateStore};
 
-/// What every shard shares about TLS for the life of the process.
-#[derive(Debug)]
+/// What a shard's TLS configs are built with: the session-ticket keys in force (the same
+/// immutable set on every shard, so a ticket from one shard resumes on another; replaced when
+/// the control core rotates them, see [`tickets`]) and whether the kernel takes sessions.
+#[derive(Debug, Clone)]
 pub struct TlsShared {
-    /// Session-ticket keys (rustls' rotating ticketer: a new key every 6 hours, the previous
-    /// one still accepted), shared by all shards so a ticket from one shard resumes on another.
+    /// Session-ticket keys.
     pub ticketer: Arc<dyn ProducesTickets>,
     /// Whether the kernel takes sessions.
     pub ktls: ktls::KtlsSupport,
 }
 
 impl TlsShared {
-    /// Creates the ticketer and probes kTLS.
-    pub fn new() -> Result<TlsShared, rustls::Error> {
-        Ok(TlsShared { ticketer: rustls::crypto::ring::Ticketer::new()?, ktls: ktls::probe() })
+    /// The first ticket keys and the kTLS probe's answer.
+    pub fn new(keys: Arc<tickets::TicketKeys>) -> TlsShared {
+        TlsShared { ticketer: keys, ktls: ktls::probe() }
+    }
+
+    /// The same, with new ticket keys.
+    pub fn with_keys(&self, keys: Arc<tickets::TicketKeys>) -> TlsShared {
+        TlsShared { ticketer: keys, ktls: self.ktls.clone() }
     }
 }
 

@@ -401,7 +401,20 @@ impl fmt::Debug for UserDirectory {
     }
 }
 
+/// Checks that `hash` is a password hash [`UserDirectory`] can verify (argon2 PHC string or
+/// SHA-crypt `$6$`/`$5$`); the error says what is wrong. Shared with other config sections
+/// that hold users (the admin API's `[admin] users`).
+pub fn check_password_hash(hash: &str) -> Result<(), &'static str> {
+    hash_scheme(hash).map(|_| ())
+}
+
 impl UserDirectory {
+    /// A directory of `(username, password hash)` pairs (hashes checked with
+    /// [`check_password_hash`] by whoever validated them).
+    pub fn from_users(users: impl IntoIterator<Item = (String, String)>) -> UserDirectory {
+        UserDirectory { users: users.into_iter().collect() }
+    }
+
     /// True when `username` exists and `password` matches its hash. Unknown users,
     /// malformed hashes and wrong passwords are all simply `false`.
     pub fn verify(&self, username: &str, password: &[u8]) -> bool {
