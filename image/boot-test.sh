@@ -135,12 +135,25 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10); line 
     skip "SMTP banner: the image has no [email] (manifest email=off)"
   fi
   if [ "$(manifest admin)" = on ]; then
-    check "admin API /api/health (:$(manifest admin_port)) answers 200" curl -fsS -m 5 "http://127.0.0.1:$admin_port/api/health"
+    check "admin API /api/health (:$(manifest admin_port), $(manifest admin_scheme)) answers 200" \
+      curl -kfsS -m 10 "$(manifest admin_scheme)://127.0.0.1:$admin_port/api/health"
   else
     skip "admin API /api/health: the image has no [admin] (manifest admin=off)"
   fi
   console_drawn() { tr -d '\r' < "$serial_log" | grep -q "shardgate appliance on shardgate (ttyS0)"; }
   check "the live console ($(manifest console)) is drawn on the serial line" console_drawn
+  if [ "$(manifest console)" = tui ]; then
+    # The TUI's title line: "shardgate console  <admin API>  config gen N" (bounded wait: it
+    # starts once the admin API accepts the console's login).
+    tui_drawn() {
+      local waited=0
+      until tr -d '\r' < "$serial_log" | grep -q "config gen"; do
+        [ "$waited" -lt 90 ] || return 1
+        sleep 3; waited=$((waited + 3))
+      done
+    }
+    check "shardgate console (the TUI) is drawn on the serial line, logged in to the admin API" tui_drawn
+  fi
 
   # The operator's side: a key on the live console, log in, look around, power off.
   password="$(cat "$out/root-password" 2>/dev/null || true)"

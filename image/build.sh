@@ -11,6 +11,7 @@
 #   shardgate.raw.zst   the raw disk compressed (zstd -12) for downloads
 #   manifest            what went in (key=value: features, ports, partition ids, sizes)
 #   root-password       the root password for the console's login prompt (0600)
+#   admin-password      the admin API's `admin` password, when the image has [admin] (0600)
 # Environment:
 #   SHARDGATE_BIN=PATH            use this binary (default: cargo build --release -p shardgate-appliance)
 #   SHARDGATE_IMAGE_OUT=DIR       where the outputs go
@@ -19,6 +20,7 @@
 #                                 the binary's check-config accepts it
 #   SHARDGATE_IMAGE_ADMIN=auto|on|off   the [admin] API (config/admin.toml), the same way
 #   SHARDGATE_IMAGE_ROOT_PASSWORD=PW    the root password (default: a random one, written out)
+#   SHARDGATE_IMAGE_ADMIN_PASSWORD=PW   the admin API user `admin` (default: random, written out)
 #   SHARDGATE_IMAGE_DATA_MIB=N    the data partition's size (default 64; it grows to fill a
 #                                 larger disk at first boot)
 #   SHARDGATE_IMAGE_CACHE=DIR     keeps the debootstrapped base system (tar) between builds
@@ -51,7 +53,7 @@ done
 
 step "host tools"
 bash "$repo/tests/ensure-packages.sh" --no-install-recommends \
-  debootstrap e2fsprogs dosfstools mtools fdisk qemu-utils systemd-boot-efi zstd
+  debootstrap e2fsprogs dosfstools mtools fdisk qemu-utils systemd-boot-efi zstd openssl
 
 bin="${SHARDGATE_BIN:-}"
 if [ -z "$bin" ]; then
@@ -119,12 +121,15 @@ cp "$here/config/config.toml" "$config"
 # makes its own on first boot: shardgate-self-signed.service).
 chroot "$root" /usr/lib/shardgate/self-signed-certificate
 checks_in_chroot() { chroot "$root" /usr/bin/shardgate check-config "$1"; }
+# The admin API's user `admin`: its password hash goes into the [admin] fragment.
+admin_password="${SHARDGATE_IMAGE_ADMIN_PASSWORD:-$(head -c 12 /dev/urandom | base64 | tr -d '/+=')}"
+admin_hash="$(openssl passwd -6 -stdin <<< "$admin_password")"
 declare -A feature=()
 for name in email admin; do
   mode="${name}_mode"; mode="${!mode}"
   feature[$name]=off
   [ "$mode" != off ] || continue
-  { cat "$config"; echo; cat "$here/config/$name.toml"; } > "$root/etc/shardgate/candidate.toml"
+  { cat "$config"; echo; sed "s|@ADMIN_PASSWORD_HASH@|$admin_hash|" "$here/config/$name.toml"; } > "$root/etc/shardgate/candidate.toml"
   if problems="$(checks_in_chroot /etc/shardgate/candidate.toml 2>&1)"; then
     mv "$root/etc/shardgate/candidate.toml" "$config"
     feature[$name]=on
@@ -139,7 +144,15 @@ checks_in_chroot /etc/shardgate/config.toml > /dev/null \
   || die "the image config does not pass check-config: $(checks_in_chroot /etc/shardgate/config.toml 2>&1 || true)"
 rm -rf "$root/etc/shardgate/tls"
 console_mode=interim
-if chroot "$root" /usr/bin/shardgate console --help > /dev/null 2>&1; then console_mode=tui; fi
+if chroot "$root" /usr/bin/shardgate console --help > /dev/null 2>&1 && [ "${feature[admin]}" = on ]; then
+  console_mode=tui
+  # The console logs in to the admin API with this (root only, kept with the config).
+  install -m 600 /dev/null "$root/etc/shardgate/console.env"
+  printf 'SHARDGATE_ADMIN_PASSWORD=%s\n' "$admin_password" > "$root/etc/shardgate/console.env"
+fi
+if [ "${feature[admin]}" = on ]; then
+  install -m 600 /dev/null "$out/admin-password"; printf '%s\n' "$admin_password" > "$out/admin-password"
+fi
 step "console: $console_mode"
 
 # System settings.
@@ -273,6 +286,7 @@ radius_acct_port=1813
 radius_secret=shardgate-change-me
 smtp_port=25
 admin_port=9090
+admin_scheme=https
 esp_mib=$esp_mib
 root_mib=$root_mib
 data_mib=$data_mib

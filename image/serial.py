@@ -56,19 +56,21 @@ def main() -> int:
     console = Console(path)
     # The live console redraws every few seconds; any key leaves it for the login prompt.
     console.expect(r"shardgate appliance on ", timeout=120)
-    # A key pressed while the view is being drawn may wait in the line discipline until the
-    # console reads: press again every few seconds until the prompt shows.
+    # `q` leaves the TUI, any key the interim view. A key pressed while the view is being
+    # drawn may wait in the line discipline until the console reads: press again every few
+    # seconds until the prompt shows.
     deadline = time.monotonic() + STEP_TIMEOUT
     while True:
-        console.send(" ")
+        console.send("q")
         try:
-            console.expect(r"login: ", timeout=4)
+            console.expect(r"login: ", timeout=8)
             break
         except TimeoutError:
             if time.monotonic() > deadline:
                 raise
     print("SERIAL login-prompt")
-    console.send("root\r")
+    # Ctrl-U first: a `q` that arrived after the prompt appeared is not part of the name.
+    console.send("\x15root\r")
     console.expect(r"Password: ")
     console.send(password + "\r")
     console.expect(r"# ")
