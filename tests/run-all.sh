@@ -26,6 +26,11 @@ packages+=(chromium python3-websocket)
 packages+=(swaks libnet-ssleay-perl libio-socket-ssl-perl)
 # Mail delivery: Postfix's smtp-sink (/usr/sbin/smtp-sink) is the next hop and the MX.
 packages+=(postfix)
+# The appliance image (image/, only with SHARDGATE_IMAGE_TEST=1): debootstrap, file system and
+# disk tools, UEFI firmware for qemu.
+if [ "${SHARDGATE_IMAGE_TEST:-0}" = 1 ]; then
+  packages+=(debootstrap e2fsprogs dosfstools mtools fdisk qemu-utils systemd-boot-efi zstd ovmf)
+fi
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.
@@ -38,3 +43,13 @@ SHARDGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/shardgate" bash tests/testssl/r
 # kTLS offload proof: Debian's kernel (which has kTLS) under qemu/TCG, with the binary built
 # above; about half a minute (tests/ktls-vm/README.md).
 SHARDGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/shardgate" bash tests/ktls-vm/run.sh
+
+# The bootable appliance image: build it (Debian archive, root, a release build, several
+# minutes) and boot it under qemu/TCG; only when asked, as it needs the network and time
+# (image/README.md).
+if [ "${SHARDGATE_IMAGE_TEST:-0}" = 1 ]; then
+  bash image/build.sh
+  bash image/boot-test.sh
+else
+  echo "image: build and boot test skipped (set SHARDGATE_IMAGE_TEST=1 to run them)"
+fi
