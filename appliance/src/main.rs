@@ -23,6 +23,7 @@
 //!   `shardgate-tuning` crate): plan prints what would change and why, apply writes it and
 //!   records old values in the data folder, verify reports drift, revert restores.
 
+mod mail_auth_cli;
 mod mail_cli;
 
 use std::path::PathBuf;
@@ -154,6 +155,14 @@ enum Command {
         /// Use this data folder directly.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Print the DNS records a sending domain ([[email.domains]]) needs: DKIM, MX, SPF, DMARC.
+    DnsRecords {
+        /// The domain.
+        domain: String,
+        /// The config (default: the embedded default).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Print the running appliance's merged counters as JSON.
     Stats {
@@ -510,6 +519,10 @@ fn main() -> ExitCode {
         },
         Command::Send { args, config, data_dir } => match data_folder(data_dir, config) {
             Ok(dir) => mail_cli::send(&dir, args),
+            Err(code) => code,
+        },
+        Command::DnsRecords { domain, config } => match load(&config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded)) {
+            Ok(config) => mail_auth_cli::dns_records(&config, &domain),
             Err(code) => code,
         },
         Command::Stats { config, data_dir } => {

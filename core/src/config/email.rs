@@ -103,12 +103,15 @@ pub struct EmailMatch {
     pub subject: Option<TextPattern>,
     /// Whether the message must (true) or must not (false) carry an attachment.
     pub has_attachments: Option<bool>,
+    /// Inbound check results (`spf`, `dkim`, `dmarc`), decided after DATA
+    /// (`super::email_domains::AuthMatch`).
+    pub auth: super::email_domains::AuthMatch,
 }
 
 impl EmailMatch {
     /// True when the route needs the message content to decide.
     pub fn has_content_criteria(&self) -> bool {
-        !self.headers.is_empty() || self.size.is_some() || self.subject.is_some() || self.has_attachments.is_some()
+        !self.headers.is_empty() || self.size.is_some() || self.subject.is_some() || self.has_attachments.is_some() || !self.auth.is_empty()
     }
 }
 
@@ -352,6 +355,9 @@ struct RawMatch {
     size: Option<RawSize>,
     subject: Option<String>,
     has_attachments: Option<bool>,
+    spf: Option<OneOrList>,
+    dkim: Option<OneOrList>,
+    dmarc: Option<OneOrList>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -628,6 +634,9 @@ fn validate_match(problems: &mut ProblemList, scope: &str, raw: RawMatch) -> Ema
         size,
         subject,
         has_attachments: raw.has_attachments,
+        auth: super::email_domains::auth_match(problems, scope, [("spf", raw.spf), ("dkim", raw.dkim), ("dmarc", raw.dmarc)].map(
+            |(field, list)| (field, list.map(|l| l.items().into_iter().map(str::to_string).collect())),
+        )),
     }
 }
 

@@ -18,6 +18,9 @@
 //! - [`ToShard::MailQueued`]: from the mail queue writer (`crate::mail::queue`): the message
 //!   the shard enqueued under `ticket` is durable (or could not be made so); the shard's SMTP
 //!   session waiting on that ticket then answers `250` (or `451`).
+//! - [`ToShard::MailAuthenticated`]: from the inbound mail checks on the control core's runtime
+//!   (`crate::mail::auth::service`): the SPF/DKIM/ARC/DMARC verdict for the message the shard
+//!   asked about under `ticket` (`None`: no verdict, accept without one).
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -31,6 +34,8 @@
 //!   outcome) and the admin socket (`shardgate certs`, forced renewal), for the ACME manager;
 //! - [`ToControl::Mail`]: from the admin socket: a mail queue, suppression list or `send`
 //!   request for the mail service (`crate::mail::delivery::service`);
+//! - [`ToControl::MailAuth`]: from a shard's SMTP session: check a received message's
+//!   authentication; answered with `ToShard::MailAuthenticated`;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -104,6 +109,13 @@ pub enum ToShard {
         /// Committed, or the reason it was not.
         result: Result<(), String>,
     },
+    /// The inbound checks' verdict for the message asked about under `ticket`.
+    MailAuthenticated {
+        /// The shard's ticket.
+        ticket: u64,
+        /// The verdict (`None`: none could be had; accept without one).
+        verdict: Option<Box<crate::mail::auth::AuthVerdict>>,
+    },
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.
@@ -136,6 +148,8 @@ pub enum ToControl {
         /// Where the answer goes.
         reply: crossbeam_channel::Sender<super::admin::AdminResponse>,
     },
+    /// From a shard: check a received message (SPF/DKIM/ARC/DMARC).
+    MailAuth(Box<crate::mail::auth::service::AuthRequest>),
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Re-read the config (SIGHUP).

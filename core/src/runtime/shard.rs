@@ -115,7 +115,7 @@ async fn run_shard(spec: ShardSpec) {
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
         dns,
-        smtp: Rc::new(crate::smtp::ShardSmtp::new(index)),
+        smtp: Rc::new(crate::smtp::ShardSmtp::new(index).with_control(to_control.clone())),
         tls,
         to_control,
         current: RefCell::new(None),
@@ -139,6 +139,7 @@ async fn run_shard(spec: ShardSpec) {
             ToShard::Certificates(store) => shard.swap_certificates(store),
             ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
             ToShard::MailQueued { ticket, result } => shard.smtp.queued(ticket, result),
+            ToShard::MailAuthenticated { ticket, verdict } => shard.smtp.authenticated(ticket, verdict),
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
             }
