@@ -21,6 +21,10 @@ packages+=(qemu-system-x86 busybox-static cpio kmod xz-utils)
 packages+=(swaks libnet-ssleay-perl libio-socket-ssl-perl)
 # Mail delivery: Postfix's smtp-sink (/usr/sbin/smtp-sink) is the next hop and the MX.
 packages+=(postfix)
+# Mail authentication: opendkim-tools (opendkim-testkey checks our published DKIM record through
+# our DNS server, opendkim-testmsg signs what we verify) and python3-dkim (dkimpy verifies what
+# we sign).
+packages+=(opendkim-tools python3-dkim)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.
