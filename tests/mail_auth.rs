@@ -7,6 +7,7 @@
 //! - a DMARC `p=reject` failure (SPF fails, no signature) is refused with `550 5.7.1`;
 //! - mail from `signed.test` forwarded to Postfix's `smtp-sink` leaves signed by us, and
 //!   Python's dkimpy verifies it against the record our DNS server serves (dig);
+//! - an `.exe` attachment on a `process` route with `scan = true` is refused with `554 5.7.1`;
 //! - `[email.limits]`: recipients per message (`452 4.5.3`) and messages per minute per IP
 //!   (`450 4.7.1`), exact codes on a raw socket, counted in `shardgate stats`.
 
@@ -53,6 +54,11 @@ smtp = {smtp}
 name = "local"
 match = {{ recipients = "*@example.test" }}
 action = {{ type = "deliver" }}
+
+[[email.routes]]
+name = "scanned"
+match = {{ recipients = "*@scanned.test" }}
+action = {{ type = "process", scan = true }}
 
 [[email.routes]]
 name = "out"
@@ -401,4 +407,26 @@ fn forwarded_mail_leaves_signed_and_dkimpy_verifies_it() {
         String::from_utf8_lossy(&verdict.stdout),
         String::from_utf8_lossy(&verdict.stderr)
     );
+}
+
+#[test]
+fn blocked_attachment_on_a_scanned_route_is_refused_with_554_5_7_1() {
+    if !ensure_tool("swaks", &["--version"], "swaks") {
+        eprintln!("skipped: needs swaks");
+        return;
+    }
+    let (appliance, smtp, _dns) = start("");
+    let work = tempfile::tempdir().expect("tempdir");
+    let attachment = work.path().join("setup.exe");
+    std::fs::write(&attachment, b"MZ not really a program").expect("write");
+    let (ok, transcript) = swaks(
+        smtp,
+        &["--from", "dave@client.test", "--to", "erin@scanned.test", "--attach", &attachment.display().to_string()],
+    );
+    assert!(!ok, "accepted:\n{transcript}");
+    assert!(transcript.contains("<** 554 5.7.1 Message rejected: attachment \"setup.exe\" (extension exe)"), "{transcript}");
+    // The same message without the attachment is queued.
+    let (ok, transcript) = swaks(smtp, &["--from", "dave@client.test", "--to", "erin@scanned.test", "--body", "plain"]);
+    assert!(ok, "{transcript}");
+    assert_eq!(appliance.stats()["smtp"]["attachments_blocked"], 1);
 }

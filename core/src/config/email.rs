@@ -80,6 +80,9 @@ pub struct EmailRoute {
     pub matcher: EmailMatch,
     /// What is done with a recipient the route applies to.
     pub action: EmailAction,
+    /// `process` routes with `scan = true`: attachments are checked against `[email.scan]`
+    /// (`crate::mail::scan`).
+    pub scan: bool,
 }
 
 /// The `match` of an email route. Every criterion given must hold; an empty match matches all.
@@ -394,6 +397,7 @@ struct RawEmailAction {
     queue: Option<String>,
     code: Option<i64>,
     message: Option<String>,
+    scan: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,6 +541,7 @@ fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<Email
         }
         names.push(name.clone());
         let matcher = validate_match(problems, &scope, raw.matcher.unwrap_or_default());
+        let scan = raw.action.as_ref().and_then(|action| action.scan).unwrap_or(false);
         let action = match raw.action {
             Some(action) => validate_action(problems, &scope, action),
             None => {
@@ -545,7 +550,7 @@ fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<Email
             }
         };
         if let (Some(action), true) = (action, problems.len() == before) {
-            routes.push(EmailRoute { name, priority: raw.priority.unwrap_or(0), matcher, action });
+            routes.push(EmailRoute { name, priority: raw.priority.unwrap_or(0), matcher, action, scan });
         }
     }
     // Stable: equal priorities keep file order.
@@ -646,7 +651,7 @@ fn validate_action(problems: &mut ProblemList, scope: &str, raw: RawEmailAction)
     let allowed: &[&str] = match kind {
         Some("forward") => &["host", "port", "auth", "starttls", "headers"],
         Some("deliver") => &[],
-        Some("process") => &["queue"],
+        Some("process") => &["queue", "scan"],
         Some("reject") => &["code", "message"],
         Some(other) => {
             problems.section(scope, "action.type", format!("`{other}` is not an email action (known: forward, deliver, process, reject)"));
@@ -666,6 +671,7 @@ fn validate_action(problems: &mut ProblemList, scope: &str, raw: RawEmailAction)
         ("queue", raw.queue.is_some()),
         ("code", raw.code.is_some()),
         ("message", raw.message.is_some()),
+        ("scan", raw.scan.is_some()),
     ];
     let kind = kind.unwrap_or_default();
     for (field, is_present) in present {

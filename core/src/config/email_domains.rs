@@ -1,8 +1,9 @@
 //! Mail authentication and protection settings: `[[email.domains]]` (our sending domains:
 //! DKIM keys and the DNS records they need), `[email.auth]` (inbound SPF/DKIM/DMARC/ARC
-//! checks) and `[email.limits]` (rate limits, `shardgate_smtp::RateLimitConfig`).
+//! checks), `[email.limits]` (rate limits, `shardgate_smtp::RateLimitConfig`) and
+//! `[email.scan]` (attachment filtering on `process` routes with `scan = true`).
 //!
-//! Owns: taking `domains`, `auth` and `limits` out of the `[email]` table before the rest of it is checked
+//! Owns: taking `domains`, `auth`, `limits` and `scan` out of the `[email]` table before the rest of it is checked
 //! (`super::email`), their raw shape, their checks (every problem named with its section,
 //! domain and field) and the typed result [`MailAuthSettings`].
 //! Does not own: key generation, rotation and signing (`crate::mail::dkim`), the inbound checks
@@ -34,6 +35,93 @@ pub struct MailAuthSettings {
     pub inbound: Option<InboundAuthSettings>,
     /// `[email.limits]`: rate limits, enforced per shard.
     pub limits: shardgate_smtp::RateLimitConfig,
+    /// `[email.scan]`: what `scan = true` routes block.
+    pub scan: ScanPolicy,
+}
+
+/// Extensions blocked by default: executables, scripts and installers.
+pub const DEFAULT_BLOCKED_EXTENSIONS: [&str; 18] =
+    ["exe", "scr", "com", "pif", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh", "hta", "msi", "jar", "ps1", "lnk", "cpl"];
+
+/// MIME types blocked by default.
+pub const DEFAULT_BLOCKED_MIME_TYPES: [&str; 4] =
+    ["application/x-msdownload", "application/x-dosexec", "application/x-ms-installer", "application/hta"];
+
+/// `[email.scan]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPolicy {
+    /// File name extensions blocked (lower case, no dot).
+    pub blocked_extensions: Vec<String>,
+    /// MIME types blocked (lower case `type/subtype`).
+    pub blocked_mime_types: Vec<String>,
+    /// What a blocked attachment gets.
+    pub action: ScanAction,
+}
+
+impl Default for ScanPolicy {
+    fn default() -> ScanPolicy {
+        ScanPolicy {
+            blocked_extensions: DEFAULT_BLOCKED_EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            blocked_mime_types: DEFAULT_BLOCKED_MIME_TYPES.iter().map(|e| e.to_string()).collect(),
+            action: ScanAction::Reject,
+        }
+    }
+}
+
+/// What a blocked attachment gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanAction {
+    /// Refused at end of DATA (`554 5.7.1`).
+    Reject,
+    /// Accepted with `X-Shardgate-Scan: blocked ...`.
+    Tag,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScan {
+    blocked_extensions: Option<Vec<String>>,
+    blocked_mime_types: Option<Vec<String>>,
+    action: Option<String>,
+}
+
+fn validate_scan(problems: &mut ProblemList, value: toml::Value) -> ScanPolicy {
+    let raw: RawScan = match value.try_into() {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.section("email.scan", "", e.to_string().trim().to_string());
+            return ScanPolicy::default();
+        }
+    };
+    let mut policy = ScanPolicy::default();
+    if let Some(list) = raw.blocked_extensions {
+        policy.blocked_extensions = Vec::new();
+        for ext in list {
+            let clean = ext.trim().trim_start_matches('.').to_ascii_lowercase();
+            if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                problems.section("email.scan", "blocked_extensions", format!("`{ext}` is not an extension (exe, js, ...)"));
+            } else {
+                policy.blocked_extensions.push(clean);
+            }
+        }
+    }
+    if let Some(list) = raw.blocked_mime_types {
+        policy.blocked_mime_types = Vec::new();
+        for mime in list {
+            let clean = mime.trim().to_ascii_lowercase();
+            if clean.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/')) {
+                policy.blocked_mime_types.push(clean);
+            } else {
+                problems.section("email.scan", "blocked_mime_types", format!("`{mime}` is not a type/subtype"));
+            }
+        }
+    }
+    match raw.action.as_deref() {
+        None | Some("reject") => {}
+        Some("tag") => policy.action = ScanAction::Tag,
+        Some(other) => problems.section("email.scan", "action", format!("`{other}` is not reject or tag")),
+    }
+    policy
 }
 
 impl MailAuthSettings {
@@ -244,25 +332,33 @@ pub(super) struct AuthTables {
     domains: Option<toml::Value>,
     auth: Option<toml::Value>,
     limits: Option<toml::Value>,
+    scan: Option<toml::Value>,
 }
 
-/// Removes `domains`, `auth` and `limits` from a copy of the `[email]` table; returns the
+/// Removes `domains`, `auth`, `limits` and `scan` from a copy of the `[email]` table; returns the
 /// rest and the values.
 pub(super) fn split_auth(email: &toml::Value) -> (toml::Value, AuthTables) {
     let mut rest = email.clone();
     let tables = match rest.as_table_mut() {
-        Some(table) => AuthTables { domains: table.remove("domains"), auth: table.remove("auth"), limits: table.remove("limits") },
+        Some(table) => AuthTables {
+            domains: table.remove("domains"),
+            auth: table.remove("auth"),
+            limits: table.remove("limits"),
+            scan: table.remove("scan"),
+        },
         None => AuthTables::default(),
     };
     (rest, tables)
 }
 
-/// Checks `[[email.domains]]`, `[email.auth]` and `[email.limits]` (every problem is reported).
+/// Checks `[[email.domains]]`, `[email.auth]`, `[email.limits]` and `[email.scan]` (every problem
+/// is reported).
 pub(super) fn validate_auth(problems: &mut ProblemList, tables: AuthTables) -> MailAuthSettings {
     MailAuthSettings {
         domains: tables.domains.map(|value| validate_domains(problems, value)).unwrap_or_default(),
         inbound: tables.auth.and_then(|value| validate_inbound(problems, value)),
         limits: tables.limits.map(|value| validate_limits(problems, value)).unwrap_or_default(),
+        scan: tables.scan.map(|value| validate_scan(problems, value)).unwrap_or_default(),
     }
 }
 
@@ -471,7 +567,8 @@ mod tests {
             "{EMAIL}[[email.domains]]\nname = \"Example.COM.\"\ndns_mode = \"internal\"\nspf = \"v=spf1 mx -all\"\n\
              dkim = {{ selector = \"s1\", algorithm = \"ed25519-sha256\", rotate_days = 30 }}\n\
              [email.auth]\nresolver = \"127.0.0.1:5353\"\nquarantine = \"reject\"\n\
-             [email.limits]\nip_messages_per_minute = 30\nauth_failures_per_ip = 5\n"
+             [email.limits]\nip_messages_per_minute = 30\nauth_failures_per_ip = 5\n\
+             [email.scan]\nblocked_extensions = [\".EXE\", \"js\"]\naction = \"tag\"\n"
         );
         let config = Config::parse(&text, "test.toml").expect("valid");
         let domain = config.mail_auth.domain("example.com").expect("domain");
@@ -486,6 +583,8 @@ mod tests {
         assert_eq!(inbound.quarantine, QuarantineAction::Reject);
         assert_eq!(config.mail_auth.limits.ip_messages_per_minute, Some(30));
         assert_eq!(config.mail_auth.limits.auth_failures_per_ip, Some(5));
+        assert_eq!(config.mail_auth.scan.blocked_extensions, ["exe", "js"]);
+        assert_eq!(config.mail_auth.scan.action, ScanAction::Tag);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub use email::{
 pub use mail_templates::{placeholders, MailTemplate};
 pub use email_domains::{
     AuthMatch, DkimAlgorithm, DkimPolicy, DnsMode, InboundAuthSettings, MailAuthSettings, MailDomain, PublishRecords, QuarantineAction,
+    ScanAction, ScanPolicy,
 };
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};

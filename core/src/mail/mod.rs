@@ -14,6 +14,7 @@
 //! - [`dkim`]: DKIM keys of our sending domains (generation, rotation, DNS records) and
 //!   signing outbound mail.
 //! - [`auth`]: inbound SPF/DKIM/ARC/DMARC checks and the `Authentication-Results` header.
+//! - [`scan`]: attachment filtering for `process` routes with `scan = true`.
 //! - [`template`]: messages composed on the appliance (`shardgate send`, `[[email.templates]]`).
 //!
 //! Not here: the SMTP session (`shardgate-smtp`), the shard's sockets and TLS (`crate::smtp`).
@@ -23,4 +24,5 @@ pub mod delivery;
 pub mod dkim;
 pub mod queue;
 pub mod routes;
+pub mod scan;
 pub mod template;

@@ -388,10 +388,8 @@ impl ControlCore {
                     let shard = self.shards.get(request.shard).cloned();
                     match (&self.inbound_auth, shard) {
                         (Some(service), Some(shard)) => service.check(*request, &self.async_tasks, shard),
-                        // Checks switched off by a reload meanwhile: no verdict.
-                        (None, Some(shard)) => {
-                            let _ = shard.send(ToShard::MailAuthenticated { ticket: request.ticket, verdict: None });
-                        }
+                        // No `[email.auth]` (or switched off by a reload meanwhile): scan only.
+                        (None, Some(shard)) => crate::mail::auth::service::scan_only(*request, &self.async_tasks, shard),
                         (_, None) => {}
                     }
                 }

@@ -19,8 +19,8 @@
 //!   the shard enqueued under `ticket` is durable (or could not be made so); the shard's SMTP
 //!   session waiting on that ticket then answers `250` (or `451`).
 //! - [`ToShard::MailAuthenticated`]: from the inbound mail checks on the control core's runtime
-//!   (`crate::mail::auth::service`): the SPF/DKIM/ARC/DMARC verdict for the message the shard
-//!   asked about under `ticket` (`None`: no verdict, accept without one).
+//!   (`crate::mail::auth::service`): the SPF/DKIM/ARC/DMARC verdict (if any) and the blocked
+//!   attachments of the message the shard asked about under `ticket`.
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -35,7 +35,7 @@
 //! - [`ToControl::Mail`]: from the admin socket: a mail queue, suppression list or `send`
 //!   request for the mail service (`crate::mail::delivery::service`);
 //! - [`ToControl::MailAuth`]: from a shard's SMTP session: check a received message's
-//!   authentication; answered with `ToShard::MailAuthenticated`;
+//!   authentication and/or attachments; answered with `ToShard::MailAuthenticated`;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -109,12 +109,12 @@ pub enum ToShard {
         /// Committed, or the reason it was not.
         result: Result<(), String>,
     },
-    /// The inbound checks' verdict for the message asked about under `ticket`.
+    /// The inbound checks' report for the message asked about under `ticket`.
     MailAuthenticated {
         /// The shard's ticket.
         ticket: u64,
-        /// The verdict (`None`: none could be had; accept without one).
-        verdict: Option<Box<crate::mail::auth::AuthVerdict>>,
+        /// Authentication verdict and blocked attachments.
+        report: Box<crate::mail::auth::service::InboundReport>,
     },
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {

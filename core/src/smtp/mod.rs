@@ -70,6 +70,8 @@ pub struct SmtpCounters {
     pub dmarc_rejected: u64,
     /// Messages accepted tagged for a DMARC `p=quarantine` failure.
     pub dmarc_quarantined: u64,
+    /// Messages on `scan = true` routes with a blocked attachment (refused or tagged).
+    pub attachments_blocked: u64,
 }
 
 impl SmtpCounters {
@@ -95,6 +97,7 @@ impl SmtpCounters {
         self.limits.recipients_refused += other.limits.recipients_refused;
         self.dmarc_rejected += other.dmarc_rejected;
         self.dmarc_quarantined += other.dmarc_quarantined;
+        self.attachments_blocked += other.attachments_blocked;
     }
 }
 
@@ -117,6 +120,7 @@ pub(crate) struct LiveCounters {
     pub(crate) timeouts: Cell<u64>,
     pub(crate) dmarc_rejected: Cell<u64>,
     pub(crate) dmarc_quarantined: Cell<u64>,
+    pub(crate) attachments_blocked: Cell<u64>,
 }
 
 /// One config generation's email settings as sessions use them.
@@ -133,6 +137,8 @@ pub struct SmtpGeneration {
     pub queue: Option<ShardQueueLink>,
     /// `[email.auth]`: inbound checks on the control core (`None`: none).
     pub inbound_auth: Option<crate::config::InboundAuthSettings>,
+    /// `[email.scan]`, when some route has `scan = true` (`None`: no scanning).
+    pub scan: Option<crate::config::ScanPolicy>,
 }
 
 /// One shard's SMTP state. No `RefCell` borrow is held across an `.await`.
@@ -154,7 +160,7 @@ pub struct ShardSmtp {
 }
 
 /// The receiving end of an inbound check's verdict.
-type AuthWaiter = tokio::sync::oneshot::Sender<Option<Box<crate::mail::auth::AuthVerdict>>>;
+type AuthWaiter = tokio::sync::oneshot::Sender<crate::mail::auth::service::InboundReport>;
 
 impl ShardSmtp {
     /// A shard's SMTP state with no email settings yet.
@@ -185,17 +191,18 @@ impl ShardSmtp {
         self.limiter.borrow_mut()
     }
 
-    /// Asks the control core to check a received message; the receiver gets the verdict
-    /// (`None` also when the request could not be sent).
+    /// Asks the control core to check a received message (`request.shard` and `ticket` are
+    /// filled in here); the receiver gets the report (an empty one when the request could not
+    /// be sent).
     pub(crate) fn request_auth(
         &self,
-        spool: std::path::PathBuf,
-        facts: crate::mail::auth::InboundFacts,
-    ) -> tokio::sync::oneshot::Receiver<Option<Box<crate::mail::auth::AuthVerdict>>> {
+        mut request: crate::mail::auth::service::AuthRequest,
+    ) -> tokio::sync::oneshot::Receiver<crate::mail::auth::service::InboundReport> {
         let ticket = self.next_ticket.get();
         self.next_ticket.set(ticket + 1);
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let request = crate::mail::auth::service::AuthRequest { shard: self.shard, ticket, spool, facts };
+        request.shard = self.shard;
+        request.ticket = ticket;
         let sent = self
             .to_control
             .as_ref()
@@ -203,15 +210,15 @@ impl ShardSmtp {
         if sent {
             self.auth_pending.borrow_mut().insert(ticket, sender);
         } else {
-            let _ = sender.send(None);
+            let _ = sender.send(crate::mail::auth::service::InboundReport::default());
         }
         receiver
     }
 
     /// The inbound checks answered ticket `ticket`.
-    pub fn authenticated(&self, ticket: u64, verdict: Option<Box<crate::mail::auth::AuthVerdict>>) {
+    pub fn authenticated(&self, ticket: u64, report: crate::mail::auth::service::InboundReport) {
         if let Some(waiter) = self.auth_pending.borrow_mut().remove(&ticket) {
-            let _ = waiter.send(verdict);
+            let _ = waiter.send(report);
         }
     }
 
@@ -246,6 +253,7 @@ impl ShardSmtp {
             tls: tls_config,
             queue,
             inbound_auth: config.mail_auth.inbound.clone(),
+            scan: settings.routes.iter().any(|route| route.scan).then(|| config.mail_auth.scan.clone()),
         };
         self.limiter.borrow_mut().reconfigure(config.mail_auth.limits.clone());
         *self.generation.borrow_mut() = Some(Rc::new(generation));
@@ -351,6 +359,7 @@ impl ShardSmtp {
             limits: self.limiter.borrow().counters,
             dmarc_rejected: c.dmarc_rejected.get(),
             dmarc_quarantined: c.dmarc_quarantined.get(),
+            attachments_blocked: c.attachments_blocked.get(),
         }
     }
 

@@ -22,7 +22,8 @@
 //! `[email.limits]` is applied at connect, at each `RCPT` and after a failed AUTH (shard-local
 //! counts); with `[email.auth]`, a complete message from an unauthenticated client is checked
 //! (SPF/DKIM/ARC/DMARC) on the control core's runtime before the content routes, and its
-//! `Authentication-Results` header goes on top of the `Received` header.
+//! `Authentication-Results` header goes on top of the `Received` header; the same request
+//! scans attachments when a `scan = true` route exists (`554 5.7.1` or `X-Shardgate-Scan`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -268,32 +269,41 @@ impl Connection {
         self.smtp.limiter().recipient(self.ip, domain, accepted, Instant::now()).err()
     }
 
-    /// Mail authentication hook (`crate::mail::auth`): the SPF/DKIM/ARC/DMARC verdict for the
-    /// spooled message, checked on the control core's runtime while this task waits (the
-    /// shard keeps serving). `None` without `[email.auth]`, for authenticated clients
-    /// (submission), or when no verdict came in time.
-    async fn authenticate(&self, id: &str, envelope: &Envelope) -> Option<Box<crate::mail::auth::AuthVerdict>> {
-        let settings = self.generation.inbound_auth.as_ref()?;
-        if envelope.authenticated_user.is_some() {
-            return None;
-        }
-        let link = self.generation.queue.as_ref()?;
-        let facts = crate::mail::auth::InboundFacts {
-            client_ip: self.ip,
-            helo: envelope.helo.clone(),
-            mail_from: sender_address(&envelope.reverse_path),
-            hostname: self.generation.settings.server.hostname.clone(),
+    /// Mail authentication and scanning hook (`crate::mail::auth`, `crate::mail::scan`): the
+    /// SPF/DKIM/ARC/DMARC verdict (`[email.auth]`, unauthenticated clients only) and the
+    /// blocked attachments (when a `scan = true` route exists) of the spooled message, found
+    /// on the control core's runtime while this task waits (the shard keeps serving). An
+    /// empty report when neither applies or no answer came in time.
+    async fn inbound_report(&self, id: &str, envelope: &Envelope) -> crate::mail::auth::service::InboundReport {
+        let authenticate = self.generation.inbound_auth.is_some() && envelope.authenticated_user.is_none();
+        let scan = self.generation.scan.clone();
+        let Some(link) = self.generation.queue.as_ref().filter(|_| authenticate || scan.is_some()) else {
+            return crate::mail::auth::service::InboundReport::default();
         };
-        let answer = self.smtp.request_auth(link.spool_path(id), facts);
+        let request = crate::mail::auth::service::AuthRequest {
+            shard: self.smtp.shard,
+            ticket: 0,
+            spool: link.spool_path(id),
+            facts: crate::mail::auth::InboundFacts {
+                client_ip: self.ip,
+                helo: envelope.helo.clone(),
+                mail_from: sender_address(&envelope.reverse_path),
+                hostname: self.generation.settings.server.hostname.clone(),
+            },
+            authenticate,
+            scan,
+        };
+        let answer = self.smtp.request_auth(request);
         // The control core bounds the checks by `timeout_secs`; this only covers a lost answer.
-        let wait = Duration::from_secs(u64::from(settings.timeout_secs) + 10);
+        let timeout_secs = self.generation.inbound_auth.as_ref().map_or(20, |a| a.timeout_secs);
+        let wait = Duration::from_secs(u64::from(timeout_secs) + 10);
         let timeout = async {
             glommio::timer::sleep(wait).await;
-            Ok(None)
+            Ok(crate::mail::auth::service::InboundReport::default())
         };
-        let verdict = futures_lite::future::or(answer, timeout).await.ok().flatten();
+        let report = futures_lite::future::or(answer, timeout).await.unwrap_or_default();
         self.smtp.prune_auth_waiters();
-        verdict
+        report
     }
 
     fn facts<'a>(&self, sender: &'a str, recipient: &'a str) -> EnvelopeFacts<'a> {
@@ -389,9 +399,9 @@ impl Connection {
         let mut facts = scanner.finish();
         // Mail authentication hook: DMARC p=reject → 550 5.7.1; quarantine tagged (or refused,
         // per `[email.auth] quarantine`); results also feed the routes' spf/dkim/dmarc criteria.
-        let verdict = self.authenticate(&id, &envelope).await;
+        let report = self.inbound_report(&id, &envelope).await;
         let mut auth_headers = String::new();
-        if let Some(verdict) = &verdict {
+        if let Some(verdict) = &report.auth {
             use crate::mail::auth::Disposition;
             let settings = self.generation.inbound_auth.as_ref();
             let refuse = match verdict.disposition {
@@ -421,6 +431,18 @@ impl Connection {
                 return MessageOutcome::Rejected(reply);
             }
         };
+        // Scanning hook: blocked attachments on a `scan = true` route → 554 5.7.1 or a tag.
+        let scanned = recipients.iter().any(|r| self.generation.settings.routes.iter().any(|route| route.name == r.route && route.scan));
+        if let (true, Some(first), Some(policy)) = (scanned, report.blocked.first(), &self.generation.scan) {
+            self.smtp.count(|c| &c.attachments_blocked, 1);
+            if policy.action == crate::config::ScanAction::Reject {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+                return MessageOutcome::Rejected(reject_reply(554, &format!("Message rejected: attachment {} is not allowed", first.describe())));
+            }
+            let listed: Vec<String> = report.blocked.iter().map(|f| f.describe()).collect();
+            auth_headers.insert_str(0, &format!("X-Shardgate-Scan: blocked {}\r\n", listed.join(", ")));
+        }
         let _ = file.close().await;
         let Some(link) = self.generation.queue.clone() else { return MessageOutcome::TempFail };
         let hostname = &self.generation.settings.server.hostname;

@@ -115,3 +115,22 @@ fn result_names_round_trip() {
     }
     assert_eq!(AuthResult::parse("PASS"), None);
 }
+
+#[test]
+fn routes_match_on_check_results_and_unchecked_mail_matches_none() {
+    use crate::mail::routes::{resolve_candidates, AuthFacts, ContentFacts};
+    let text = "[email]\nhostname = \"mx.example.test\"\n[email.ports]\nsmtp = 2525\n\
+        [[email.routes]]\nname = \"suspect\"\npriority = 5\nmatch = { dmarc = \"fail\", spf = [\"fail\", \"softfail\"] }\naction = { type = \"deliver\" }\n\
+        [[email.routes]]\nname = \"rest\"\naction = { type = \"process\", scan = true }\n";
+    let config = crate::config::Config::parse(text, "test.toml").expect("valid");
+    let routes = &config.email.as_ref().expect("email").routes;
+    assert!(routes[1].scan && !routes[0].scan);
+    let all = [0, 1];
+    let facts = |spf, dmarc| ContentFacts { auth: Some(AuthFacts { spf, dkim: AuthResult::None, dmarc }), ..ContentFacts::default() };
+    assert_eq!(resolve_candidates(routes, &all, &facts(AuthResult::SoftFail, AuthResult::Fail)), Some(0));
+    assert_eq!(resolve_candidates(routes, &all, &facts(AuthResult::Pass, AuthResult::Fail)), Some(1));
+    assert_eq!(resolve_candidates(routes, &all, &ContentFacts::default()), Some(1));
+    let bad = text.replace("dmarc = \\\"fail\\\"", "dmarc = \\\"failed\\\"").replace("dmarc = \"fail\"", "dmarc = \"failed\"");
+    let errors = crate::config::Config::parse(&bad, "test.toml").expect_err("invalid").to_string();
+    assert!(errors.contains("match.dmarc") && errors.contains("`failed` is not a result"), "{errors}");
+}
