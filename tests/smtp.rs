@@ -433,3 +433,38 @@ fn acknowledged_messages_survive_kill_9() {
     // (Counting the queue proves nothing more: the delivery engine empties it into the
     // Maildirs; `assert_durable` above already accepted each message as queued or delivered.)
 }
+
+#[test]
+fn email_ports_come_and_go_with_reloads() {
+    if !have_swaks() {
+        eprintln!("skipped: swaks (Debian package swaks) is not installed");
+        return;
+    }
+    let dns_port = free_port();
+    let base = format!("[dns]\nudp = [\"127.0.0.1:{dns_port}\"]\ntcp = [\"127.0.0.1:{dns_port}\"]\n");
+    let appliance = Appliance::start(&base, dns_port);
+    let (first, second) = (free_port(), free_port());
+    let email = |port: u16| {
+        format!(
+            "{base}\n[email]\nhostname = \"mx.example.test\"\nlisten = [\"127.0.0.1\"]\n[email.ports]\nsmtp = {port}\n\
+             [[email.routes]]\nname = \"all\"\naction = {{ type = \"deliver\" }}\n"
+        )
+    };
+    // [email] added by a reload: the queue is opened and the port served.
+    appliance.rewrite_config(&email(first));
+    appliance.reload();
+    appliance.wait_for_log("mail queue recovered", Duration::from_secs(5));
+    let (ok, out) = swaks(&["--server", &format!("127.0.0.1:{first}"), "--to", "a@example.test"]);
+    assert!(ok, "{out}");
+    assert_durable(&appliance, &queue_id(&out));
+    // The port moves: the old one is closed, the new one served.
+    appliance.rewrite_config(&email(second));
+    appliance.reload();
+    assert!(TcpStream::connect(("127.0.0.1", first)).is_err(), "old SMTP port still open");
+    let (ok, out) = swaks(&["--server", &format!("127.0.0.1:{second}"), "--to", "b@example.test"]);
+    assert!(ok, "{out}");
+    // [email] removed: nothing listens any more.
+    appliance.rewrite_config(&base);
+    appliance.reload();
+    assert!(TcpStream::connect(("127.0.0.1", second)).is_err(), "SMTP port open without [email]");
+}

@@ -324,7 +324,7 @@ fn a_4xx_is_retried_until_the_next_hop_takes_it_and_the_queue_cli_shows_it() {
     drop(refusing);
     let sink = SmtpSink::start(&format!("127.0.0.1:{}", setup.forward), &[]);
     let (ok, out) = cli(&appliance, &["queue", "retry", &id], None);
-    assert!(ok, "{out}");
+    assert!(ok && out.contains("retrying 1 message now"), "{out}");
     let status = wait_status(&appliance, &id, "delivered");
     assert!(status.contains("127.0.0.1 said: 250 2.0.0 Ok"), "{status}");
     let got = sink.messages();

@@ -11,8 +11,12 @@ use shardgate_core::runtime::admin::{request, AdminRequest, AdminResponse};
 
 #[derive(Subcommand)]
 pub enum QueueAction {
-    /// Every queued message: id, age, size, status, sender, recipients.
-    List,
+    /// Queued messages, oldest first: id, age, size, status, sender, recipients.
+    List {
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// One queued message in full (JSON): recipients with route, action, state, attempts, last error.
     Show {
         /// Queue id.
@@ -24,10 +28,14 @@ pub enum QueueAction {
         /// Queue id.
         id: String,
     },
-    /// Attempt every pending recipient now.
+    /// Attempt every pending recipient now (of every queued message with --all).
     Retry {
         /// Queue id.
-        id: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Flush: every queued message.
+        #[arg(long)]
+        all: bool,
     },
     /// Remove a message without delivering it.
     Delete {
@@ -91,10 +99,10 @@ fn text(value: &serde_json::Value, key: &str) -> String {
 /// `shardgate queue ...`.
 pub fn queue(data_dir: &Path, action: QueueAction) -> ExitCode {
     let (req, what) = match &action {
-        QueueAction::List => (AdminRequest::QueueList, "queue list"),
+        QueueAction::List { limit } => (AdminRequest::QueueList { limit: (*limit > 0).then_some(*limit) }, "queue list"),
         QueueAction::Show { id } => (AdminRequest::QueueShow { id: id.clone() }, "queue show"),
         QueueAction::Status { id } => (AdminRequest::QueueStatus { id: id.clone() }, "queue status"),
-        QueueAction::Retry { id } => (AdminRequest::QueueRetry { id: id.clone() }, "queue retry"),
+        QueueAction::Retry { id, .. } => (AdminRequest::QueueRetry { id: id.clone() }, "queue retry"),
         QueueAction::Delete { id } => (AdminRequest::QueueDelete { id: id.clone() }, "queue delete"),
     };
     let answer = match ask(data_dir, what, &req) {
@@ -102,8 +110,9 @@ pub fn queue(data_dir: &Path, action: QueueAction) -> ExitCode {
         Err(code) => return code,
     };
     match action {
-        QueueAction::List => {
+        QueueAction::List { .. } => {
             let messages = answer["messages"].as_array().cloned().unwrap_or_default();
+            let total = answer["total"].as_u64().unwrap_or(messages.len() as u64) as usize;
             for m in &messages {
                 let recipients: Vec<String> =
                     m["recipients"].as_array().map(|r| r.iter().filter_map(|a| a.as_str().map(String::from)).collect()).unwrap_or_default();
@@ -117,7 +126,11 @@ pub fn queue(data_dir: &Path, action: QueueAction) -> ExitCode {
                     recipients.join(", ")
                 );
             }
-            println!("{} message{} queued", messages.len(), if messages.len() == 1 { "" } else { "s" });
+            if total > messages.len() {
+                println!("{} of {total} messages shown (--limit)", messages.len());
+            } else {
+                println!("{total} message{} queued", if total == 1 { "" } else { "s" });
+            }
         }
         QueueAction::Show { .. } => println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default()),
         QueueAction::Status { .. } => {
@@ -133,7 +146,10 @@ pub fn queue(data_dir: &Path, action: QueueAction) -> ExitCode {
                 println!("{line}");
             }
         }
-        QueueAction::Retry { id } => println!("{id}: retrying now"),
+        QueueAction::Retry { .. } => {
+            let ids = answer["retrying"].as_array().map(Vec::len).unwrap_or(0);
+            println!("retrying {ids} message{} now", if ids == 1 { "" } else { "s" });
+        }
         QueueAction::Delete { id } => println!("{id}: deleted"),
     }
     ExitCode::SUCCESS

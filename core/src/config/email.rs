@@ -135,7 +135,12 @@ impl AddressGlob {
 
     /// Whether `address` (any case) matches.
     pub fn matches(&self, address: &str) -> bool {
-        glob_match(self.0.as_bytes(), address.to_lowercase().as_bytes())
+        self.matches_lowercase(&address.to_lowercase())
+    }
+
+    /// Whether `address`, already lower-cased, matches (no allocation).
+    pub fn matches_lowercase(&self, address: &str) -> bool {
+        glob_match(self.0.as_bytes(), address.as_bytes())
     }
 }
 
@@ -215,7 +220,7 @@ impl SizeRange {
 /// What an email route does with a recipient. Stored in queue records (serde), so a queued
 /// message is delivered the way it was accepted even if the config changes meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum EmailAction {
     /// Relay to a fixed next hop.
     Forward(MailForward),

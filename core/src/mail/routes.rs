@@ -51,19 +51,33 @@ pub enum RcptRouting {
     NoRoute,
 }
 
-fn envelope_matches(matcher: &EmailMatch, facts: &EnvelopeFacts<'_>) -> bool {
-    let client = crate::config::canonical_ip(facts.client_ip);
-    matcher.recipients.as_ref().is_none_or(|globs| globs.iter().any(|g| g.matches(facts.recipient)))
-        && matcher.senders.as_ref().is_none_or(|globs| globs.iter().any(|g| g.matches(facts.sender)))
-        && matcher.client_ip.as_ref().is_none_or(|nets| nets.iter().any(|n| n.contains(&client)))
-        && matcher.authenticated.is_none_or(|wanted| wanted == facts.authenticated)
+/// The envelope facts prepared once per decision: addresses lower-cased, client canonical.
+struct Prepared {
+    sender: String,
+    recipient: String,
+    client: IpAddr,
+    authenticated: bool,
+}
+
+fn envelope_matches(matcher: &EmailMatch, facts: &Prepared) -> bool {
+    // Cheapest checks first.
+    matcher.authenticated.is_none_or(|wanted| wanted == facts.authenticated)
+        && matcher.client_ip.as_ref().is_none_or(|nets| nets.iter().any(|n| n.contains(&facts.client)))
+        && matcher.recipients.as_ref().is_none_or(|globs| globs.iter().any(|g| g.matches_lowercase(&facts.recipient)))
+        && matcher.senders.as_ref().is_none_or(|globs| globs.iter().any(|g| g.matches_lowercase(&facts.sender)))
 }
 
 /// Step 1: the decision for one recipient at `RCPT` time.
 pub fn route_recipient(routes: &[EmailRoute], facts: &EnvelopeFacts<'_>) -> RcptRouting {
+    let facts = Prepared {
+        sender: facts.sender.to_lowercase(),
+        recipient: facts.recipient.to_lowercase(),
+        client: crate::config::canonical_ip(facts.client_ip),
+        authenticated: facts.authenticated,
+    };
     let mut candidates = Vec::new();
     for (index, route) in routes.iter().enumerate() {
-        if !envelope_matches(&route.matcher, facts) {
+        if !envelope_matches(&route.matcher, &facts) {
             continue;
         }
         if route.matcher.has_content_criteria() {
@@ -167,9 +181,11 @@ impl ContentScanner {
         self.size += chunk.len() as u64;
         if !self.head_done {
             let room = MAX_HEADER_BYTES - self.head.len();
+            // Only the new bytes (and the 3 before them) can complete the blank line.
+            let from = self.head.len().saturating_sub(3);
             self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if let Some(end) = find(&self.head, b"\r\n\r\n") {
-                self.head.truncate(end + 4);
+            if let Some(end) = find(&self.head[from..], b"\r\n\r\n") {
+                self.head.truncate(from + end + 4);
                 self.head_done = true;
             } else if self.head.len() >= MAX_HEADER_BYTES {
                 self.head_done = true;
@@ -178,30 +194,45 @@ impl ContentScanner {
         if self.has_attachments {
             return;
         }
-        for &byte in chunk {
-            if byte == b'\n' {
-                self.scan_line();
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (piece, after) = rest.split_at(end);
+            if self.line.is_empty() {
+                self.scan_line(piece);
+            } else {
+                self.push_partial(piece);
+                let line = std::mem::take(&mut self.line);
+                self.scan_line(&line);
+                self.line = line;
                 self.line.clear();
-            } else if self.line.len() < MAX_SCANNED_LINE {
-                self.line.push(byte);
             }
+            rest = &after[1..];
         }
+        self.push_partial(rest);
     }
 
-    fn scan_line(&mut self) {
-        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line).to_ascii_lowercase();
+    fn push_partial(&mut self, piece: &[u8]) {
+        let room = MAX_SCANNED_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&piece[..piece.len().min(room)]);
+    }
+
+    /// Looks at one line (without its LF). Only part headers matter: a `Content-Disposition`
+    /// line and its folded continuations.
+    fn scan_line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        const HEADER: &[u8] = b"content-disposition:";
         let text = if continuation && self.in_disposition {
-            line.as_slice()
-        } else if let Some(rest) = line.strip_prefix(b"content-disposition:") {
+            line
+        } else if line.len() >= HEADER.len() && line[..HEADER.len()].eq_ignore_ascii_case(HEADER) {
             self.in_disposition = true;
-            rest
+            &line[HEADER.len()..]
         } else {
             self.in_disposition = false;
             return;
         };
-        let trimmed = text.trim_ascii_start();
-        if trimmed.starts_with(b"attachment") || find(text, b"filename").is_some() {
+        let text = text.to_ascii_lowercase();
+        if text.trim_ascii_start().starts_with(b"attachment") || find(&text, b"filename").is_some() {
             self.has_attachments = true;
         }
     }
@@ -209,7 +240,8 @@ impl ContentScanner {
     /// The facts, once the message is complete.
     pub fn finish(mut self) -> ContentFacts {
         if !self.line.is_empty() {
-            self.scan_line();
+            let line = std::mem::take(&mut self.line);
+            self.scan_line(&line);
         }
         let mut facts = ContentFacts { size: self.size, has_attachments: self.has_attachments, ..ContentFacts::default() };
         if let Some(message) = mail_parser::MessageParser::default().parse_headers(&self.head) {

@@ -53,6 +53,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
 
+/// Longest answer line the CLI reads (a queue listing can be long).
+const MAX_RESPONSE: u64 = 64 * 1024 * 1024;
+
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -70,8 +73,13 @@ pub enum AdminRequest {
         #[serde(default)]
         certificate: Option<String>,
     },
-    /// Every queued message (id, sender, size, age, status, recipients).
-    QueueList,
+    /// Queued messages, oldest first (id, sender, size, age, status, recipients), at most
+    /// `limit` of them (all when absent); the answer also gives the total.
+    QueueList {
+        /// How many to list.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
     /// One queued message in full (recipients with route, action, state, attempts, last error).
     QueueShow {
         /// Queue id.
@@ -83,10 +91,12 @@ pub enum AdminRequest {
         /// Queue id.
         id: String,
     },
-    /// Attempt every pending recipient of a message now.
+    /// Attempt every pending recipient of a message now (of every queued message when `id`
+    /// is absent: a flush, as `postqueue -f`).
     QueueRetry {
         /// Queue id.
-        id: String,
+        #[serde(default)]
+        id: Option<String>,
     },
     /// Remove a message from the queue without delivering it.
     QueueDelete {
@@ -288,7 +298,7 @@ pub fn request(data_dir: &Path, request: &AdminRequest) -> std::io::Result<Admin
     text.push('\n');
     stream.write_all(text.as_bytes())?;
     let mut line = String::new();
-    BufReader::new(stream).take(MAX_REQUEST).read_line(&mut line)?;
+    BufReader::new(stream).take(MAX_RESPONSE).read_line(&mut line)?;
     serde_json::from_str(line.trim()).map_err(|e| std::io::Error::other(format!("unreadable answer from the appliance: {e}")))
 }
 

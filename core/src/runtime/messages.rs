@@ -15,9 +15,10 @@
 //! - [`ToShard::AcmeHttp01`]: the HTTP-01 tokens to answer (`crate::acme::http01`).
 //! - [`ToShard::Barrier`]: answer with the shard index once everything sent before is applied
 //!   (an ACME order waits for it before the CA validates a challenge).
-//! - [`ToShard::MailQueued`]: from the mail queue writer (`crate::mail::queue`): the message
-//!   the shard enqueued under `ticket` is durable (or could not be made so); the shard's SMTP
-//!   session waiting on that ticket then answers `250` (or `451`).
+//! - [`ToShard::MailQueued`]: from the mail queue writer (`crate::mail::queue`): the messages
+//!   the shard enqueued under these tickets are durable (or could not be made so) — one
+//!   message per shard per group commit; the SMTP sessions waiting on those tickets then
+//!   answer `250` (or `451`).
 //! - [`ToShard::MailAuthenticated`]: from the inbound mail checks on the control core's runtime
 //!   (`crate::mail::auth::service`): the SPF/DKIM/ARC/DMARC verdict (if any) and the blocked
 //!   attachments of the message the shard asked about under `ticket`.
@@ -101,14 +102,9 @@ pub enum ToShard {
     AcmeHttp01(Arc<crate::acme::http01::Http01Challenges>),
     /// Send this shard's index on the channel: every earlier message has been applied.
     Barrier(tokio::sync::mpsc::UnboundedSender<usize>),
-    /// The mail queue writer's answer to an enqueue from this shard: `Ok` once the message's
-    /// record is committed (journal fsynced), else why not.
-    MailQueued {
-        /// The shard's ticket for the message.
-        ticket: u64,
-        /// Committed, or the reason it was not.
-        result: Result<(), String>,
-    },
+    /// The mail queue writer's answers to enqueues from this shard, one per ticket: `Ok` once
+    /// the message's record is committed (journal fsynced), else why not.
+    MailQueued(Vec<(u64, Result<(), String>)>),
     /// The inbound checks' report for the message asked about under `ticket`.
     MailAuthenticated {
         /// The shard's ticket.

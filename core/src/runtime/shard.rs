@@ -138,7 +138,11 @@ async fn run_shard(spec: ShardSpec) {
             ToShard::DnsCatalog(catalog) => shard.dns.set_catalog(catalog),
             ToShard::Certificates(store) => shard.swap_certificates(store),
             ToShard::AcmeHttp01(tokens) => crate::acme::http01::install_on_this_shard(tokens),
-            ToShard::MailQueued { ticket, result } => shard.smtp.queued(ticket, result),
+            ToShard::MailQueued(answers) => {
+                for (ticket, result) in answers {
+                    shard.smtp.queued(ticket, result);
+                }
+            }
             ToShard::MailAuthenticated { ticket, report } => shard.smtp.authenticated(ticket, *report),
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);

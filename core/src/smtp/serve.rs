@@ -50,7 +50,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE_WAIT: Duration = Duration::from_secs(120);
 
 /// Bytes read per call.
-const READ_BUFFER: usize = 32 * 1024;
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Accepts SMTP connections until the task is dropped.
 pub async fn accept_loop(smtp: Rc<ShardSmtp>, listener: TcpListener, addr: SocketAddr, kind: ListenerKind) {
@@ -337,23 +337,16 @@ impl Connection {
             return;
         }
         let Some(file) = spool.file.as_ref() else { return };
-        let len = chunk.len() as u64;
-        let mut pending = chunk;
-        let mut position = spool.written;
-        while !pending.is_empty() {
-            match file.write_at(pending.clone(), position).await {
-                Ok(0) | Err(_) => {
-                    spool.failed = true;
-                    return;
-                }
-                Ok(n) => {
-                    position += n as u64;
-                    pending.drain(..n);
-                }
+        let len = chunk.len();
+        // The chunk moves into the write (no copy). A short write to a regular file means the
+        // disk is full: the message is failed (451 at its end) rather than retried.
+        match file.write_at(chunk, spool.written).await {
+            Ok(n) if n == len => {
+                spool.written += len as u64;
+                self.smtp.count(|c| &c.bytes_received, len as u64);
             }
+            Ok(_) | Err(_) => spool.failed = true,
         }
-        spool.written += len;
-        self.smtp.count(|c| &c.bytes_received, len);
     }
 
     async fn open_spool(&self) -> Spool {

@@ -29,6 +29,8 @@ pub enum Transport {
         stream: TcpStream,
         /// The session.
         conn: Box<ServerConnection>,
+        /// Encrypted bytes read from the socket (reused).
+        raw: Vec<u8>,
     },
 }
 
@@ -54,22 +56,21 @@ impl Transport {
             conn.read_tls(&mut established.leftover.as_slice())?;
             conn.process_new_packets()?;
         }
-        Ok(Transport::Tls { stream, conn })
+        Ok(Transport::Tls { stream, conn, raw: vec![0u8; READ_CHUNK] })
     }
 
     /// Reads plaintext into `buf`; 0 at end of stream (or TLS close_notify).
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(stream) => stream.read(buf).await,
-            Transport::Tls { stream, conn } => {
-                let mut raw = vec![0u8; READ_CHUNK];
+            Transport::Tls { stream, conn, raw } => {
                 loop {
                     match conn.reader().read(buf) {
                         Ok(n) => return Ok(n),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
-                    let n = stream.read(&mut raw).await?;
+                    let n = stream.read(raw).await?;
                     if n == 0 {
                         return Ok(0);
                     }
@@ -87,7 +88,7 @@ impl Transport {
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Plain(stream) => stream.write_all(data).await,
-            Transport::Tls { stream, conn } => {
+            Transport::Tls { stream, conn, .. } => {
                 conn.writer().write_all(data)?;
                 flush(conn, stream).await
             }
@@ -100,7 +101,7 @@ impl Transport {
             Transport::Plain(stream) => {
                 let _ = stream.close().await;
             }
-            Transport::Tls { stream, conn } => {
+            Transport::Tls { stream, conn, .. } => {
                 conn.send_close_notify();
                 let _ = flush(conn, stream).await;
                 let _ = stream.close().await;

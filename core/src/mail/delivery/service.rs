@@ -193,11 +193,12 @@ async fn answer(
     hostname: &str,
 ) -> Result<serde_json::Value, String> {
     match request {
-        AdminRequest::QueueList => {
+        AdminRequest::QueueList { limit } => {
             let now = now_ms();
-            let list: Vec<serde_json::Value> = handle
-                .list()
+            let all = handle.list();
+            let list: Vec<serde_json::Value> = all
                 .iter()
+                .take(limit.unwrap_or(usize::MAX))
                 .map(|m| {
                     let report = status_report(&m.id, &MessageStatus::Queued(m.clone()), now);
                     json!({
@@ -210,7 +211,7 @@ async fn answer(
                     })
                 })
                 .collect();
-            Ok(json!({ "messages": list }))
+            Ok(json!({ "messages": list, "total": all.len() }))
         }
         AdminRequest::QueueShow { id } => match handle.get(&id) {
             Some(message) => Ok(message_view(&message)),
@@ -220,7 +221,28 @@ async fn answer(
             Some(status) => serde_json::to_value(status_report(&id, &status, now_ms())).map_err(|e| e.to_string()),
             None => Err(format!("unknown queue id {id} (never queued here, or finished too long ago)")),
         },
-        AdminRequest::QueueRetry { id } => handle.retry_now(&id).await.map(|()| json!({ "retrying": id })).map_err(|e| e.to_string()),
+        AdminRequest::QueueRetry { id: Some(id) } => {
+            handle.retry_now(&id).await.map(|()| json!({ "retrying": [id] })).map_err(|e| e.to_string())
+        }
+        AdminRequest::QueueRetry { id: None } => {
+            // Concurrently, so the queue writer commits them in a few group commits.
+            let tasks: Vec<_> = handle
+                .list()
+                .into_iter()
+                .filter(|m| !m.is_final())
+                .map(|m| {
+                    let handle = handle.clone();
+                    tokio::spawn(async move { handle.retry_now(&m.id).await.map(|()| m.id) })
+                })
+                .collect();
+            let mut retrying = Vec::new();
+            for task in tasks {
+                if let Ok(Ok(id)) = task.await {
+                    retrying.push(id);
+                }
+            }
+            Ok(json!({ "retrying": retrying }))
+        }
         AdminRequest::QueueDelete { id } => handle.delete(&id).await.map(|()| json!({ "deleted": id })).map_err(|e| e.to_string()),
         AdminRequest::SuppressionList => Ok(json!({ "suppressed": engine.suppressed() })),
         AdminRequest::SuppressionRemove { address } => match engine.unsuppress(&address) {
@@ -260,4 +282,65 @@ async fn read_submission(path: PathBuf) -> Result<Vec<u8>, String> {
         return Err(format!("{} is {size} bytes; at most {MAX_SEND_BYTES} can be sent", path.display()));
     }
     tokio::fs::read(&path).await.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EmailAction;
+    use crate::mail::queue::{FinishedMessage, QueuedMessage, QueuedRecipient};
+
+    fn recipient(address: &str, state: RecipientState, last_error: Option<&str>) -> QueuedRecipient {
+        QueuedRecipient {
+            address: address.into(),
+            route: "r".into(),
+            action: EmailAction::Deliver,
+            state,
+            attempts: u32::from(last_error.is_some()),
+            next_attempt_ms: 61_000,
+            last_error: last_error.map(Into::into),
+        }
+    }
+
+    fn queued(recipients: Vec<QueuedRecipient>) -> MessageStatus {
+        MessageStatus::Queued(QueuedMessage {
+            id: "Q".into(),
+            received_at_ms: 0,
+            sender: "s@x".into(),
+            recipients,
+            size: 1,
+            trace_header: String::new(),
+            helo: "h".into(),
+            client_ip: "127.0.0.1".parse().expect("ip"),
+            authenticated_user: None,
+            tls: false,
+            smtputf8: false,
+            body_8bit: false,
+        })
+    }
+
+    #[test]
+    fn status_words_follow_the_recipients() {
+        let fresh = status_report("Q", &queued(vec![recipient("a@x", RecipientState::Pending, None)]), 1_000);
+        assert_eq!((fresh.status, fresh.recipients[0].next_attempt_in), ("queued", Some(60)));
+        let deferred = status_report(
+            "Q",
+            &queued(vec![
+                recipient("a@x", RecipientState::Delivered { reply: "250 ok".into() }, None),
+                recipient("b@x", RecipientState::Pending, Some("451 later")),
+            ]),
+            0,
+        );
+        assert_eq!(deferred.status, "deferred");
+        assert_eq!(deferred.recipients[1].detail.as_deref(), Some("451 later"));
+        let finished = |recipients: Vec<(String, RecipientState)>, deleted| {
+            MessageStatus::Finished(FinishedMessage { id: "Q".into(), sender: "s@x".into(), finished_at_ms: 0, deleted, recipients })
+        };
+        let delivered = RecipientState::Delivered { reply: "250 ok".into() };
+        let failed = RecipientState::Failed { reply: "550 no".into() };
+        assert_eq!(status_report("Q", &finished(vec![("a@x".into(), delivered.clone())], false), 0).status, "delivered");
+        assert_eq!(status_report("Q", &finished(vec![("a@x".into(), failed.clone())], false), 0).status, "bounced");
+        assert_eq!(status_report("Q", &finished(vec![("a@x".into(), delivered), ("b@x".into(), failed)], false), 0).status, "partly bounced");
+        assert_eq!(status_report("Q", &finished(vec![("a@x".into(), RecipientState::Pending)], true), 0).status, "deleted");
+    }
 }

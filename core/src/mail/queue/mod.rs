@@ -7,7 +7,7 @@
 //!   arrive (never the whole message in memory), then `fdatasync`ed by the shard. The shard
 //!   then sends the message's record (envelope, per-recipient route and action, trace header)
 //!   to the queue writer ([`ShardQueueLink::enqueue`]) and waits for the answer
-//!   (`ToShard::MailQueued`, matched by ticket) before it sends `250`.
+//!   (`ToShard::MailQueued`, matched by ticket; one mailbox message per shard per commit) before it sends `250`.
 //! - **The queue writer** ([`writer`], one thread, started by the runtime when `[email]` is
 //!   configured) is the only writer of the journal. It takes every request waiting on its
 //!   channel — enqueues from all shards, outcomes from the delivery engine — appends their
@@ -38,7 +38,7 @@
 //! +-----------+-----------+-------------------------------+
 //! ```
 //!
-//! Record kinds ([`journal::JournalRecord`]): `enqueued` (a whole [`QueuedMessage`], also
+//! Record kinds ([`journal::JournalRecord`], externally tagged: `{"enqueued":{...}}`): `enqueued` (a whole [`QueuedMessage`], also
 //! used by compaction to write the current state of a message), `outcomes` (per-recipient
 //! delivery outcomes), `retry_now`, `removed` (the message left the queue: all recipients
 //! final, or deleted; carries the final states for status queries), `finished` (compaction's
@@ -195,7 +195,7 @@ pub struct QueuedRecipient {
 
 /// Where a recipient stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum RecipientState {
     /// Not delivered yet (never tried, or deferred).
     Pending,
@@ -213,7 +213,7 @@ pub enum RecipientState {
 
 /// A delivery attempt's result for one recipient, given to [`QueueHandle::record`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum RecipientOutcome {
     /// The next hop accepted it: final.
     Delivered {

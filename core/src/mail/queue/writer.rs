@@ -30,7 +30,7 @@ const MAX_BATCH: usize = 8192;
 /// Where the answer to an enqueue goes.
 #[derive(Debug)]
 pub enum EnqueueReply {
-    /// To a shard, as `ToShard::MailQueued { ticket, .. }`.
+    /// To a shard, in its next `ToShard::MailQueued` answers (by ticket).
     Shard {
         /// The shard's index.
         shard: usize,
@@ -94,7 +94,7 @@ impl ShardQueueLink {
     }
 
     /// Hands a message whose spool file is written and synced to the writer; the answer comes
-    /// back to `shard` as `ToShard::MailQueued { ticket, .. }`. `false` when the writer has
+    /// back to `shard` in `ToShard::MailQueued` under `ticket`. `false` when the writer has
     /// stopped (no answer will come: reply 451 at once).
     pub fn enqueue(&self, shard: usize, ticket: u64, message: QueuedMessage) -> bool {
         let request = WriterRequest::Enqueue { message: Box::new(message), reply: EnqueueReply::Shard { shard, ticket } };
@@ -163,17 +163,19 @@ impl MailQueue {
                 (file, 1, journal::MAGIC.len() as u64)
             }
         };
-        // Spool files and records must agree.
+        // Spool files and records must agree (one pass over the folder, no stat per message).
+        let mut present = std::collections::HashSet::with_capacity(state.messages.len());
         for entry in std::fs::read_dir(&spool_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if !state.messages.contains_key(&name) {
+            if state.messages.contains_key(&name) {
+                present.insert(name);
+            } else {
                 let _ = std::fs::remove_file(entry.path());
                 report.orphan_spool_files += 1;
             }
         }
-        let missing: Vec<String> =
-            state.messages.keys().filter(|id| !spool_dir.join(id.as_str()).exists()).cloned().collect();
+        let missing: Vec<String> = state.messages.keys().filter(|id| !present.contains(id.as_str())).cloned().collect();
         if !missing.is_empty() {
             let mut buf = Vec::new();
             for id in &missing {
@@ -292,6 +294,9 @@ struct Writer {
     average_record: u64,
 }
 
+/// Answers to shards, grouped by shard index.
+type ShardAnswers = HashMap<usize, Vec<(u64, Result<(), String>)>>;
+
 /// An answer held back until the batch is durable.
 enum Held {
     Enqueue(EnqueueReply, String),
@@ -333,12 +338,14 @@ impl Writer {
         let mut held: Vec<Held> = Vec::new();
         let mut new_spool_files = false;
         let mut removed: Vec<String> = Vec::new();
+        let mut to_shards = ShardAnswers::new();
         for request in batch {
             match request {
                 WriterRequest::Enqueue { message, reply } => {
                     if !is_queue_id(&message.id) || message.recipients.is_empty() {
                         let _ = std::fs::remove_file(self.spool_dir.join(&message.id));
-                        self.answer_enqueue(reply, Err(QueueError::Invalid(format!("bad queue record {}", message.id))));
+                        let error = QueueError::Invalid(format!("bad queue record {}", message.id));
+                        self.answer_enqueue(reply, Err(error), &mut to_shards);
                         continue;
                     }
                     new_spool_files = true;
@@ -396,6 +403,7 @@ impl Writer {
             }
         }
         if records.is_empty() {
+            self.send_to_shards(to_shards);
             return;
         }
         let mut buf = Vec::with_capacity(records.len() * 600);
@@ -419,7 +427,7 @@ impl Writer {
                 match answer {
                     Held::Enqueue(reply, id) => {
                         let _ = std::fs::remove_file(self.spool_dir.join(&id));
-                        self.answer_enqueue(reply, Err(QueueError::Storage(message.clone())));
+                        self.answer_enqueue(reply, Err(QueueError::Storage(message.clone())), &mut to_shards);
                     }
                     Held::Outcomes(reply, _) => {
                         let _ = reply.send(Err(QueueError::Storage(message.clone())));
@@ -429,6 +437,7 @@ impl Writer {
                     }
                 }
             }
+            self.send_to_shards(to_shards);
             return;
         }
         self.journal_len += buf.len() as u64;
@@ -447,7 +456,7 @@ impl Writer {
         }
         for answer in held {
             match answer {
-                Held::Enqueue(reply, _) => self.answer_enqueue(reply, Ok(())),
+                Held::Enqueue(reply, _) => self.answer_enqueue(reply, Ok(()), &mut to_shards),
                 Held::Outcomes(reply, removed) => {
                     let _ = reply.send(Ok(Recorded { removed }));
                 }
@@ -456,6 +465,7 @@ impl Writer {
                 }
             }
         }
+        self.send_to_shards(to_shards);
     }
 
     fn write_and_sync(&mut self, buf: &[u8], new_spool_files: bool) -> std::io::Result<()> {
@@ -466,15 +476,23 @@ impl Writer {
         self.journal.sync_data()
     }
 
-    fn answer_enqueue(&self, reply: EnqueueReply, result: Result<(), QueueError>) {
+    /// Answers an enqueue: a local waiter at once, a shard's ticket into `to_shards` (sent
+    /// per shard, one mailbox message per batch, by [`Writer::send_to_shards`]).
+    fn answer_enqueue(&self, reply: EnqueueReply, result: Result<(), QueueError>, to_shards: &mut ShardAnswers) {
         match reply {
             EnqueueReply::Shard { shard, ticket } => {
-                if let Some(mailbox) = self.shards.get(shard) {
-                    let _ = mailbox.send(ToShard::MailQueued { ticket, result: result.map_err(|e| e.to_string()) });
-                }
+                to_shards.entry(shard).or_default().push((ticket, result.map_err(|e| e.to_string())));
             }
             EnqueueReply::Local(reply) => {
                 let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn send_to_shards(&self, to_shards: ShardAnswers) {
+        for (shard, answers) in to_shards {
+            if let Some(mailbox) = self.shards.get(shard) {
+                let _ = mailbox.send(ToShard::MailQueued(answers));
             }
         }
     }
