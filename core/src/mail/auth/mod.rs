@@ -154,6 +154,37 @@ impl TxtCache {
     }
 }
 
+impl TxtCache {
+    /// Puts a record given as text (`v=DKIM1; ...`, `v=spf1 ...`, `v=DMARC1; ...`) under
+    /// `name`; `false` when it does not parse as one of those.
+    pub fn insert_text_record(&self, name: &str, text: &str) -> bool {
+        use mail_auth::common::parse::TxtRecordParser;
+        let bytes = text.as_bytes();
+        let txt: Option<Txt> = if text.starts_with("v=DKIM1") {
+            mail_auth::common::verify::DomainKey::parse(bytes).ok().map(Txt::from)
+        } else if text.starts_with("v=spf1") {
+            mail_auth::spf::Spf::parse(bytes).ok().map(Txt::from)
+        } else if text.starts_with("v=DMARC1") {
+            mail_auth::dmarc::Dmarc::parse(bytes).ok().map(Txt::from)
+        } else {
+            None
+        };
+        match txt {
+            Some(txt) => {
+                self.insert_txt(name, txt);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records that `name` has no TXT record (an authoritative NXDOMAIN).
+    pub fn insert_not_found(&self, name: &str) {
+        let nxdomain = mail_auth::DnsError::RecordNotFound(mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain);
+        self.insert_txt(name, Txt::Error(mail_auth::Error::Dns(nxdomain)));
+    }
+}
+
 impl ResolverCache<Box<str>, Txt> for TxtCache {
     fn get<Q>(&self, name: &Q) -> Option<Txt>
     where

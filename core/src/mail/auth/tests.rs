@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::common::verify::DomainKey;
-use mail_auth::dmarc::Dmarc;
 use mail_auth::spf::Spf;
 
 use super::*;
@@ -37,10 +36,10 @@ fn setup(policy: &str) -> (TxtCache, Vec<u8>) {
         cache.insert_txt(&record.name, DomainKey::parse(record.value.as_bytes()).expect("dkim record").into());
     }
     cache.insert_txt("example.org", Spf::parse(format!("v=spf1 ip4:{GOOD_IP} -all").as_bytes()).expect("spf").into());
-    cache.insert_txt("_dmarc.example.org", Dmarc::parse(format!("v=DMARC1; p={policy}").as_bytes()).expect("dmarc").into());
+    assert!(cache.insert_text_record("_dmarc.example.org", &format!("v=DMARC1; p={policy}")));
+    assert!(!cache.insert_text_record("junk.example.org", "hello"));
     // The DMARC tree walk (RFC 9989) goes on to the parent: no record there.
-    let nxdomain = mail_auth::DnsError::RecordNotFound(mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain);
-    cache.insert_txt("_dmarc.org", mail_auth::Txt::Error(mail_auth::Error::Dns(nxdomain)));
+    cache.insert_not_found("_dmarc.org");
     let key = keys.signing_key("example.org").expect("load").expect("key");
     let signed = [sign_message(&key, &message()).expect("sign").into_bytes(), message()].concat();
     (cache, signed)
