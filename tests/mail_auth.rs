@@ -4,7 +4,8 @@
 //!   `opendkim-testkey` (opendkim-tools) finds and checks that record through our DNS server;
 //! - `opendkim-testmsg` signs a message with that key, swaks sends it, and the stored copy
 //!   carries our `Authentication-Results` with `dkim=pass`;
-//! - a DMARC `p=reject` failure (SPF fails, no signature) is refused with `550 5.7.1`;
+//! - a DMARC `p=reject` failure (SPF fails, no signature) is refused with `550 5.7.1`, a
+//!   `p=quarantine` one is delivered tagged;
 //! - mail from `signed.test` forwarded to Postfix's `smtp-sink` leaves signed by us, and
 //!   Python's dkimpy verifies it against the record our DNS server serves (dig);
 //! - an `.exe` attachment on a `process` route with `scan = true` is refused with `554 5.7.1`;
@@ -39,6 +40,8 @@ records = [
   {{ name = "ns1", type = "A", value = "127.0.0.1" }},
   {{ name = "sender", type = "TXT", value = "v=spf1 ip4:192.0.2.99 -all" }},
   {{ name = "_dmarc.sender", type = "TXT", value = "v=DMARC1; p=reject" }},
+  {{ name = "quar", type = "TXT", value = "v=spf1 ip4:192.0.2.99 -all" }},
+  {{ name = "_dmarc.quar", type = "TXT", value = "v=DMARC1; p=quarantine" }},
 ]
 
 [email]
@@ -222,6 +225,22 @@ fn dmarc_reject_failure_is_refused_with_550_5_7_1() {
     assert_eq!(stats["smtp"]["dmarc_rejected"], 1, "{stats}");
     // Nothing was stored.
     assert!(std::fs::read_dir(maildir(&appliance, "bob@example.test")).map(|d| d.count() == 0).unwrap_or(true));
+}
+
+#[test]
+fn dmarc_quarantine_failure_is_delivered_tagged() {
+    if !ensure_tool("swaks", &["--version"], "swaks") {
+        eprintln!("skipped: needs swaks");
+        return;
+    }
+    let (appliance, smtp, _dns) = start("");
+    let (ok, transcript) =
+        swaks(smtp, &["--from", "q@quar.test", "--to", "bob@example.test", "--h-From", "Q <q@quar.test>", "--body", "doubtful"]);
+    assert!(ok, "refused:\n{transcript}");
+    let stored = wait_for_message(&maildir(&appliance, "bob@example.test"));
+    assert!(stored.contains("X-Shardgate-Quarantine: dmarc (quar.test)"), "{stored}");
+    assert!(stored.contains("dmarc=fail") && stored.contains("policy.dmarc=quarantine"), "{stored}");
+    assert_eq!(appliance.stats()["smtp"]["dmarc_quarantined"], 1);
 }
 
 /// Sends `line` and returns the reply's last line.
