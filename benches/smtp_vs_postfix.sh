@@ -14,7 +14,7 @@ SIZE=${SIZE:-10240}
 PF_PORT=${PF_PORT:-12626}
 SG_PORT=${SG_PORT:-12625}
 bash tests/ensure-packages.sh --no-install-recommends postfix bc
-cargo build --release -p shardgate-appliance --quiet
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p shardgate-appliance --quiet
 
 work=$(mktemp -d /var/tmp/shardgate-smtp-bench.XXXXXX)
 chmod 755 "$work"
