@@ -31,6 +31,10 @@ packages+=(postfix)
 if [ "${SHARDGATE_IMAGE_TEST:-0}" = 1 ]; then
   packages+=(debootstrap e2fsprogs dosfstools mtools fdisk qemu-utils systemd-boot-efi zstd ovmf)
 fi
+# Mail authentication: opendkim-tools (opendkim-testkey checks our published DKIM record through
+# our DNS server, opendkim-testmsg signs what we verify) and python3-dkim (dkimpy verifies what
+# we sign).
+packages+=(opendkim-tools python3-dkim)
 bash tests/ensure-packages.sh --no-install-recommends "${packages[@]}"
 
 # The integration tests start the real binary: build it first.

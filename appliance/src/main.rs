@@ -27,6 +27,7 @@
 //!   records old values in the data folder, verify reports drift, revert restores.
 
 mod console;
+mod mail_auth_cli;
 mod mail_cli;
 
 use std::path::PathBuf;
@@ -177,6 +178,14 @@ enum Command {
         /// Use this data folder directly.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Print the DNS records a sending domain ([[email.domains]]) needs: DKIM, MX, SPF, DMARC.
+    DnsRecords {
+        /// The domain.
+        domain: String,
+        /// The config (default: the embedded default).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Print the running appliance's merged counters as JSON.
     Stats {
@@ -595,6 +604,10 @@ fn main() -> ExitCode {
         },
         Command::Send { args, config, data_dir } => match data_folder(data_dir, config) {
             Ok(dir) => mail_cli::send(&dir, args),
+            Err(code) => code,
+        },
+        Command::DnsRecords { domain, config } => match load(&config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded)) {
+            Ok(config) => mail_auth_cli::dns_records(&config, &domain),
             Err(code) => code,
         },
         Command::Stats { config, data_dir } => {

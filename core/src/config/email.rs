@@ -80,6 +80,9 @@ pub struct EmailRoute {
     pub matcher: EmailMatch,
     /// What is done with a recipient the route applies to.
     pub action: EmailAction,
+    /// `process` routes with `scan = true`: attachments are checked against `[email.scan]`
+    /// (`crate::mail::scan`).
+    pub scan: bool,
 }
 
 /// The `match` of an email route. Every criterion given must hold; an empty match matches all.
@@ -103,12 +106,15 @@ pub struct EmailMatch {
     pub subject: Option<TextPattern>,
     /// Whether the message must (true) or must not (false) carry an attachment.
     pub has_attachments: Option<bool>,
+    /// Inbound check results (`spf`, `dkim`, `dmarc`), decided after DATA
+    /// (`super::email_domains::AuthMatch`).
+    pub auth: super::email_domains::AuthMatch,
 }
 
 impl EmailMatch {
     /// True when the route needs the message content to decide.
     pub fn has_content_criteria(&self) -> bool {
-        !self.headers.is_empty() || self.size.is_some() || self.subject.is_some() || self.has_attachments.is_some()
+        !self.headers.is_empty() || self.size.is_some() || self.subject.is_some() || self.has_attachments.is_some() || !self.auth.is_empty()
     }
 }
 
@@ -357,6 +363,9 @@ struct RawMatch {
     size: Option<RawSize>,
     subject: Option<String>,
     has_attachments: Option<bool>,
+    spf: Option<OneOrList>,
+    dkim: Option<OneOrList>,
+    dmarc: Option<OneOrList>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +402,7 @@ struct RawEmailAction {
     queue: Option<String>,
     code: Option<i64>,
     message: Option<String>,
+    scan: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -536,6 +546,7 @@ fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<Email
         }
         names.push(name.clone());
         let matcher = validate_match(problems, &scope, raw.matcher.unwrap_or_default());
+        let scan = raw.action.as_ref().and_then(|action| action.scan).unwrap_or(false);
         let action = match raw.action {
             Some(action) => validate_action(problems, &scope, action),
             None => {
@@ -544,7 +555,7 @@ fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<Email
             }
         };
         if let (Some(action), true) = (action, problems.len() == before) {
-            routes.push(EmailRoute { name, priority: raw.priority.unwrap_or(0), matcher, action });
+            routes.push(EmailRoute { name, priority: raw.priority.unwrap_or(0), matcher, action, scan });
         }
     }
     // Stable: equal priorities keep file order.
@@ -633,6 +644,9 @@ fn validate_match(problems: &mut ProblemList, scope: &str, raw: RawMatch) -> Ema
         size,
         subject,
         has_attachments: raw.has_attachments,
+        auth: super::email_domains::auth_match(problems, scope, [("spf", raw.spf), ("dkim", raw.dkim), ("dmarc", raw.dmarc)].map(
+            |(field, list)| (field, list.map(|l| l.items().into_iter().map(str::to_string).collect())),
+        )),
     }
 }
 
@@ -642,7 +656,7 @@ fn validate_action(problems: &mut ProblemList, scope: &str, raw: RawEmailAction)
     let allowed: &[&str] = match kind {
         Some("forward") => &["host", "port", "auth", "starttls", "headers"],
         Some("deliver") => &[],
-        Some("process") => &["queue"],
+        Some("process") => &["queue", "scan"],
         Some("reject") => &["code", "message"],
         Some(other) => {
             problems.section(scope, "action.type", format!("`{other}` is not an email action (known: forward, deliver, process, reject)"));
@@ -662,6 +676,7 @@ fn validate_action(problems: &mut ProblemList, scope: &str, raw: RawEmailAction)
         ("queue", raw.queue.is_some()),
         ("code", raw.code.is_some()),
         ("message", raw.message.is_some()),
+        ("scan", raw.scan.is_some()),
     ];
     let kind = kind.unwrap_or_default();
     for (field, is_present) in present {

@@ -10,6 +10,7 @@ mod acme;
 mod admin;
 mod dns;
 mod email;
+mod email_domains;
 mod mail_templates;
 mod http;
 mod ports;
@@ -31,6 +32,10 @@ pub use email::{
     MailForward, QueueClass, SizeRange, StartTlsPolicy, TextPattern, DEFAULT_CONNECTIONS_PER_IP,
 };
 pub use mail_templates::{placeholders, MailTemplate};
+pub use email_domains::{
+    AuthMatch, DkimAlgorithm, DkimPolicy, DnsMode, InboundAuthSettings, MailAuthSettings, MailDomain, PublishRecords, QuarantineAction,
+    ScanAction, ScanPolicy,
+};
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};
 use problems::ProblemList;
@@ -84,6 +89,8 @@ pub struct Config {
     pub email: Option<EmailSettings>,
     /// `[[email.templates]]`: messages `shardgate send --template` composes.
     pub mail_templates: Vec<MailTemplate>,
+    /// `[[email.domains]]` (DKIM keys, DNS records) and `[email.auth]` (inbound checks).
+    pub mail_auth: MailAuthSettings,
 }
 
 /// `[runtime]`: where shards and the control core run, where data lives.
@@ -383,6 +390,8 @@ impl Config {
         if let Some(email) = doc.get("email") {
             let has_certificates = config.certificates.all().next().is_some();
             let (email, templates) = mail_templates::split_templates(email);
+            let (email, auth_tables) = email_domains::split_auth(&email);
+            config.mail_auth = email_domains::validate_auth(&mut problems, auth_tables);
             if let Some(templates) = templates {
                 config.mail_templates = mail_templates::validate_templates(&mut problems, templates);
             }
@@ -423,6 +432,7 @@ impl Config {
             admin: None,
             email: None,
             mail_templates: Vec::new(),
+            mail_auth: MailAuthSettings::default(),
         }
     }
 

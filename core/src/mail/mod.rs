@@ -11,11 +11,18 @@
 //! - [`delivery`]: the delivery engine on the control core's tokio runtime — next hops
 //!   (forward, MX), local Maildirs, retries with backoff, bounces (RFC 3464) and the
 //!   suppression list.
+//! - [`dkim`]: DKIM keys of our sending domains (generation, rotation, DNS records) and
+//!   signing outbound mail.
+//! - [`auth`]: inbound SPF/DKIM/ARC/DMARC checks and the `Authentication-Results` header.
+//! - [`scan`]: attachment filtering for `process` routes with `scan = true`.
 //! - [`template`]: messages composed on the appliance (`shardgate send`, `[[email.templates]]`).
 //!
 //! Not here: the SMTP session (`shardgate-smtp`), the shard's sockets and TLS (`crate::smtp`).
 
+pub mod auth;
 pub mod delivery;
+pub mod dkim;
 pub mod queue;
 pub mod routes;
+pub mod scan;
 pub mod template;

@@ -111,10 +111,36 @@ pub struct ContentFacts {
     pub subject: Option<String>,
     /// An attachment part was seen.
     pub has_attachments: bool,
+    /// Inbound check results, when the checks ran (`crate::mail::auth`).
+    pub auth: Option<AuthFacts>,
+}
+
+/// The inbound check results routes match on (`match.spf`, `match.dkim`, `match.dmarc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFacts {
+    /// SPF result.
+    pub spf: crate::mail::auth::AuthResult,
+    /// DKIM result.
+    pub dkim: crate::mail::auth::AuthResult,
+    /// DMARC result.
+    pub dmarc: crate::mail::auth::AuthResult,
+}
+
+/// The `spf`/`dkim`/`dmarc` criteria: each given one must list the message's result; an
+/// unchecked message matches none.
+fn auth_matches(matcher: &EmailMatch, facts: &ContentFacts) -> bool {
+    let wanted = &matcher.auth;
+    if wanted.is_empty() {
+        return true;
+    }
+    let Some(auth) = facts.auth else { return false };
+    let holds = |list: &Option<Vec<crate::mail::auth::AuthResult>>, result| list.as_ref().is_none_or(|l| l.contains(&result));
+    holds(&wanted.spf, auth.spf) && holds(&wanted.dkim, auth.dkim) && holds(&wanted.dmarc, auth.dmarc)
 }
 
 fn content_matches(matcher: &EmailMatch, facts: &ContentFacts) -> bool {
-    matcher.size.is_none_or(|range| range.contains(facts.size))
+    auth_matches(matcher, facts)
+        && matcher.size.is_none_or(|range| range.contains(facts.size))
         && matcher.has_attachments.is_none_or(|wanted| wanted == facts.has_attachments)
         && matcher.subject.as_ref().is_none_or(|re| facts.subject.as_deref().is_some_and(|s| re.is_match(s)))
         && matcher.headers.iter().all(|rule| {

@@ -252,6 +252,10 @@ pub struct ControlCore {
     admin_feed: Option<crate::admin_api::feed::AdminFeed>,
     /// The text of the config in force (for the admin API and config replacement).
     config_text: String,
+    /// DKIM keys, their rotation and DNS records (`[[email.domains]]`, `crate::mail::dkim`).
+    dkim: Option<crate::mail::dkim::service::DkimService>,
+    /// Inbound SPF/DKIM/ARC/DMARC checks (`[email.auth]`, `crate::mail::auth::service`).
+    inbound_auth: Option<crate::mail::auth::service::InboundAuthService>,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
 }
@@ -277,7 +281,15 @@ impl ControlCore {
                 Instant::now(),
             )
         });
+        let dkim = crate::mail::dkim::service::DkimService::open(&config);
+        let inbound_auth = config
+            .mail_auth
+            .inbound
+            .as_ref()
+            .and_then(|settings| crate::mail::auth::service::InboundAuthService::start(settings, &async_tasks));
         ControlCore {
+            dkim,
+            inbound_auth,
             source,
             config,
             generation: 1,
@@ -343,6 +355,23 @@ impl ControlCore {
             }
             (None, None) => {}
         }
+        // DKIM: keys for the domains of this generation; the delivery engine signs with them.
+        match (&mut self.dkim, self.config.mail_auth.domains.is_empty()) {
+            (Some(dkim), false) => dkim.reconfigure(&self.config),
+            (Some(_), true) => self.dkim = None,
+            (None, false) => self.dkim = crate::mail::dkim::service::DkimService::open(&self.config),
+            (None, true) => {}
+        }
+        if let Some(delivery) = &self.delivery {
+            delivery.set_dkim(self.dkim.as_ref().map(|dkim| dkim.table()));
+        }
+        // Inbound checks: a new resolver when `[email.auth]` changed.
+        let wanted = self.config.mail_auth.inbound.as_ref();
+        if self.inbound_auth.as_ref().map(|service| service.settings()) != wanted {
+            self.inbound_auth =
+                wanted.and_then(|settings| crate::mail::auth::service::InboundAuthService::start(settings, &self.async_tasks));
+        }
+        self.dkim_tick();
     }
 
     /// The mail queue's API (for the delivery engine), once `[email]` is configured.
@@ -361,6 +390,19 @@ impl ControlCore {
     pub fn with_tickets(mut self, tickets: crate::tls::tickets::TicketKeyRotation) -> ControlCore {
         self.tickets = Some(tickets);
         self
+    }
+
+    /// Runs the DKIM key steps that are due; sends the catalog out when our zones changed.
+    fn dkim_tick(&mut self) {
+        let Some(dkim) = &mut self.dkim else { return };
+        if dkim.tick(Instant::now(), self.dns.as_mut()) {
+            if let Some(dns) = &self.dns {
+                let catalog = dns.current();
+                for shard in &self.shards {
+                    let _ = shard.send(ToShard::DnsCatalog(catalog.clone()));
+                }
+            }
+        }
     }
 
     /// Applies one dynamic DNS change and sends the new catalog to every shard.
@@ -425,6 +467,15 @@ impl ControlCore {
                         delivery.answer(request, reply, &self.async_tasks);
                     }
                 }
+                Ok(ToControl::MailAuth(request)) => {
+                    let shard = self.shards.get(request.shard).cloned();
+                    match (&self.inbound_auth, shard) {
+                        (Some(service), Some(shard)) => service.check(*request, &self.async_tasks, shard),
+                        // No `[email.auth]` (or switched off by a reload meanwhile): scan only.
+                        (None, Some(shard)) => crate::mail::auth::service::scan_only(*request, &self.async_tasks, shard),
+                        (_, None) => {}
+                    }
+                }
                 Ok(ToControl::ShardStopped(index)) => {
                     self.stopped.insert(index);
                 }
@@ -451,6 +502,7 @@ impl ControlCore {
                     // Certificate state (countdowns, orders in flight) changes without messages.
                     dirty |= acme.has_certificates();
                 }
+                self.dkim_tick();
                 if let Some(store) = &mut self.radius_sessions {
                     let now = Instant::now();
                     store.expire(now);

@@ -22,6 +22,9 @@
 //!   the shard enqueued under these tickets are durable (or could not be made so) — one
 //!   message per shard per group commit; the SMTP sessions waiting on those tickets then
 //!   answer `250` (or `451`).
+//! - [`ToShard::MailAuthenticated`]: from the inbound mail checks on the control core's runtime
+//!   (`crate::mail::auth::service`): the SPF/DKIM/ARC/DMARC verdict (if any) and the blocked
+//!   attachments of the message the shard asked about under `ticket`.
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -39,6 +42,8 @@
 //!   the outcome (new generation, or every problem) goes back on the request's reply;
 //! - [`ToControl::Mail`]: from the admin socket: a mail queue, suppression list or `send`
 //!   request for the mail service (`crate::mail::delivery::service`);
+//! - [`ToControl::MailAuth`]: from a shard's SMTP session: check a received message's
+//!   authentication and/or attachments; answered with `ToShard::MailAuthenticated`;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -109,6 +114,13 @@ pub enum ToShard {
     /// The mail queue writer's answers to enqueues from this shard, one per ticket: `Ok` once
     /// the message's record is committed (journal fsynced), else why not.
     MailQueued(Vec<(u64, Result<(), String>)>),
+    /// The inbound checks' report for the message asked about under `ticket`.
+    MailAuthenticated {
+        /// The shard's ticket.
+        ticket: u64,
+        /// Authentication verdict and blocked attachments.
+        report: Box<crate::mail::auth::service::InboundReport>,
+    },
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.
@@ -141,6 +153,8 @@ pub enum ToControl {
         /// Where the answer goes.
         reply: crossbeam_channel::Sender<super::admin::AdminResponse>,
     },
+    /// From a shard: check a received message (SPF/DKIM/ARC/DMARC).
+    MailAuth(Box<crate::mail::auth::service::AuthRequest>),
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Replace the config with this text (admin API `PUT /api/config`): checked and applied

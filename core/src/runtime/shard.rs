@@ -126,7 +126,7 @@ async fn run_shard(spec: ShardSpec) {
         udp_services: RefCell::new(HashMap::new()),
         radius: Rc::new(ShardRadius::new(index, to_control.clone())),
         dns,
-        smtp: Rc::new(crate::smtp::ShardSmtp::new(index)),
+        smtp: Rc::new(crate::smtp::ShardSmtp::new(index).with_control(to_control.clone())),
         tls: RefCell::new(tls),
         to_control,
         current: RefCell::new(None),
@@ -156,6 +156,7 @@ async fn run_shard(spec: ShardSpec) {
                     shard.smtp.queued(ticket, result);
                 }
             }
+            ToShard::MailAuthenticated { ticket, report } => shard.smtp.authenticated(ticket, *report),
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
             }

@@ -63,6 +63,15 @@ pub struct SmtpCounters {
     pub bytes_received: u64,
     /// Sessions ended by a per-phase timeout.
     pub timeouts: u64,
+    /// Refusals by `[email.limits]` (`shardgate_smtp::limits`): connections, blocked IPs,
+    /// message rates, recipients per message.
+    pub limits: shardgate_smtp::LimitCounters,
+    /// Messages refused at end of DATA for a DMARC `p=reject` (or quarantine set to reject).
+    pub dmarc_rejected: u64,
+    /// Messages accepted tagged for a DMARC `p=quarantine` failure.
+    pub dmarc_quarantined: u64,
+    /// Messages on `scan = true` routes with a blocked attachment (refused or tagged).
+    pub attachments_blocked: u64,
 }
 
 impl SmtpCounters {
@@ -82,6 +91,13 @@ impl SmtpCounters {
         self.auth_failures += other.auth_failures;
         self.bytes_received += other.bytes_received;
         self.timeouts += other.timeouts;
+        self.limits.connections_refused += other.limits.connections_refused;
+        self.limits.blocked += other.limits.blocked;
+        self.limits.rate_limited += other.limits.rate_limited;
+        self.limits.recipients_refused += other.limits.recipients_refused;
+        self.dmarc_rejected += other.dmarc_rejected;
+        self.dmarc_quarantined += other.dmarc_quarantined;
+        self.attachments_blocked += other.attachments_blocked;
     }
 }
 
@@ -102,6 +118,9 @@ pub(crate) struct LiveCounters {
     pub(crate) auth_failures: Cell<u64>,
     pub(crate) bytes_received: Cell<u64>,
     pub(crate) timeouts: Cell<u64>,
+    pub(crate) dmarc_rejected: Cell<u64>,
+    pub(crate) dmarc_quarantined: Cell<u64>,
+    pub(crate) attachments_blocked: Cell<u64>,
 }
 
 /// One config generation's email settings as sessions use them.
@@ -116,6 +135,10 @@ pub struct SmtpGeneration {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where accepted messages go (`None` only if the queue could not be opened).
     pub queue: Option<ShardQueueLink>,
+    /// `[email.auth]`: inbound checks on the control core (`None`: none).
+    pub inbound_auth: Option<crate::config::InboundAuthSettings>,
+    /// `[email.scan]`, when some route has `scan = true` (`None`: no scanning).
+    pub scan: Option<crate::config::ScanPolicy>,
 }
 
 /// One shard's SMTP state. No `RefCell` borrow is held across an `.await`.
@@ -128,7 +151,16 @@ pub struct ShardSmtp {
     next_queue_id: Cell<u64>,
     per_ip: RefCell<HashMap<IpAddr, u32>>,
     pub(crate) counters: LiveCounters,
+    /// `[email.limits]`, counted on this shard only.
+    limiter: RefCell<shardgate_smtp::RateLimiter>,
+    /// Sessions waiting for the inbound checks' verdict, by ticket.
+    auth_pending: RefCell<HashMap<u64, AuthWaiter>>,
+    /// Where inbound check requests go (`None` in unit tests).
+    to_control: Option<crossbeam_channel::Sender<crate::runtime::messages::ToControl>>,
 }
+
+/// The receiving end of an inbound check's verdict.
+type AuthWaiter = tokio::sync::oneshot::Sender<crate::mail::auth::service::InboundReport>;
 
 impl ShardSmtp {
     /// A shard's SMTP state with no email settings yet.
@@ -142,7 +174,57 @@ impl ShardSmtp {
             next_queue_id: Cell::new(queue_id_counter_start()),
             per_ip: RefCell::new(HashMap::new()),
             counters: LiveCounters::default(),
+            limiter: RefCell::new(shardgate_smtp::RateLimiter::new(shardgate_smtp::RateLimitConfig::default())),
+            auth_pending: RefCell::new(HashMap::new()),
+            to_control: None,
         }
+    }
+
+    /// Sends inbound check requests to the control core on `to_control`.
+    pub fn with_control(mut self, to_control: crossbeam_channel::Sender<crate::runtime::messages::ToControl>) -> ShardSmtp {
+        self.to_control = Some(to_control);
+        self
+    }
+
+    /// The rate limiter (`[email.limits]`); borrow briefly, never across an `.await`.
+    pub(crate) fn limiter(&self) -> std::cell::RefMut<'_, shardgate_smtp::RateLimiter> {
+        self.limiter.borrow_mut()
+    }
+
+    /// Asks the control core to check a received message (`request.shard` and `ticket` are
+    /// filled in here); the receiver gets the report (an empty one when the request could not
+    /// be sent).
+    pub(crate) fn request_auth(
+        &self,
+        mut request: crate::mail::auth::service::AuthRequest,
+    ) -> tokio::sync::oneshot::Receiver<crate::mail::auth::service::InboundReport> {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        request.shard = self.shard;
+        request.ticket = ticket;
+        let sent = self
+            .to_control
+            .as_ref()
+            .is_some_and(|to_control| to_control.send(crate::runtime::messages::ToControl::MailAuth(Box::new(request))).is_ok());
+        if sent {
+            self.auth_pending.borrow_mut().insert(ticket, sender);
+        } else {
+            let _ = sender.send(crate::mail::auth::service::InboundReport::default());
+        }
+        receiver
+    }
+
+    /// The inbound checks answered ticket `ticket`.
+    pub fn authenticated(&self, ticket: u64, report: crate::mail::auth::service::InboundReport) {
+        if let Some(waiter) = self.auth_pending.borrow_mut().remove(&ticket) {
+            let _ = waiter.send(report);
+        }
+    }
+
+    /// Drops the waiters of sessions that gave up waiting for their verdict.
+    pub(crate) fn prune_auth_waiters(&self) {
+        self.auth_pending.borrow_mut().retain(|_, waiter| !waiter.is_closed());
     }
 
     /// Applies a config generation (or a certificate swap): new sessions use it.
@@ -170,7 +252,10 @@ impl ShardSmtp {
             settings: settings.clone(),
             tls: tls_config,
             queue,
+            inbound_auth: config.mail_auth.inbound.clone(),
+            scan: settings.routes.iter().any(|route| route.scan).then(|| config.mail_auth.scan.clone()),
         };
+        self.limiter.borrow_mut().reconfigure(config.mail_auth.limits.clone());
         *self.generation.borrow_mut() = Some(Rc::new(generation));
     }
 
@@ -271,6 +356,10 @@ impl ShardSmtp {
             auth_failures: c.auth_failures.get(),
             bytes_received: c.bytes_received.get(),
             timeouts: c.timeouts.get(),
+            limits: self.limiter.borrow().counters,
+            dmarc_rejected: c.dmarc_rejected.get(),
+            dmarc_quarantined: c.dmarc_quarantined.get(),
+            attachments_blocked: c.attachments_blocked.get(),
         }
     }
 

@@ -17,6 +17,13 @@
 //!   the queue writer; the session is answered `250` only when the writer's commit arrives
 //!   (`ToShard::MailQueued`), `451` if it failed.
 //! - `MessageAborted` → the spool file is deleted.
+//!
+//! Mail authentication and protection hooks (`crate::mail::auth`, `shardgate_smtp::limits`):
+//! `[email.limits]` is applied at connect, at each `RCPT` and after a failed AUTH (shard-local
+//! counts); with `[email.auth]`, a complete message from an unauthenticated client is checked
+//! (SPF/DKIM/ARC/DMARC) on the control core's runtime before the content routes, and its
+//! `Authentication-Results` header goes on top of the `Received` header; the same request
+//! scans attachments when a `scan = true` route exists (`554 5.7.1` or `X-Shardgate-Scan`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -73,6 +80,7 @@ struct SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.smtp.release(self.ip);
+        self.smtp.limiter().connection_closed(self.ip);
         let active = &self.smtp.counters.active_sessions;
         active.set(active.get().saturating_sub(1));
     }
@@ -87,6 +95,15 @@ async fn serve_connection(smtp: Rc<ShardSmtp>, generation: Rc<SmtpGeneration>, m
         let reply = format!("421 4.7.0 {} Error: too many connections from {ip}\r\n", generation.settings.server.hostname);
         let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
         let _ = stream.write_all(reply.as_bytes()).await;
+        return;
+    }
+    // Rate limits hook (`[email.limits]`): blocked addresses (554) and connections per IP (421).
+    let limited = smtp.limiter().connection_opened(ip, Instant::now());
+    if let Err(refusal) = limited {
+        smtp.release(ip);
+        tracing::debug!(target: "shardgate::security", shard = smtp.shard, %ip, ?refusal, "SMTP session refused by [email.limits]");
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.write_all(&refusal.reply_bytes()).await;
         return;
     }
     smtp.count(|c| &c.sessions, 1);
@@ -202,7 +219,10 @@ impl Connection {
     async fn handle(&mut self, event: Event) {
         match event {
             Event::RcptRequested { from, to } => {
-                let decision = self.rcpt_decision(&from, &to);
+                let decision = match self.rate_limit_recipient(&from) {
+                    Some(refusal) => RcptDecision::Reject(refusal.reply()),
+                    None => self.rcpt_decision(&from, &to),
+                };
                 let accepted = decision == RcptDecision::Accept;
                 self.smtp.count(|c| if accepted { &c.recipients_accepted } else { &c.recipients_rejected }, 1);
                 let _ = self.session.rcpt_decision(decision);
@@ -213,6 +233,16 @@ impl Connection {
                 let valid = glommio::executor().spawn_blocking(move || users.verify(&username, &password)).await;
                 self.smtp.count(|c| if valid { &c.auth_successes } else { &c.auth_failures }, 1);
                 let _ = self.session.auth_result(valid);
+                // Rate limits hook: too many failures block the address (421, closing).
+                let blocked = if valid {
+                    self.smtp.limiter().auth_succeeded(self.ip);
+                    None
+                } else {
+                    self.smtp.limiter().auth_failed(self.ip, Instant::now()).err()
+                };
+                if let Some(refusal) = blocked {
+                    self.session.close_with(&refusal.reply());
+                }
             }
             Event::MessageData(chunk) => self.spool_chunk(chunk).await,
             Event::MessageComplete { envelope } => {
@@ -228,6 +258,52 @@ impl Connection {
             // Handled by the caller (the handshake needs the transport).
             Event::StartTls => {}
         }
+    }
+
+    /// `[email.limits]` for one more recipient (messages per minute on the first, recipients
+    /// per message after); the refusal, if any.
+    fn rate_limit_recipient(&self, from: &ReversePath) -> Option<shardgate_smtp::LimitRefusal> {
+        let sender = sender_address(from);
+        let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let accepted = self.session.accepted_recipients();
+        self.smtp.limiter().recipient(self.ip, domain, accepted, Instant::now()).err()
+    }
+
+    /// Mail authentication and scanning hook (`crate::mail::auth`, `crate::mail::scan`): the
+    /// SPF/DKIM/ARC/DMARC verdict (`[email.auth]`, unauthenticated clients only) and the
+    /// blocked attachments (when a `scan = true` route exists) of the spooled message, found
+    /// on the control core's runtime while this task waits (the shard keeps serving). An
+    /// empty report when neither applies or no answer came in time.
+    async fn inbound_report(&self, id: &str, envelope: &Envelope) -> crate::mail::auth::service::InboundReport {
+        let authenticate = self.generation.inbound_auth.is_some() && envelope.authenticated_user.is_none();
+        let scan = self.generation.scan.clone();
+        let Some(link) = self.generation.queue.as_ref().filter(|_| authenticate || scan.is_some()) else {
+            return crate::mail::auth::service::InboundReport::default();
+        };
+        let request = crate::mail::auth::service::AuthRequest {
+            shard: self.smtp.shard,
+            ticket: 0,
+            spool: link.spool_path(id),
+            facts: crate::mail::auth::InboundFacts {
+                client_ip: self.ip,
+                helo: envelope.helo.clone(),
+                mail_from: sender_address(&envelope.reverse_path),
+                hostname: self.generation.settings.server.hostname.clone(),
+            },
+            authenticate,
+            scan,
+        };
+        let answer = self.smtp.request_auth(request);
+        // The control core bounds the checks by `timeout_secs`; this only covers a lost answer.
+        let timeout_secs = self.generation.inbound_auth.as_ref().map_or(20, |a| a.timeout_secs);
+        let wait = Duration::from_secs(u64::from(timeout_secs) + 10);
+        let timeout = async {
+            glommio::timer::sleep(wait).await;
+            Ok(crate::mail::auth::service::InboundReport::default())
+        };
+        let report = futures_lite::future::or(answer, timeout).await.unwrap_or_default();
+        self.smtp.prune_auth_waiters();
+        report
     }
 
     fn facts<'a>(&self, sender: &'a str, recipient: &'a str) -> EnvelopeFacts<'a> {
@@ -313,7 +389,33 @@ impl Connection {
             let _ = file.close().await;
             return MessageOutcome::TempFail;
         }
-        let facts = scanner.finish();
+        let mut facts = scanner.finish();
+        // Mail authentication hook: DMARC p=reject → 550 5.7.1; quarantine tagged (or refused,
+        // per `[email.auth] quarantine`); results also feed the routes' spf/dkim/dmarc criteria.
+        let report = self.inbound_report(&id, &envelope).await;
+        let mut auth_headers = String::new();
+        if let Some(verdict) = &report.auth {
+            use crate::mail::auth::Disposition;
+            let settings = self.generation.inbound_auth.as_ref();
+            let refuse = match verdict.disposition {
+                Disposition::Reject => settings.is_some_and(|s| s.enforce_reject),
+                Disposition::Quarantine => settings.is_some_and(|s| s.quarantine == crate::config::QuarantineAction::Reject),
+                Disposition::Accept => false,
+            };
+            if refuse {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+                self.smtp.count(|c| &c.dmarc_rejected, 1);
+                let text = format!("Message rejected: DMARC policy of {} (SPF {}, DKIM {})", verdict.from_domain, verdict.spf.as_str(), verdict.dkim.as_str());
+                return MessageOutcome::Rejected(reject_reply(550, &text));
+            }
+            if verdict.disposition == Disposition::Quarantine {
+                self.smtp.count(|c| &c.dmarc_quarantined, 1);
+                auth_headers.push_str(&format!("X-Shardgate-Quarantine: dmarc ({})\r\n", verdict.from_domain));
+            }
+            auth_headers.push_str(&verdict.header);
+            facts.auth = Some(crate::mail::routes::AuthFacts { spf: verdict.spf, dkim: verdict.dkim, dmarc: verdict.dmarc });
+        }
         let recipients = match self.recipient_actions(&envelope, &facts) {
             Ok(recipients) => recipients,
             Err(reply) => {
@@ -322,6 +424,18 @@ impl Connection {
                 return MessageOutcome::Rejected(reply);
             }
         };
+        // Scanning hook: blocked attachments on a `scan = true` route → 554 5.7.1 or a tag.
+        let scanned = recipients.iter().any(|r| self.generation.settings.routes.iter().any(|route| route.name == r.route && route.scan));
+        if let (true, Some(first), Some(policy)) = (scanned, report.blocked.first(), &self.generation.scan) {
+            self.smtp.count(|c| &c.attachments_blocked, 1);
+            if policy.action == crate::config::ScanAction::Reject {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+                return MessageOutcome::Rejected(reject_reply(554, &format!("Message rejected: attachment {} is not allowed", first.describe())));
+            }
+            let listed: Vec<String> = report.blocked.iter().map(|f| f.describe()).collect();
+            auth_headers.insert_str(0, &format!("X-Shardgate-Scan: blocked {}\r\n", listed.join(", ")));
+        }
         let _ = file.close().await;
         let Some(link) = self.generation.queue.clone() else { return MessageOutcome::TempFail };
         let hostname = &self.generation.settings.server.hostname;
@@ -332,7 +446,7 @@ impl Connection {
             sender: sender_address(&envelope.reverse_path),
             recipients,
             size: envelope.size,
-            trace_header: envelope.received_header(hostname, &id, &date),
+            trace_header: format!("{auth_headers}{}", envelope.received_header(hostname, &id, &date)),
             helo: envelope.helo.clone(),
             client_ip: self.ip,
             authenticated_user: envelope.authenticated_user.clone(),

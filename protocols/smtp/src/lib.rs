@@ -63,6 +63,7 @@ pub mod command;
 pub mod config;
 mod dot;
 pub mod error;
+pub mod limits;
 pub mod reply;
 pub mod session;
 
@@ -70,6 +71,7 @@ pub use address::{ForwardPath, MailDomain, Mailbox, ReversePath};
 pub use command::{AuthMechanism, BodyType, MailParameters, SmtpCommand};
 pub use config::{ConfigProblem, EmailConfig, EmailUser, SessionConfig, UserDirectory};
 pub use error::SmtpError;
+pub use limits::{LimitCounters, LimitRefusal, LimitScope, RateLimitConfig, RateLimiter};
 pub use reply::{EnhancedStatus, Reply};
 pub use session::{
     AbortReason, BodyTransfer, ConnectionInfo, Envelope, Event, ListenerKind, MessageOutcome,

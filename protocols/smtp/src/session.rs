@@ -506,6 +506,12 @@ impl Session {
         }
     }
 
+    /// Recipients accepted so far in the transaction in progress (0 outside one); the
+    /// caller's rate limits use it.
+    pub fn accepted_recipients(&self) -> usize {
+        self.transaction.as_ref().map_or(0, |transaction| transaction.recipients.len())
+    }
+
     /// True once the session has ended: write out the remaining transmit bytes and close.
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)

@@ -146,6 +146,11 @@ impl MailService {
         *self.templates.write().unwrap_or_else(|p| p.into_inner()) = config.mail_templates.clone();
     }
 
+    /// Signs `process`/`forward` deliveries with `table` (DKIM hook, `crate::mail::dkim`).
+    pub fn set_dkim(&self, table: Option<Arc<crate::mail::dkim::service::SignerTable>>) {
+        self.engine.set_dkim(table);
+    }
+
     /// Stops delivery gracefully (see [`DeliveryEngine::stop`]); before the queue writer.
     pub fn stop(&self) {
         self.engine.stop(std::time::Duration::from_secs(10));
