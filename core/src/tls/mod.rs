@@ -5,7 +5,8 @@
 //! - [`handshake`]: rustls driven record by record over a glommio socket;
 //! - [`ktls`]: probing the kernel once, and installing a session's keys in it;
 //! - [`relay`]: the userspace fallback relay (client TLS ⇄ target plaintext);
-//! - [`tickets`]: session-ticket keys, rotated by the control core and sent to every shard.
+//! - [`tickets`]: session-ticket keys, rotated by the control core and sent to every shard;
+//! - [`unverified`]: the accept-any-certificate verifier of opportunistic STARTTLS clients.
 //!
 //! After a handshake the session goes to the kernel when [`ktls::probe`] said it can and no
 //! encrypted byte is left over; the socket then carries plaintext on our side and the normal
@@ -17,6 +18,7 @@ pub mod ktls;
 pub mod relay;
 pub mod store;
 pub mod tickets;
+pub mod unverified;
 
 use std::sync::Arc;
 
