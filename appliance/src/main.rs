@@ -490,8 +490,21 @@ fn storage(backend: shardgate_core::storage::StorageBackend, data_dir: &std::pat
     }
 }
 
+/// CLI subcommands print to standard output like any Unix tool: a reader that goes away
+/// (`shardgate stats | head`) ends the process quietly instead of a panic in `println!`.
+/// Rust ignores SIGPIPE by default, which `run` keeps (its sockets report EPIPE as errors).
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        default_sigpipe();
+    }
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Run { config } => {
