@@ -123,52 +123,93 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
 }
 
-/// A growing read buffer: unread bytes are `buf[start..]`.
+/// A growing read buffer: unread bytes are `buf[start..end]`, `buf[end..]` is room for the
+/// next read. The room is zeroed once when the buffer grows, not before every read, and a
+/// read that is abandoned (a timer, a drain) leaves the buffer as it was.
 #[derive(Default)]
 pub(crate) struct InBuf {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
+/// Least room offered to a read; the buffer grows (or compacts) to have it.
+const MIN_READ_ROOM: usize = 4 * 1024;
+
 impl InBuf {
+    /// A buffer holding `bytes` as unread data.
+    pub(crate) fn holding(bytes: Vec<u8>) -> InBuf {
+        InBuf { end: bytes.len(), buf: bytes, start: 0 }
+    }
+
+    /// A shard's spare buffer (see [`InBuf::recycle`]), or a new one.
+    fn reused() -> InBuf {
+        SPARE_BUFFERS.with(|spare| spare.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Gives an emptied buffer back for [`InBuf::reused`] (up to a few per shard).
+    fn recycle(mut self) {
+        self.start = 0;
+        self.end = 0;
+        if self.buf.len() <= 4 * READ_CHUNK {
+            let _ = SPARE_BUFFERS.try_with(|spare| {
+                let mut spare = spare.borrow_mut();
+                if spare.len() < SPARE_BUFFER_COUNT {
+                    spare.push(self);
+                }
+            });
+        }
+    }
+
     fn data(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
     fn is_empty(&self) -> bool {
-        self.start == self.buf.len()
+        self.start == self.end
     }
 
     fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
         }
     }
 
-    /// Makes room for one read and returns it; call [`InBuf::filled`] with what was read.
+    /// Room for one read; call [`InBuf::filled`] with what was read into it.
     fn spare(&mut self) -> &mut [u8] {
-        if self.start > 0 && self.start * 2 >= self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        if self.buf.len() - self.end < MIN_READ_ROOM {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < MIN_READ_ROOM {
+                let grown = (self.end + READ_CHUNK).max(self.buf.len() * 2);
+                self.buf.resize(grown, 0);
+            }
         }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        &mut self.buf[len..]
+        &mut self.buf[self.end..]
     }
 
     fn filled(&mut self, n: usize) {
-        let len = self.buf.len() - READ_CHUNK + n;
-        self.buf.truncate(len);
+        self.end = (self.end + n).min(self.buf.len());
     }
 
     fn take_all(&mut self) -> Vec<u8> {
-        let rest = self.buf.split_off(self.start);
-        self.buf.clear();
+        let rest = self.data().to_vec();
         self.start = 0;
+        self.end = 0;
         rest
     }
+}
+
+/// Spare buffers a shard keeps for backend responses.
+const SPARE_BUFFER_COUNT: usize = 64;
+
+thread_local! {
+    static SPARE_BUFFERS: RefCell<Vec<InBuf>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Why a read ended without bytes.
@@ -189,8 +230,9 @@ async fn with_deadline<T>(deadline: Instant, work: impl std::future::Future<Outp
 pub(crate) async fn fill_client(inbuf: &mut InBuf, client: &mut ClientStream, deadline: Instant) -> Result<usize, ReadEnd> {
     let spare = inbuf.spare();
     let result = with_deadline(deadline, client.read(spare)).await;
-    let n = *result.as_ref().unwrap_or(&0);
-    inbuf.filled(n);
+    if let Ok(n) = result {
+        inbuf.filled(n);
+    }
     match result {
         Ok(0) => Err(ReadEnd::Eof),
         other => other,
@@ -200,8 +242,9 @@ pub(crate) async fn fill_client(inbuf: &mut InBuf, client: &mut ClientStream, de
 async fn fill_upstream(inbuf: &mut InBuf, upstream: &mut TcpStream, timeout: Duration) -> Result<usize, ReadEnd> {
     let spare = inbuf.spare();
     let result = with_deadline(Instant::now() + timeout, upstream.read(spare)).await;
-    let n = *result.as_ref().unwrap_or(&0);
-    inbuf.filled(n);
+    if let Ok(n) = result {
+        inbuf.filled(n);
+    }
     match result {
         Ok(0) => Err(ReadEnd::Eof),
         other => other,
@@ -223,58 +266,48 @@ enum Next {
 pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: ConnectionInfo, mut client: ClientStream, first_bytes: Vec<u8>) {
     let settings = &state.http;
     let mut parser = RequestParser::new(settings.limits);
-    let mut inbuf = InBuf { buf: first_bytes, start: 0 };
+    let mut inbuf = InBuf::holding(first_bytes);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut slots: Vec<HeldSlot> = Vec::new();
     let mut idle_deadline = Instant::now() + settings.header_timeout;
     loop {
-        // The request head: the keep-alive timeout runs until its first byte arrives, then
-        // the header timeout for the whole head.
-        if inbuf.is_empty() {
-            // Idle between requests: wait without reading, so giving up loses nothing.
-            loop {
-                if shard_http.draining.get() || Instant::now() >= idle_deadline {
+        // The request head: the keep-alive timeout runs until its first byte arrives (looking
+        // at the drain flag every second), then the header timeout for the whole head. The
+        // idle wait is a read itself: an abandoned read loses nothing (see `InBuf`).
+        let mut head_deadline: Option<Instant> = None;
+        let head = loop {
+            if !inbuf.is_empty() {
+                match parser.parse(inbuf.data()) {
+                    Ok(ParseStatus::Complete { head, consumed }) => {
+                        inbuf.consume(consumed);
+                        parser.reset();
+                        break head;
+                    }
+                    Ok(ParseStatus::Partial) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %info.peer, error = %e, "bad request head");
+                        out.clear();
+                        reply::error(e.status(), false, &mut out);
+                        let _ = client.write_all(&out).await;
+                        close_lingering(&mut client).await;
+                        return;
+                    }
+                }
+            }
+            let now = Instant::now();
+            let deadline = if inbuf.is_empty() {
+                if shard_http.draining.get() || now >= idle_deadline {
                     client.close().await;
                     return;
                 }
-                let wake = idle_deadline.min(Instant::now() + DRAIN_POLL);
-                let readable = future::or(
-                    async {
-                        client.wait_readable().await;
-                        true
-                    },
-                    async {
-                        glommio::timer::sleep(wake.saturating_duration_since(Instant::now())).await;
-                        false
-                    },
-                )
-                .await;
-                if readable {
-                    break;
-                }
-            }
-        }
-        let mut head_deadline: Option<Instant> = None;
-        let head = loop {
-            match parser.parse(inbuf.data()) {
-                Ok(ParseStatus::Complete { head, consumed }) => {
-                    inbuf.consume(consumed);
-                    parser.reset();
-                    break head;
-                }
-                Ok(ParseStatus::Partial) => {}
-                Err(e) => {
-                    tracing::debug!(peer = %info.peer, error = %e, "bad request head");
-                    out.clear();
-                    reply::error(e.status(), false, &mut out);
-                    let _ = client.write_all(&out).await;
-                    close_lingering(&mut client).await;
-                    return;
-                }
-            }
-            let deadline = *head_deadline.get_or_insert_with(|| Instant::now() + settings.header_timeout);
+                idle_deadline.min(now + DRAIN_POLL)
+            } else {
+                *head_deadline.get_or_insert(now + settings.header_timeout)
+            };
             match fill_client(&mut inbuf, &mut client, deadline).await {
                 Ok(_) => {}
+                // Idle between requests: look at the drain flag and the keep-alive deadline.
+                Err(ReadEnd::Timeout) if inbuf.is_empty() && head_deadline.is_none() => {}
                 Err(ReadEnd::Timeout) if !inbuf.is_empty() => {
                     out.clear();
                     reply::error(ErrorStatus::RequestTimeout, false, &mut out);
@@ -605,8 +638,29 @@ async fn exchange(
     }
 
     // The response.
+    let mut upbuf = InBuf::reused();
+    let result = exchange_response(settings, runtime, forward, upstream, client, inbuf, out, head, server_keep_alive, retryable, &mut upbuf).await;
+    upbuf.recycle();
+    result
+}
+
+/// The response half of [`exchange`], read through `upbuf`.
+#[allow(clippy::too_many_arguments)]
+async fn exchange_response(
+    settings: &HttpSettings,
+    runtime: &RouteRuntime,
+    forward: &Forward,
+    upstream: &mut Upstream,
+    client: &mut ClientStream,
+    inbuf: &mut InBuf,
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    server_keep_alive: bool,
+    retryable: bool,
+    upbuf: &mut InBuf,
+) -> Result<Next, ExchangeError> {
+    let counters = &runtime.counters;
     let mut parser = ResponseParser::new(shardgate_http1::Limits { max_body_bytes: None, ..shardgate_http1::Limits::default() });
-    let mut upbuf = InBuf::default();
     let mut got_bytes = false;
     loop {
         let parsed = parser.parse(upbuf.data(), head.response_context()).map_err(|e: Http1Error| {
@@ -616,7 +670,7 @@ async fn exchange(
         let (response, consumed) = match parsed {
             ParseStatus::Complete { head: response, consumed } => (response, consumed),
             ParseStatus::Partial => {
-                match fill_upstream(&mut upbuf, &mut upstream.stream, settings.upstream_timeout).await {
+                match fill_upstream(upbuf, &mut upstream.stream, settings.upstream_timeout).await {
                     Ok(_) => got_bytes = true,
                     Err(end) => return Err(upstream_read_error(end, retryable && !got_bytes)),
                 }
@@ -651,7 +705,7 @@ async fn exchange(
         }
         count_status(counters, response.status);
         // From here on the client has (or will have) our head: failures just close.
-        let complete = send_response_body(settings, upstream, client, &mut upbuf, out, response.framing, plan.framing, counters).await?;
+        let complete = send_response_body(settings, upstream, client, upbuf, out, response.framing, plan.framing, counters).await?;
         upstream.reusable = complete && response.connection.keep_alive && response.framing != BodyFraming::UntilClose && upbuf.is_empty();
         return Ok(if plan.keep_alive && complete { Next::KeepAlive } else { Next::Close });
     }

@@ -72,26 +72,6 @@ impl ClientStream {
         }
     }
 
-    /// Waits until the client has sent something (or closed), consuming nothing, so the
-    /// wait can be abandoned (a timer, a drain) without losing bytes.
-    pub async fn wait_readable(&mut self) {
-        let tcp = match self {
-            ClientStream::Plain(tcp) | ClientStream::Ktls(tcp) => tcp,
-            ClientStream::Rustls(s) => {
-                let buffered = !s.pending.is_empty()
-                    || s.conn.process_new_packets().map(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed()).unwrap_or(true);
-                if buffered {
-                    return;
-                }
-                &mut s.tcp
-            }
-        };
-        // An error (a kTLS control record the kernel will not peek, a reset) counts as
-        // readable: the read that follows reports it.
-        let mut byte = [0u8; 1];
-        let _ = tcp.peek(&mut byte).await;
-    }
-
     /// Writes all of `data` as plaintext.
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
@@ -166,13 +146,18 @@ impl RustlsStream {
         }
     }
 
+    /// Sends what rustls has queued. Cancel-safe: bytes leave `out` only once written, so a
+    /// read abandoned while flushing (an idle timer) loses no TLS record.
     async fn flush(&mut self) -> io::Result<()> {
-        self.out.clear();
         while self.conn.wants_write() {
             self.conn.write_tls(&mut self.out)?;
         }
-        if !self.out.is_empty() {
-            self.tcp.write_all(&self.out).await?;
+        while !self.out.is_empty() {
+            let n = self.tcp.write(&self.out).await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "the client accepted no bytes"));
+            }
+            self.out.drain(..n);
         }
         Ok(())
     }

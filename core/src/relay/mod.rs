@@ -51,14 +51,10 @@ pub async fn relay(
     if let Err(e) = set_nonblocking(client.as_raw_fd()).and_then(|_| set_nonblocking(target.as_raw_fd())) {
         return RelayEnd::Failed(e);
     }
-    let (mut client_writer, mut target_writer) = match (writer_of(client), writer_of(target)) {
-        (Ok(c), Ok(t)) => (c, t),
-        (Err(e), _) | (_, Err(e)) => return RelayEnd::Failed(e),
-    };
     let clock = RelayClock::new();
     let both = async {
-        let up = splice_direction(client, &mut target_writer, KtlsEnds { source: client_ktls, sink: false }, &clock, on_upstream);
-        let down = splice_direction(target, &mut client_writer, KtlsEnds { source: false, sink: client_ktls }, &clock, on_downstream);
+        let up = splice_direction(client, target, KtlsEnds { source: client_ktls, sink: false }, &clock, on_upstream);
+        let down = splice_direction(target, client, KtlsEnds { source: false, sink: client_ktls }, &clock, on_downstream);
         // Either direction failing ends the relay at once: `try_zip` drops the other.
         match future::try_zip(up, down).await {
             Ok(_) => RelayEnd::Closed,
@@ -79,7 +75,9 @@ pub async fn relay(
 }
 
 /// A second glommio handle on the same socket, so one direction can wait for writability on
-/// it while the other waits for readability on the original.
+/// it while the other waits for readability on the original. The splice relay makes one only
+/// when a sink first pushes back (a short connection never needs one: no `dup`, no extra
+/// poll registration, no extra close).
 pub(crate) fn writer_of(stream: &TcpStream) -> io::Result<TcpStream> {
     // SAFETY: dup of an open socket; checked; the duplicate is owned by the new stream.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };

@@ -12,7 +12,9 @@
 //!   pipe head and written through glommio's `AsyncWrite`, which waits for `POLLOUT` in
 //!   io_uring and then sends it. Order is kept (that byte is the next one due), and only that
 //!   single byte crosses userspace per back-pressure event; in the steady state every byte
-//!   stays in the kernel.
+//!   stays in the kernel. That write needs a second glommio handle on the destination socket
+//!   (a `dup`, since the other direction holds the socket for its own reads); it is made the
+//!   first time the destination pushes back, so a short connection never pays for it.
 //!
 //! The pipe is enlarged to [`PIPE_BYTES`] when the kernel allows, so one wake-up moves up to
 //! that much. Pipes are reused: each shard thread keeps up to [`PIPE_POOL`] empty pipes
@@ -135,13 +137,10 @@ impl Drop for PooledPipe {
 
 /// Sets `O_NONBLOCK` on a socket so `splice` on it never blocks the shard.
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller keeps open.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    let mut on: libc::c_int = 1;
+    // SAFETY: FIONBIO on a descriptor the caller keeps open, with a pointer to a live int
+    // (one syscall, where F_GETFL + F_SETFL are two).
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &mut on) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -238,19 +237,20 @@ pub(crate) async fn send_close_notify(sink_fd: RawFd) -> io::Result<()> {
 }
 
 /// Moves bytes from `source` to `sink` until EOF on `source` (then half-closes `sink`) or an
-/// error. `sink_writer` is a second glommio handle on the sink's socket, used only to wait for
-/// writability (see the module doc). `ktls` says which ends are kTLS sockets. `on_bytes` is
-/// told of each batch delivered.
+/// error. Waiting for the sink's writability takes a second glommio handle on its socket
+/// (`writer_of`), made the first time the sink pushes back (see the module doc). `ktls` says
+/// which ends are kTLS sockets. `on_bytes` is told of each batch delivered.
 pub async fn splice_direction(
     source: &TcpStream,
-    sink_writer: &mut TcpStream,
+    sink: &TcpStream,
     ktls: KtlsEnds,
     clock: &RelayClock,
     mut on_bytes: impl FnMut(u64),
 ) -> io::Result<u64> {
     let mut pipe = PooledPipe::take()?;
     let source_fd = source.as_raw_fd();
-    let sink_fd = sink_writer.as_raw_fd();
+    let sink_fd = sink.as_raw_fd();
+    let mut sink_writer: Option<TcpStream> = None;
     let mut total = 0u64;
     let mut probe = [0u8; 1];
     loop {
@@ -303,7 +303,11 @@ pub async fn splice_direction(
                         return Err(io::Error::last_os_error());
                     }
                     pipe.held -= 1;
-                    sink_writer.write_all(&probe).await?;
+                    let writer = match &mut sink_writer {
+                        Some(writer) => writer,
+                        None => sink_writer.insert(crate::relay::writer_of(sink)?),
+                    };
+                    writer.write_all(&probe).await?;
                     total += 1;
                     on_bytes(1);
                     clock.touch();
@@ -316,7 +320,7 @@ pub async fn splice_direction(
             if ktls.sink {
                 let _ = send_close_notify(sink_fd).await;
             }
-            let _ = sink_writer.shutdown(Shutdown::Write).await;
+            let _ = sink.shutdown(Shutdown::Write).await;
             return Ok(total);
         }
     }
@@ -327,10 +331,6 @@ mod tests {
     use super::*;
     use futures_lite::AsyncReadExt;
     use glommio::{LocalExecutorBuilder, Placement};
-
-    fn writer_of(stream: &TcpStream) -> TcpStream {
-        crate::relay::writer_of(stream).expect("dup")
-    }
 
     #[test]
     fn relays_bulk_bytes_in_order_with_back_pressure_and_half_close() {
@@ -375,15 +375,13 @@ mod tests {
                 let upstream = TcpStream::connect(back_addr).await.expect("connect");
                 set_nonblocking(accepted.as_raw_fd()).expect("nonblock");
                 set_nonblocking(upstream.as_raw_fd()).expect("nonblock");
-                let mut accepted_w = writer_of(&accepted);
-                let mut upstream_w = writer_of(&upstream);
                 let clock = RelayClock::new();
                 let forward_bytes = Cell::new(0u64);
                 let (a, b) = futures_lite::future::zip(
-                    splice_direction(&accepted, &mut upstream_w, KtlsEnds::default(), &clock, |n| {
+                    splice_direction(&accepted, &upstream, KtlsEnds::default(), &clock, |n| {
                         forward_bytes.set(forward_bytes.get() + n)
                     }),
-                    splice_direction(&upstream, &mut accepted_w, KtlsEnds::default(), &clock, |_| {}),
+                    splice_direction(&upstream, &accepted, KtlsEnds::default(), &clock, |_| {}),
                 )
                 .await;
                 assert_eq!(a.expect("forward"), expected.len() as u64);
