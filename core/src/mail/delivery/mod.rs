@@ -125,6 +125,14 @@ pub enum AttemptOutcome {
         /// The refusal.
         reply: String,
     },
+    /// Not attempted: over a sending limit (`[email.delivery.limits]`) until `next_attempt`.
+    /// Not an attempt (the retry backoff does not grow); never bounced for it.
+    Postponed {
+        /// Which limit.
+        reason: String,
+        /// When a slot may be free.
+        next_attempt: SystemTime,
+    },
 }
 
 /// A message handed to the queue by the control core (bounces, `shardgate send`).
@@ -862,14 +870,12 @@ impl<Q: MailQueue> Engine<Q> {
         let age = now.duration_since(message.received).unwrap_or_default();
         let mut outcomes = Vec::new();
         let mut failed = Vec::new();
-        let mut throttled = 0;
         for (recipient, verdict) in verdicts {
             match verdict {
                 Verdict::Throttled(limit) => {
-                    // Over a sending limit: deferred whatever the message's age, never bounced.
-                    throttled += 1;
-                    let error = format!("4.7.0 deferred by shardgate: {}", limit.reason);
-                    outcomes.push((recipient.index, AttemptOutcome::Deferred { error, next_attempt: limit.until }));
+                    // Over a sending limit: postponed whatever the message's age, never bounced.
+                    let reason = format!("4.7.0 deferred by shardgate: {}", limit.reason);
+                    outcomes.push((recipient.index, AttemptOutcome::Postponed { reason, next_attempt: limit.until }));
                 }
                 Verdict::Accepted { reply, host } => {
                     let text = format!("{host} said: {reply}");
@@ -907,12 +913,13 @@ impl<Q: MailQueue> Engine<Q> {
         if !failed.is_empty() && dsn::may_bounce(&message.sender) {
             self.bounce(message, &failed, now).await;
         }
-        let (mut delivered, mut deferred, mut bounced) = (0, 0, 0);
+        let (mut delivered, mut deferred, mut bounced, mut throttled) = (0, 0, 0, 0);
         for (_, outcome) in &outcomes {
             match outcome {
                 AttemptOutcome::Delivered { .. } => delivered += 1,
                 AttemptOutcome::Deferred { .. } => deferred += 1,
                 AttemptOutcome::Failed { .. } => bounced += 1,
+                AttemptOutcome::Postponed { .. } => throttled += 1,
             }
         }
         if let Err(e) = self.queue.record(&message.id, outcomes).await {
@@ -921,7 +928,7 @@ impl<Q: MailQueue> Engine<Q> {
             return;
         }
         self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
-        self.counters.deferred.fetch_add(deferred - throttled, Ordering::Relaxed);
+        self.counters.deferred.fetch_add(deferred, Ordering::Relaxed);
         self.counters.throttled.fetch_add(throttled, Ordering::Relaxed);
         self.counters.bounced.fetch_add(bounced, Ordering::Relaxed);
     }
