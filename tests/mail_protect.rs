@@ -17,13 +17,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shardgate_tests::{connect_from, ensure_tool, free_port, Appliance};
+use shardgate_tests::{connect_from, ensure_tool, free_port, maildir, wait_for_message, Appliance};
 
 fn zone(dns: u16) -> String {
     format!(
@@ -127,21 +126,6 @@ fn send_message(reader: &mut BufReader<TcpStream>, from: &str, to: &str, text: &
     assert!(rcpt.starts_with("250"), "RCPT: {rcpt}");
     assert!(command(reader, "DATA").starts_with("354"));
     command(reader, &format!("{text}\r\n."))
-}
-
-fn maildir(appliance: &Appliance, address: &str) -> PathBuf {
-    appliance.dir.path().join("data/mail/mailboxes").join(address).join("new")
-}
-
-fn wait_for_message(dir: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(entry) = std::fs::read_dir(dir).ok().and_then(|mut entries| entries.next()).and_then(Result::ok) {
-            return std::fs::read_to_string(entry.path()).expect("stored message");
-        }
-        assert!(Instant::now() < deadline, "nothing delivered into {}", dir.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Waits for the control core to write stats that satisfy `ready`.
