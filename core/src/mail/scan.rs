@@ -6,9 +6,10 @@
 //! spam (`crate::mail::spam`). A part is blocked when its file name ends in a blocked
 //! extension (the last one: `invoice.pdf.exe` is `exe`), its declared type is a blocked MIME
 //! type, or it is an attachment larger than `max_attachment_size`; a zip archive (by name,
-//! type or content) is blocked when a member of it — or of a zip inside it, one level — has
-//! a blocked extension or declares a size over the limit (`crate::mail::archive`: the central
-//! directory is read, nothing is inflated but a nested archive, capped).
+//! type or content; also tar, `.tar.gz` and a lone `.gz`) is blocked when a member of it — or
+//! of a zip inside a zip, one level — has a blocked extension or declares a size over the
+//! limit (`crate::mail::archive`: the zip central directory and tar headers are read; only a
+//! nested zip and a `.tar.gz` stream are inflated, both capped).
 //! Runs on the control core's runtime with the inbound checks (`crate::mail::auth::service`),
 //! never on a shard (a large message takes real CPU to parse).
 //! Not here: what the session answers (`crate::smtp::serve`: `554 5.7.1` or a tag header, per
@@ -17,14 +18,11 @@
 use mail_parser::{Message, MessageParser, MimeHeaders};
 
 use crate::config::ScanPolicy;
-use crate::mail::archive::{looks_like_zip, zip_entries};
+use crate::mail::archive::{archive_entries, archive_kind};
 use crate::mail::spam::{self, AttachmentFacts, SpamVerdict};
 
 /// Deepest nesting of attached messages looked into.
 pub const MAX_DEPTH: usize = 8;
-
-/// Zip MIME types.
-const ZIP_TYPES: [&str; 3] = ["application/zip", "application/x-zip-compressed", "application/x-zip"];
 
 /// One blocked part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,11 +94,9 @@ fn walk(message: &Message<'_>, policy: &ScanPolicy, depth: usize, findings: &mut
         } else if let Some(max) = policy.max_attachment_size.filter(|max| is_attachment && contents.len() as u64 > *max) {
             findings.push(ScanFinding { part: label.clone(), reason: format!("size {} > {max}", contents.len()) });
         }
-        let zip = extension.as_deref() == Some("zip")
-            || mime.as_deref().is_some_and(|m| ZIP_TYPES.contains(&m))
-            || (is_attachment && looks_like_zip(contents));
-        if zip {
-            scan_archive(&label, contents, policy, findings);
+        let kind = archive_kind(name.as_deref(), mime.as_deref(), if is_attachment { contents } else { &[] });
+        if let Some(kind) = kind {
+            scan_archive(&label, kind, contents, policy, findings);
         }
         if let (Some(inner), true) = (part.message(), depth < MAX_DEPTH) {
             walk(inner, policy, depth + 1, findings, attachments);
@@ -108,10 +104,10 @@ fn walk(message: &Message<'_>, policy: &ScanPolicy, depth: usize, findings: &mut
     }
 }
 
-/// The members of a zip attachment checked like attachments (an unreadable archive passes:
-/// its declared name and type were checked already).
-fn scan_archive(label: &str, contents: &[u8], policy: &ScanPolicy, findings: &mut Vec<ScanFinding>) {
-    let Ok(entries) = zip_entries(contents) else { return };
+/// The members of an archive attachment checked like attachments (an unreadable archive
+/// passes: its declared name and type were checked already).
+fn scan_archive(label: &str, kind: crate::mail::archive::ArchiveKind, contents: &[u8], policy: &ScanPolicy, findings: &mut Vec<ScanFinding>) {
+    let Ok(entries) = archive_entries(kind, contents) else { return };
     for entry in entries {
         if entry.path.ends_with('/') {
             continue;
@@ -121,6 +117,7 @@ fn scan_archive(label: &str, contents: &[u8], policy: &ScanPolicy, findings: &mu
         if let Some(ext) = extension_of(member).filter(|ext| policy.blocked_extensions.iter().any(|b| b == ext)) {
             findings.push(ScanFinding { part, reason: format!("extension {ext} in archive") });
         } else if let Some(max) = policy.max_attachment_size.filter(|max| entry.size > *max) {
+            // (A lone gzip's member has no declared size: 0.)
             findings.push(ScanFinding { part, reason: format!("size {} > {max} in archive", entry.size) });
         }
     }
@@ -221,5 +218,16 @@ mod tests {
         let spam = report.spam.expect("scored");
         assert!(spam.tests.contains(&"EXE_CONTENT_MISNAMED".to_string()), "{spam:?}");
         assert!(spam.tests.contains(&"MISSING_DATE".to_string()), "{spam:?}");
+    }
+
+    #[test]
+    fn tar_gz_and_gzip_members_are_checked_too() {
+        use crate::mail::archive::tests::make_tar;
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&make_tar(&[("src/main.rs", b"fn main() {}"), ("tools/install.js", b"x")])).expect("gzip");
+        let tgz = encoder.finish().expect("finish");
+        let found = scan_attachments(&base64_attachment("source.tar.gz", &tgz), &policy());
+        assert_eq!(found, vec![ScanFinding { part: "source.tar.gz: tools/install.js".into(), reason: "extension js in archive".into() }]);
     }
 }
