@@ -147,6 +147,7 @@ pub async fn lookup(resolver: &MxResolver, zones: &[String], ip: IpAddr) -> Dnsb
 /// The blocklist lookups on the control core.
 pub struct DnsblService {
     settings: DnsblSettings,
+    fallback: Option<std::net::SocketAddr>,
     resolver: Option<MxResolver>,
     cache: Arc<Mutex<VerdictCache>>,
 }
@@ -169,12 +170,12 @@ impl DnsblService {
                 None
             }
         };
-        DnsblService { settings: settings.clone(), resolver, cache: Arc::new(Mutex::new(VerdictCache::default())) }
+        DnsblService { settings: settings.clone(), fallback, resolver, cache: Arc::new(Mutex::new(VerdictCache::default())) }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &DnsblSettings {
-        &self.settings
+    /// Whether this service was started for `settings` with `fallback`.
+    pub fn is_for(&self, settings: &DnsblSettings, fallback: Option<std::net::SocketAddr>) -> bool {
+        self.settings == *settings && self.fallback == fallback
     }
 
     /// Looks `ip` up (cache first) on `runtime`; the verdict goes to `shard` under `ticket`.

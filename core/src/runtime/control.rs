@@ -380,8 +380,13 @@ impl ControlCore {
         }
         // DNS blocklists: a new service (and an empty cache) when `[email.dnsbl]` changed.
         let wanted = self.config.mail_auth.dnsbl.as_ref();
-        if self.dnsbl.as_ref().map(|service| service.settings()) != wanted {
-            let fallback = self.config.mail_auth.inbound.as_ref().and_then(|auth| auth.resolver);
+        let fallback = self.config.mail_auth.inbound.as_ref().and_then(|auth| auth.resolver);
+        let current = match (&self.dnsbl, wanted) {
+            (Some(service), Some(settings)) => service.is_for(settings, fallback),
+            (None, None) => true,
+            _ => false,
+        };
+        if !current {
             self.dnsbl = wanted.map(|settings| crate::mail::dnsbl::DnsblService::start(settings, fallback, &self.async_tasks));
         }
         self.dkim_tick();

@@ -4,8 +4,10 @@
 //!   swapped whole; sessions keep the one they started with), the shard's member socket of
 //!   every email reuseport group (one accept task each), the `[email.limits]` rate limiter
 //!   (per-client-address session counts included, enforced per shard without cross-shard
-//!   traffic), the DNS blocklist verdicts it was told (`[email.dnsbl]`), the tickets of messages waiting for the queue writer, and the counters
-//!   ([`SmtpCounters`], merged on the control core into `shardgate stats` → `smtp`).
+//!   traffic), the DNS blocklist verdicts it was told (`[email.dnsbl]`, cached), the
+//!   tickets of messages waiting for the queue writer and for the control core's checks,
+//!   and the counters ([`SmtpCounters`], merged on the control core into `shardgate stats`
+//!   → `smtp`).
 //! - [`serve`]: one task per connection driving the sans-I/O `shardgate_smtp::Session`:
 //!   bytes in, replies out, each request event answered (recipient → email routes, AUTH →
 //!   user directory on the blocking pool, STARTTLS → rustls handshake, data → spool file,
