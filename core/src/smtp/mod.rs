@@ -261,7 +261,8 @@ impl ShardSmtp {
         self.next_ticket.set(ticket + 1);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let message = crate::runtime::messages::ToControl::Dnsbl { shard: self.shard, ticket, ip };
-        if !self.to_control.as_ref().is_some_and(|to_control| to_control.send(message).is_ok()) {
+        let sent = self.to_control.as_ref().is_some_and(|to_control| to_control.send(message).is_ok());
+        if !sent {
             return DnsblVerdict::Unknown;
         }
         self.dnsbl_pending.borrow_mut().insert(ticket, sender);
