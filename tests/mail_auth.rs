@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shardgate_tests::{ensure_tool, free_port, Appliance};
+use shardgate_tests::{ensure_tool, free_port, maildir, wait_for_message, Appliance};
 
 /// Selector of the appliance's first key for `signed.test`.
 const SELECTOR: &str = "sg";
@@ -95,21 +95,6 @@ fn start_with_sink(extra: &str, sink: u16) -> (Appliance, u16, u16) {
 /// Waits until the appliance published the DKIM record of `signed.test`.
 fn wait_for_dkim_record(appliance: &Appliance) {
     appliance.wait_for_log(&format!("{SELECTOR}._domainkey.signed.test"), Duration::from_secs(60));
-}
-
-fn maildir(appliance: &Appliance, address: &str) -> PathBuf {
-    appliance.dir.path().join("data/mail/mailboxes").join(address).join("new")
-}
-
-fn wait_for_message(dir: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(entry) = std::fs::read_dir(dir).ok().and_then(|mut entries| entries.next()).and_then(Result::ok) {
-            return std::fs::read_to_string(entry.path()).expect("stored message");
-        }
-        assert!(Instant::now() < deadline, "nothing delivered into {}", dir.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn swaks(port: u16, args: &[&str]) -> (bool, String) {

@@ -27,6 +27,7 @@
 //!   records old values in the data folder, verify reports drift, revert restores.
 
 mod console;
+mod dns_query;
 mod mail_auth_cli;
 mod mail_cli;
 
@@ -183,6 +184,13 @@ enum Command {
     DnsRecords {
         /// The domain.
         domain: String,
+        /// Ask DNS and report each record OK / MISSING / DIFFERS (exit 1 unless all are OK).
+        #[arg(long)]
+        check: bool,
+        /// The resolver to ask with --check (ip:port; default: [email.auth] resolver, then
+        /// [email.delivery] resolver, then the first nameserver of /etc/resolv.conf).
+        #[arg(long, requires = "check")]
+        resolver: Option<std::net::SocketAddr>,
         /// The config (default: the embedded default).
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -619,7 +627,8 @@ fn main() -> ExitCode {
             Ok(dir) => mail_cli::send(&dir, args),
             Err(code) => code,
         },
-        Command::DnsRecords { domain, config } => match load(&config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded)) {
+        Command::DnsRecords { domain, config, check, resolver } => match load(&config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded)) {
+            Ok(config) if check => mail_auth_cli::check_dns_records(&config, &domain, resolver),
             Ok(config) => mail_auth_cli::dns_records(&config, &domain),
             Err(code) => code,
         },

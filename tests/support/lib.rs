@@ -326,3 +326,20 @@ pub fn start_with_admin_api(route_port: u16, backend_port: u16, admin_port: u16,
     appliance.wait_for_log("admin API listening", Duration::from_secs(10));
     appliance
 }
+
+/// The `new/` folder of `address`'s Maildir in `appliance`'s data folder.
+pub fn maildir(appliance: &Appliance, address: &str) -> PathBuf {
+    appliance.dir.path().join("data/mail/mailboxes").join(address).join("new")
+}
+
+/// The first message delivered into the Maildir folder `dir` (waits up to 20 s).
+pub fn wait_for_message(dir: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(entry) = std::fs::read_dir(dir).ok().and_then(|mut entries| entries.next()).and_then(Result::ok) {
+            return std::fs::read_to_string(entry.path()).expect("stored message");
+        }
+        assert!(Instant::now() < deadline, "nothing delivered into {}", dir.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

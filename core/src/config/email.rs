@@ -1,8 +1,9 @@
 //! The `[email]` section: the SMTP gateway's server settings, `[[email.routes]]` and
 //! `[email.delivery]`.
 //!
-//! Owns: the raw shape of the core-only keys (`listen`, `connections_per_ip`, `routes`,
-//! `delivery`), their checks (every problem named with its section or route and field), and the
+//! Owns: the raw shape of the core-only keys (`listen`, `routes`, `delivery`; the old
+//! `connections_per_ip` here is an alias of `[email.limits] connections_per_ip`, taken out by
+//! `super::email_domains`), their checks (every problem named with its section or route and field), and the
 //! typed result [`EmailSettings`]. The session settings (hostname, ports, limits, timeouts,
 //! users, relay networks, local domains) are the `shardgate-smtp` crate's
 //! [`shardgate_smtp::EmailConfig`]: the rest of the table is handed to it and its problems are
@@ -30,16 +31,13 @@ pub struct EmailSettings {
     pub server: EmailConfig,
     /// Addresses every email port is listened on (default `0.0.0.0`).
     pub listen: Vec<IpAddr>,
-    /// Most concurrent sessions one client address may hold on one shard (each shard enforces
-    /// it on its own, without cross-shard traffic).
-    pub connections_per_ip: u32,
     /// `[[email.routes]]`, highest priority first, then file order.
     pub routes: Vec<EmailRoute>,
     /// `[email.delivery]`: what the delivery engine on the control core uses.
     pub delivery: DeliverySettings,
 }
 
-/// Default of `[email] connections_per_ip`.
+/// Default of `[email.limits] connections_per_ip` (sessions per client address per shard).
 pub const DEFAULT_CONNECTIONS_PER_IP: u32 = 50;
 
 impl EmailSettings {
@@ -169,6 +167,8 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 /// A compiled regular expression, compared by its source text.
 #[derive(Debug, Clone)]
 pub struct TextPattern(pub regex::Regex);
+
+impl Eq for TextPattern {}
 
 impl PartialEq for TextPattern {
     fn eq(&self, other: &TextPattern) -> bool {
@@ -309,6 +309,80 @@ pub struct DeliverySettings {
     pub bounce_sender: String,
     /// How long a connection to a next hop may take.
     pub connect_timeout: Duration,
+    /// Local addresses outbound connections are made from, in order of preference (each has
+    /// its own sending limits and warm-up); empty: the address the kernel picks.
+    pub source_ips: Vec<IpAddr>,
+    /// `[email.delivery.limits]`: sending limits; over them a message is deferred, never
+    /// bounced.
+    pub limits: DeliveryLimits,
+}
+
+/// `[email.delivery.limits]`, checked (every limit optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryLimits {
+    /// Messages per minute to one destination domain (a `forward` route: its host).
+    pub domain_per_minute: Option<u32>,
+    /// Messages per hour to one destination domain.
+    pub domain_per_hour: Option<u32>,
+    /// Messages per minute from one source address.
+    pub ip_per_minute: Option<u32>,
+    /// Messages per hour from one source address.
+    pub ip_per_hour: Option<u32>,
+    /// The IP warm-up schedule (per source address per UTC day), if any.
+    pub warmup: Option<WarmupSchedule>,
+}
+
+/// A daily volume ramp for new source addresses (as dcrouter's IP warm-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmupSchedule {
+    /// Day 1 of the schedule, in days since 1970-01-01 (UTC).
+    pub start_day: i64,
+    /// `(day, max)` steps, days strictly increasing from 1: from `day` on (until the next
+    /// step) each source address sends at most `max` messages a day. After the last step's
+    /// day the ramp is over (no daily cap); before day 1 the first step applies.
+    pub steps: Vec<(u32, u32)>,
+}
+
+impl WarmupSchedule {
+    /// The day number (1 = `start_day`) of unix day `unix_day`.
+    pub fn day_number(&self, unix_day: i64) -> i64 {
+        unix_day - self.start_day + 1
+    }
+
+    /// The daily cap on unix day `unix_day` (`None`: the ramp is over).
+    pub fn cap(&self, unix_day: i64) -> Option<u32> {
+        let day = self.day_number(unix_day);
+        let last = self.steps.last()?;
+        if day > i64::from(last.0) {
+            return None;
+        }
+        let step = self.steps.iter().rev().find(|(d, _)| i64::from(*d) <= day).or(self.steps.first())?;
+        Some(step.1)
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian), or `None`.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let mut parts = text.trim().splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1970..=9999).contains(&year) {
+        return None;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if day < 1 || day > days_in_month[(month - 1) as usize] {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 impl DeliverySettings {
@@ -322,12 +396,14 @@ impl DeliverySettings {
             resolver: None,
             bounce_sender: format!("MAILER-DAEMON@{hostname}"),
             connect_timeout: Duration::from_secs(30),
+            source_ips: Vec::new(),
+            limits: DeliveryLimits::default(),
         }
     }
 }
 
 /// `[email]` keys this module owns; the rest goes to `shardgate_smtp::EmailConfig`.
-const CORE_KEYS: [&str; 4] = ["listen", "connections_per_ip", "routes", "delivery"];
+const CORE_KEYS: [&str; 3] = ["listen", "routes", "delivery"];
 
 /// The keys of `shardgate_smtp::EmailConfig`.
 const SERVER_KEYS: [&str; 11] = [
@@ -420,6 +496,24 @@ struct RawDelivery {
     resolver: Option<String>,
     bounce_sender: Option<String>,
     connect_timeout: Option<String>,
+    source_ips: Option<Vec<String>>,
+    limits: Option<RawDeliveryLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawDeliveryLimits {
+    domain_messages_per_minute: Option<i64>,
+    domain_messages_per_hour: Option<i64>,
+    ip_messages_per_minute: Option<i64>,
+    ip_messages_per_hour: Option<i64>,
+    warmup_start: Option<String>,
+    warmup: Option<Vec<RawWarmupStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawWarmupStep {
+    day: i64,
+    max: i64,
 }
 
 /// Deserialises `value` reporting unknown keys and type errors under `scope`.
@@ -491,16 +585,6 @@ pub(super) fn validate_email(problems: &mut ProblemList, value: &toml::Value, ha
             None => Vec::new(),
         },
     };
-    let connections_per_ip = match table.get("connections_per_ip") {
-        None => DEFAULT_CONNECTIONS_PER_IP,
-        Some(v) => match v.as_integer().map(u32::try_from) {
-            Some(Ok(n)) if n > 0 => n,
-            _ => {
-                problems.section("email", "connections_per_ip", format!("{v} is not a positive count"));
-                DEFAULT_CONNECTIONS_PER_IP
-            }
-        },
-    };
     let routes = match table.get("routes") {
         None => Vec::new(),
         Some(v) => validate_routes(problems, v),
@@ -516,7 +600,7 @@ pub(super) fn validate_email(problems: &mut ProblemList, value: &toml::Value, ha
     if problems.len() != before {
         return None;
     }
-    Some(EmailSettings { server, listen, connections_per_ip, routes, delivery })
+    Some(EmailSettings { server, listen, routes, delivery })
 }
 
 fn validate_routes(problems: &mut ProblemList, value: &toml::Value) -> Vec<EmailRoute> {
@@ -815,7 +899,79 @@ fn validate_delivery(problems: &mut ProblemList, raw: RawDelivery, hostname: &st
             sender
         }
     };
-    DeliverySettings { retry_initial, retry_max, max_age, concurrency_per_destination, resolver, bounce_sender, connect_timeout }
+    let mut source_ips = Vec::new();
+    for text in raw.source_ips.unwrap_or_default() {
+        match text.trim().parse::<IpAddr>() {
+            Ok(ip) if source_ips.contains(&ip) => problems.section("email.delivery", "source_ips", format!("{ip} is listed twice")),
+            Ok(ip) if ip.is_unspecified() => problems.section("email.delivery", "source_ips", format!("{ip} is not a usable source address")),
+            Ok(ip) => source_ips.push(ip),
+            Err(_) => problems.section("email.delivery", "source_ips", format!("`{text}` is not an IP address")),
+        }
+    }
+    let limits = validate_delivery_limits(problems, raw.limits.unwrap_or_default());
+    DeliverySettings {
+        retry_initial,
+        retry_max,
+        max_age,
+        concurrency_per_destination,
+        resolver,
+        bounce_sender,
+        connect_timeout,
+        source_ips,
+        limits,
+    }
+}
+
+fn validate_delivery_limits(problems: &mut ProblemList, raw: RawDeliveryLimits) -> DeliveryLimits {
+    const SCOPE: &str = "email.delivery.limits";
+    let mut count = |field: &str, value: Option<i64>| match value {
+        None => None,
+        Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
+        Some(n) => {
+            problems.section(SCOPE, field, format!("{n} is not a positive count (leave it out for no limit)"));
+            None
+        }
+    };
+    let mut limits = DeliveryLimits {
+        domain_per_minute: count("domain_messages_per_minute", raw.domain_messages_per_minute),
+        domain_per_hour: count("domain_messages_per_hour", raw.domain_messages_per_hour),
+        ip_per_minute: count("ip_messages_per_minute", raw.ip_messages_per_minute),
+        ip_per_hour: count("ip_messages_per_hour", raw.ip_messages_per_hour),
+        warmup: None,
+    };
+    match (raw.warmup_start, raw.warmup) {
+        (None, None) => {}
+        (Some(_), None) => problems.section(SCOPE, "warmup_start", "has no effect without warmup = [{ day = 1, max = 50 }, ...]"),
+        (None, Some(_)) => problems.section(SCOPE, "warmup", "needs warmup_start = \"YYYY-MM-DD\" (the schedule's day 1, UTC)"),
+        (Some(start), Some(steps)) => {
+            let before = problems.len();
+            let start_day = parse_date(&start);
+            if start_day.is_none() {
+                problems.section(SCOPE, "warmup_start", format!("`{start}` is not a date like 2026-12-01"));
+            }
+            if steps.is_empty() {
+                problems.section(SCOPE, "warmup", "is empty");
+            }
+            let mut out: Vec<(u32, u32)> = Vec::new();
+            for (index, step) in steps.iter().enumerate() {
+                let field = format!("warmup[{index}]");
+                let day = u32::try_from(step.day).ok().filter(|d| *d >= 1);
+                let max = u32::try_from(step.max).ok().filter(|m| *m >= 1);
+                match (day, max) {
+                    (None, _) => problems.section(SCOPE, &format!("{field}.day"), format!("{} is not a day number from 1", step.day)),
+                    (_, None) => problems.section(SCOPE, &format!("{field}.max"), format!("{} is not a positive count", step.max)),
+                    (Some(day), Some(_)) if out.last().is_some_and(|(d, _)| *d >= day) => {
+                        problems.section(SCOPE, &format!("{field}.day"), format!("day {day} is not after the step before it"))
+                    }
+                    (Some(day), Some(max)) => out.push((day, max)),
+                }
+            }
+            if let (Some(start_day), true) = (start_day, problems.len() == before) {
+                limits.warmup = Some(WarmupSchedule { start_day, steps: out });
+            }
+        }
+    }
+    limits
 }
 
 #[cfg(test)]
@@ -947,6 +1103,59 @@ mod tests {
         assert!(has("[email.delivery] retry_max:"), "{found:#?}");
         assert!(has("[email.delivery] resolver:"), "{found:#?}");
         assert!(has("[email.delivery] concurrency_per_destination:"), "{found:#?}");
+    }
+
+    #[test]
+    fn delivery_limits_and_warmup_are_typed_and_checked() {
+        let base = "[email]\nhostname = \"mx.example.com\"\n[email.ports]\nsmtp = 2525\n[email.delivery]\nsource_ips = [\"127.0.0.1\", \"::1\"]\n";
+        let text = format!(
+            "{base}[email.delivery.limits]\ndomain_messages_per_minute = 10\nip_messages_per_hour = 500\n\
+             warmup_start = \"2026-12-01\"\nwarmup = [{{ day = 1, max = 50 }}, {{ day = 2, max = 100 }}, {{ day = 5, max = 1000 }}]\n"
+        );
+        let config = Config::parse(&text, "edge.toml").expect("valid");
+        let delivery = config.email.expect("email").delivery;
+        assert_eq!(delivery.source_ips.len(), 2);
+        assert_eq!((delivery.limits.domain_per_minute, delivery.limits.ip_per_hour), (Some(10), Some(500)));
+        let warmup = delivery.limits.warmup.expect("warmup");
+        let start = parse_date("2026-12-01").expect("date");
+        assert_eq!(warmup.start_day, start);
+        assert_eq!(parse_date("1970-01-02"), Some(1));
+        assert_eq!(parse_date("2000-03-01"), Some(11_017));
+        assert_eq!(warmup.cap(start - 3), Some(50), "before day 1: the first step");
+        assert_eq!(warmup.cap(start), Some(50));
+        assert_eq!(warmup.cap(start + 1), Some(100));
+        assert_eq!(warmup.cap(start + 3), Some(100));
+        assert_eq!(warmup.cap(start + 4), Some(1000));
+        assert_eq!(warmup.cap(start + 5), None, "the ramp is over");
+
+        let bad = format!(
+            "{base}source_ips = [\"nope\"]\n[email.delivery.limits]\ndomain_messages_per_hour = 0\nwarmup_start = \"2026-02-30\"\n\
+             warmup = [{{ day = 2, max = 10 }}, {{ day = 2, max = 20 }}, {{ day = 3, max = 0 }}]\n"
+        );
+        let found = problems_of(&bad.replace("source_ips = [\"127.0.0.1\", \"::1\"]\n", ""));
+        for needle in [
+            "edge.toml: [email.delivery] source_ips: `nope` is not an IP address",
+            "[email.delivery.limits] domain_messages_per_hour:",
+            "[email.delivery.limits] warmup_start: `2026-02-30` is not a date",
+            "[email.delivery.limits] warmup[1].day: day 2 is not after",
+            "[email.delivery.limits] warmup[2].max:",
+        ] {
+            assert!(found.iter().any(|p| p.contains(needle)), "missing {needle} in {found:#?}");
+        }
+    }
+
+    #[test]
+    fn connections_per_ip_has_one_home_and_an_alias() {
+        let base = "[email]\nhostname = \"mx.example.com\"\n";
+        let limits = |text: &str| Config::parse(text, "edge.toml").expect("valid").mail_auth.limits.connections_per_ip;
+        assert_eq!(limits(&format!("{base}[email.ports]\nsmtp = 2525\n")), Some(DEFAULT_CONNECTIONS_PER_IP));
+        assert_eq!(limits(&format!("{base}connections_per_ip = 7\n[email.ports]\nsmtp = 2525\n")), Some(7));
+        assert_eq!(limits(&format!("{base}[email.ports]\nsmtp = 2525\n[email.limits]\nconnections_per_ip = 9\n")), Some(9));
+        let both = problems_of(&format!("{base}connections_per_ip = 7\n[email.ports]\nsmtp = 2525\n[email.limits]\nconnections_per_ip = 9\n"));
+        assert!(
+            both.iter().any(|p| p.starts_with("edge.toml: [email] connections_per_ip: is also set as [email.limits] connections_per_ip")),
+            "{both:#?}"
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Mail authentication and protection settings: `[[email.domains]]` (our sending domains:
 //! DKIM keys and the DNS records they need), `[email.auth]` (inbound SPF/DKIM/DMARC/ARC
 //! checks), `[email.limits]` (rate limits, `shardgate_smtp::RateLimitConfig`) and
-//! `[email.scan]` (attachment filtering on `process` routes with `scan = true`).
+//! `[email.scan]` and `[email.dnsbl]` (taken out here, checked in `super::mail_protection`).
 //!
-//! Owns: taking `domains`, `auth`, `limits` and `scan` out of the `[email]` table before the rest of it is checked
+//! Owns: taking `domains`, `auth`, `limits`, `scan` and `dnsbl` out of the `[email]` table before the rest of it is checked
 //! (`super::email`), their raw shape, their checks (every problem named with its section,
 //! domain and field) and the typed result [`MailAuthSettings`].
 //! Does not own: key generation, rotation and signing (`crate::mail::dkim`), the inbound checks
@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::mail_protection::{validate_dnsbl, validate_scan, DnsblSettings, ScanPolicy};
 use super::problems::ProblemList;
 
 /// Default DKIM selector.
@@ -35,93 +36,10 @@ pub struct MailAuthSettings {
     pub inbound: Option<InboundAuthSettings>,
     /// `[email.limits]`: rate limits, enforced per shard.
     pub limits: shardgate_smtp::RateLimitConfig,
-    /// `[email.scan]`: what `scan = true` routes block.
+    /// `[email.scan]`: what `scan = true` routes block, and the spam score rules.
     pub scan: ScanPolicy,
-}
-
-/// Extensions blocked by default: executables, scripts and installers.
-pub const DEFAULT_BLOCKED_EXTENSIONS: [&str; 18] =
-    ["exe", "scr", "com", "pif", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh", "hta", "msi", "jar", "ps1", "lnk", "cpl"];
-
-/// MIME types blocked by default.
-pub const DEFAULT_BLOCKED_MIME_TYPES: [&str; 4] =
-    ["application/x-msdownload", "application/x-dosexec", "application/x-ms-installer", "application/hta"];
-
-/// `[email.scan]`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanPolicy {
-    /// File name extensions blocked (lower case, no dot).
-    pub blocked_extensions: Vec<String>,
-    /// MIME types blocked (lower case `type/subtype`).
-    pub blocked_mime_types: Vec<String>,
-    /// What a blocked attachment gets.
-    pub action: ScanAction,
-}
-
-impl Default for ScanPolicy {
-    fn default() -> ScanPolicy {
-        ScanPolicy {
-            blocked_extensions: DEFAULT_BLOCKED_EXTENSIONS.iter().map(|e| e.to_string()).collect(),
-            blocked_mime_types: DEFAULT_BLOCKED_MIME_TYPES.iter().map(|e| e.to_string()).collect(),
-            action: ScanAction::Reject,
-        }
-    }
-}
-
-/// What a blocked attachment gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanAction {
-    /// Refused at end of DATA (`554 5.7.1`).
-    Reject,
-    /// Accepted with `X-Shardgate-Scan: blocked ...`.
-    Tag,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScan {
-    blocked_extensions: Option<Vec<String>>,
-    blocked_mime_types: Option<Vec<String>>,
-    action: Option<String>,
-}
-
-fn validate_scan(problems: &mut ProblemList, value: toml::Value) -> ScanPolicy {
-    let raw: RawScan = match value.try_into() {
-        Ok(raw) => raw,
-        Err(e) => {
-            problems.section("email.scan", "", e.to_string().trim().to_string());
-            return ScanPolicy::default();
-        }
-    };
-    let mut policy = ScanPolicy::default();
-    if let Some(list) = raw.blocked_extensions {
-        policy.blocked_extensions = Vec::new();
-        for ext in list {
-            let clean = ext.trim().trim_start_matches('.').to_ascii_lowercase();
-            if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                problems.section("email.scan", "blocked_extensions", format!("`{ext}` is not an extension (exe, js, ...)"));
-            } else {
-                policy.blocked_extensions.push(clean);
-            }
-        }
-    }
-    if let Some(list) = raw.blocked_mime_types {
-        policy.blocked_mime_types = Vec::new();
-        for mime in list {
-            let clean = mime.trim().to_ascii_lowercase();
-            if clean.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/')) {
-                policy.blocked_mime_types.push(clean);
-            } else {
-                problems.section("email.scan", "blocked_mime_types", format!("`{mime}` is not a type/subtype"));
-            }
-        }
-    }
-    match raw.action.as_deref() {
-        None | Some("reject") => {}
-        Some("tag") => policy.action = ScanAction::Tag,
-        Some(other) => problems.section("email.scan", "action", format!("`{other}` is not reject or tag")),
-    }
-    policy
+    /// `[email.dnsbl]`: DNS blocklists checked at connect (`None`: none).
+    pub dnsbl: Option<DnsblSettings>,
 }
 
 impl MailAuthSettings {
@@ -333,9 +251,12 @@ pub(super) struct AuthTables {
     auth: Option<toml::Value>,
     limits: Option<toml::Value>,
     scan: Option<toml::Value>,
+    dnsbl: Option<toml::Value>,
+    /// `[email] connections_per_ip`: the old alias of `[email.limits] connections_per_ip`.
+    connections_per_ip: Option<toml::Value>,
 }
 
-/// Removes `domains`, `auth`, `limits` and `scan` from a copy of the `[email]` table; returns the
+/// Removes `domains`, `auth`, `limits`, `scan` and `dnsbl` from a copy of the `[email]` table; returns the
 /// rest and the values.
 pub(super) fn split_auth(email: &toml::Value) -> (toml::Value, AuthTables) {
     let mut rest = email.clone();
@@ -345,6 +266,8 @@ pub(super) fn split_auth(email: &toml::Value) -> (toml::Value, AuthTables) {
             auth: table.remove("auth"),
             limits: table.remove("limits"),
             scan: table.remove("scan"),
+            dnsbl: table.remove("dnsbl"),
+            connections_per_ip: table.remove("connections_per_ip"),
         },
         None => AuthTables::default(),
     };
@@ -357,9 +280,32 @@ pub(super) fn validate_auth(problems: &mut ProblemList, tables: AuthTables) -> M
     MailAuthSettings {
         domains: tables.domains.map(|value| validate_domains(problems, value)).unwrap_or_default(),
         inbound: tables.auth.and_then(|value| validate_inbound(problems, value)),
-        limits: tables.limits.map(|value| validate_limits(problems, value)).unwrap_or_default(),
+        limits: {
+            let limits = tables.limits.map(|value| validate_limits(problems, value)).unwrap_or_default();
+            connection_limit(problems, limits, tables.connections_per_ip)
+        },
         scan: tables.scan.map(|value| validate_scan(problems, value)).unwrap_or_default(),
+        dnsbl: tables.dnsbl.and_then(|value| validate_dnsbl(problems, value)),
     }
+}
+
+/// `[email.limits] connections_per_ip` is the one setting (default
+/// [`super::email::DEFAULT_CONNECTIONS_PER_IP`]); `[email] connections_per_ip` is accepted as
+/// its alias, and both together are an error.
+fn connection_limit(problems: &mut ProblemList, mut limits: shardgate_smtp::RateLimitConfig, alias: Option<toml::Value>) -> shardgate_smtp::RateLimitConfig {
+    if let Some(value) = alias {
+        match value.as_integer().and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+            None => problems.section("email", "connections_per_ip", format!("{value} is not a positive count")),
+            Some(_) if limits.connections_per_ip.is_some() => problems.section(
+                "email",
+                "connections_per_ip",
+                "is also set as [email.limits] connections_per_ip: keep only that one (this key is its alias)",
+            ),
+            Some(n) => limits.connections_per_ip = Some(n),
+        }
+    }
+    limits.connections_per_ip.get_or_insert(super::email::DEFAULT_CONNECTIONS_PER_IP);
+    limits
 }
 
 fn validate_limits(problems: &mut ProblemList, value: toml::Value) -> shardgate_smtp::RateLimitConfig {
@@ -390,7 +336,7 @@ fn validate_limits(problems: &mut ProblemList, value: toml::Value) -> shardgate_
 }
 
 /// Whether `text` is a host name we accept for a domain (letters, digits, `-`, dots).
-fn is_domain_name(text: &str) -> bool {
+pub(super) fn is_domain_name(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 253
         && text.split('.').all(|label| {
@@ -557,7 +503,7 @@ fn validate_inbound(problems: &mut ProblemList, value: toml::Value) -> Option<In
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, ScanAction};
 
     const EMAIL: &str = "[email]\nhostname = \"mx.example.com\"\n[email.ports]\nsmtp = 2525\n";
 

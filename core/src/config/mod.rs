@@ -11,6 +11,7 @@ mod admin;
 mod dns;
 mod email;
 mod email_domains;
+mod mail_protection;
 mod mail_templates;
 mod http;
 mod ports;
@@ -29,12 +30,15 @@ pub use admin::{AdminSettings, AdminTls, AdminUser, DEFAULT_ADMIN_LISTEN, DEFAUL
 pub use acme::{AcmeSettings, AutoCertificate, ChallengeKind, StorageBackend, MAX_RETRY_AFTER};
 pub use email::{
     AddressGlob, DeliverySettings, EmailAction, EmailMatch, EmailRoute, EmailSettings, ForwardAuth, HeaderRule, HeaderValueRule,
-    MailForward, QueueClass, SizeRange, StartTlsPolicy, TextPattern, DEFAULT_CONNECTIONS_PER_IP,
+    MailForward, QueueClass, SizeRange, StartTlsPolicy, TextPattern, DEFAULT_CONNECTIONS_PER_IP, DeliveryLimits, WarmupSchedule,
 };
 pub use mail_templates::{placeholders, MailTemplate};
 pub use email_domains::{
     AuthMatch, DkimAlgorithm, DkimPolicy, DnsMode, InboundAuthSettings, MailAuthSettings, MailDomain, PublishRecords, QuarantineAction,
-    ScanAction, ScanPolicy,
+};
+pub use mail_protection::{
+    BadPattern, DnsblAction, DnsblSettings, PatternTarget, ScanAction, ScanPolicy, SpamPolicy, SpamScore, BUILTIN_SPAM_RULES,
+    DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_BLOCKED_MIME_TYPES,
 };
 pub use ports::PortSet;
 pub use problems::{ConfigErrors, ConfigProblem, ProblemScope};

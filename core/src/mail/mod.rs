@@ -14,15 +14,20 @@
 //! - [`dkim`]: DKIM keys of our sending domains (generation, rotation, DNS records) and
 //!   signing outbound mail.
 //! - [`auth`]: inbound SPF/DKIM/ARC/DMARC checks and the `Authentication-Results` header.
-//! - [`scan`]: attachment filtering for `process` routes with `scan = true`.
+//! - [`scan`]: content scanning for `process` routes with `scan = true` — attachment
+//!   filtering ([`archive`]: zip file lists) and the spam score ([`spam`]).
+//! - [`dnsbl`]: DNS blocklist lookups for connecting clients (on the control core).
 //! - [`template`]: messages composed on the appliance (`shardgate send`, `[[email.templates]]`).
 //!
 //! Not here: the SMTP session (`shardgate-smtp`), the shard's sockets and TLS (`crate::smtp`).
 
+pub mod archive;
 pub mod auth;
 pub mod delivery;
 pub mod dkim;
+pub mod dnsbl;
 pub mod queue;
 pub mod routes;
 pub mod scan;
+pub mod spam;
 pub mod template;

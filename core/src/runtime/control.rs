@@ -256,6 +256,8 @@ pub struct ControlCore {
     dkim: Option<crate::mail::dkim::service::DkimService>,
     /// Inbound SPF/DKIM/ARC/DMARC checks (`[email.auth]`, `crate::mail::auth::service`).
     inbound_auth: Option<crate::mail::auth::service::InboundAuthService>,
+    /// DNS blocklist lookups for connecting clients (`[email.dnsbl]`, `crate::mail::dnsbl`).
+    dnsbl: Option<crate::mail::dnsbl::DnsblService>,
     stopping: Option<Instant>,
     stopped: BTreeSet<usize>,
 }
@@ -287,9 +289,14 @@ impl ControlCore {
             .inbound
             .as_ref()
             .and_then(|settings| crate::mail::auth::service::InboundAuthService::start(settings, &async_tasks));
+        let dnsbl = config.mail_auth.dnsbl.as_ref().map(|settings| {
+            let fallback = config.mail_auth.inbound.as_ref().and_then(|auth| auth.resolver);
+            crate::mail::dnsbl::DnsblService::start(settings, fallback, &async_tasks)
+        });
         ControlCore {
             dkim,
             inbound_auth,
+            dnsbl,
             source,
             config,
             generation: 1,
@@ -370,6 +377,17 @@ impl ControlCore {
         if self.inbound_auth.as_ref().map(|service| service.settings()) != wanted {
             self.inbound_auth =
                 wanted.and_then(|settings| crate::mail::auth::service::InboundAuthService::start(settings, &self.async_tasks));
+        }
+        // DNS blocklists: a new service (and an empty cache) when `[email.dnsbl]` changed.
+        let wanted = self.config.mail_auth.dnsbl.as_ref();
+        let fallback = self.config.mail_auth.inbound.as_ref().and_then(|auth| auth.resolver);
+        let current = match (&self.dnsbl, wanted) {
+            (Some(service), Some(settings)) => service.is_for(settings, fallback),
+            (None, None) => true,
+            _ => false,
+        };
+        if !current {
+            self.dnsbl = wanted.map(|settings| crate::mail::dnsbl::DnsblService::start(settings, fallback, &self.async_tasks));
         }
         self.dkim_tick();
     }
@@ -474,6 +492,18 @@ impl ControlCore {
                         // No `[email.auth]` (or switched off by a reload meanwhile): scan only.
                         (None, Some(shard)) => crate::mail::auth::service::scan_only(*request, &self.async_tasks, shard),
                         (_, None) => {}
+                    }
+                }
+                Ok(ToControl::Dnsbl { shard, ticket, ip }) => {
+                    if let Some(mailbox) = self.shards.get(shard).cloned() {
+                        match &self.dnsbl {
+                            Some(service) => service.check(ticket, ip, &self.async_tasks, mailbox),
+                            // Switched off by a reload meanwhile: the client is served.
+                            None => {
+                                let verdict = crate::mail::dnsbl::DnsblVerdict::Unknown;
+                                let _ = mailbox.send(ToShard::DnsblChecked { ticket, ip, verdict });
+                            }
+                        }
                     }
                 }
                 Ok(ToControl::ShardStopped(index)) => {

@@ -25,6 +25,8 @@
 //! - [`ToShard::MailAuthenticated`]: from the inbound mail checks on the control core's runtime
 //!   (`crate::mail::auth::service`): the SPF/DKIM/ARC/DMARC verdict (if any) and the blocked
 //!   attachments of the message the shard asked about under `ticket`.
+//! - [`ToShard::DnsblChecked`]: from the DNS blocklist lookups on the control core's runtime
+//!   (`crate::mail::dnsbl`): what the zones say about the client the shard asked about.
 //! - [`ToShard::Stop`]: stop accepting, let open connections finish until the deadline, exit.
 //!
 //! Shard / main thread → control core ([`ToControl`], one crossbeam channel):
@@ -44,6 +46,8 @@
 //!   request for the mail service (`crate::mail::delivery::service`);
 //! - [`ToControl::MailAuth`]: from a shard's SMTP session: check a received message's
 //!   authentication and/or attachments; answered with `ToShard::MailAuthenticated`;
+//! - [`ToControl::Dnsbl`]: from a shard's SMTP accept: look a connecting client up in the
+//!   `[email.dnsbl]` zones; answered with `ToShard::DnsblChecked`;
 //! - [`ToControl::ShardStopped`]: a shard finished draining and is exiting;
 //! - [`ToControl::Reload`] / [`ToControl::Stop`]: from the signal handler (SIGHUP; SIGTERM/SIGINT).
 
@@ -121,6 +125,15 @@ pub enum ToShard {
         /// Authentication verdict and blocked attachments.
         report: Box<crate::mail::auth::service::InboundReport>,
     },
+    /// The DNS blocklists' verdict on the client asked about under `ticket`.
+    DnsblChecked {
+        /// The shard's ticket.
+        ticket: u64,
+        /// The client.
+        ip: std::net::IpAddr,
+        /// Listed, not listed, or unknown.
+        verdict: crate::mail::dnsbl::DnsblVerdict,
+    },
     /// Graceful stop: stop accepting now, close what is still open at `deadline`.
     Stop {
         /// When remaining connections are closed.
@@ -155,6 +168,15 @@ pub enum ToControl {
     },
     /// From a shard: check a received message (SPF/DKIM/ARC/DMARC).
     MailAuth(Box<crate::mail::auth::service::AuthRequest>),
+    /// From a shard: look a connecting client up in the `[email.dnsbl]` zones.
+    Dnsbl {
+        /// The asking shard.
+        shard: usize,
+        /// Its ticket for the answer.
+        ticket: u64,
+        /// The client.
+        ip: std::net::IpAddr,
+    },
     /// Shard `0` has drained and is exiting.
     ShardStopped(usize),
     /// Replace the config with this text (admin API `PUT /api/config`): checked and applied

@@ -157,6 +157,7 @@ async fn run_shard(spec: ShardSpec) {
                 }
             }
             ToShard::MailAuthenticated { ticket, report } => shard.smtp.authenticated(ticket, *report),
+            ToShard::DnsblChecked { ticket, ip, verdict } => shard.smtp.dnsbl_checked(ticket, ip, verdict),
             ToShard::Barrier(ack) => {
                 let _ = ack.send(shard.index);
             }

@@ -2,10 +2,12 @@
 //!
 //! - [`ShardSmtp`] (one per shard): the email settings of the generation in force (an `Rc`
 //!   swapped whole; sessions keep the one they started with), the shard's member socket of
-//!   every email reuseport group (one accept task each), the per-client-address session
-//!   counts (`[email] connections_per_ip`, enforced per shard without cross-shard traffic),
-//!   the tickets of messages waiting for the queue writer, and the counters
-//!   ([`SmtpCounters`], merged on the control core into `shardgate stats` → `smtp`).
+//!   every email reuseport group (one accept task each), the `[email.limits]` rate limiter
+//!   (per-client-address session counts included, enforced per shard without cross-shard
+//!   traffic), the DNS blocklist verdicts it was told (`[email.dnsbl]`, cached), the
+//!   tickets of messages waiting for the queue writer and for the control core's checks,
+//!   and the counters ([`SmtpCounters`], merged on the control core into `shardgate stats`
+//!   → `smtp`).
 //! - [`serve`]: one task per connection driving the sans-I/O `shardgate_smtp::Session`:
 //!   bytes in, replies out, each request event answered (recipient → email routes, AUTH →
 //!   user directory on the blocking pool, STARTTLS → rustls handshake, data → spool file,
@@ -39,8 +41,6 @@ pub struct SmtpCounters {
     pub sessions: u64,
     /// Sessions open now.
     pub active_sessions: u64,
-    /// Connections refused: the client address was at `connections_per_ip` on this shard.
-    pub refused_per_ip: u64,
     /// TLS handshakes completed (STARTTLS and implicit TLS).
     pub tls_handshakes: u64,
     /// TLS handshakes that failed.
@@ -72,6 +72,14 @@ pub struct SmtpCounters {
     pub dmarc_quarantined: u64,
     /// Messages on `scan = true` routes with a blocked attachment (refused or tagged).
     pub attachments_blocked: u64,
+    /// Messages refused for their spam score (`spam_reject_score`).
+    pub spam_rejected: u64,
+    /// Messages accepted tagged as spam (`spam_tag_score`).
+    pub spam_tagged: u64,
+    /// Connections from clients listed in an `[email.dnsbl]` zone (refused or tagged).
+    pub dnsbl_listed: u64,
+    /// Connections refused because of such a listing.
+    pub dnsbl_rejected: u64,
 }
 
 impl SmtpCounters {
@@ -79,7 +87,6 @@ impl SmtpCounters {
     pub fn merge(&mut self, other: &SmtpCounters) {
         self.sessions += other.sessions;
         self.active_sessions += other.active_sessions;
-        self.refused_per_ip += other.refused_per_ip;
         self.tls_handshakes += other.tls_handshakes;
         self.tls_failures += other.tls_failures;
         self.messages_accepted += other.messages_accepted;
@@ -98,6 +105,10 @@ impl SmtpCounters {
         self.dmarc_rejected += other.dmarc_rejected;
         self.dmarc_quarantined += other.dmarc_quarantined;
         self.attachments_blocked += other.attachments_blocked;
+        self.spam_rejected += other.spam_rejected;
+        self.spam_tagged += other.spam_tagged;
+        self.dnsbl_listed += other.dnsbl_listed;
+        self.dnsbl_rejected += other.dnsbl_rejected;
     }
 }
 
@@ -106,7 +117,6 @@ impl SmtpCounters {
 pub(crate) struct LiveCounters {
     pub(crate) sessions: Cell<u64>,
     pub(crate) active_sessions: Cell<u64>,
-    pub(crate) refused_per_ip: Cell<u64>,
     pub(crate) tls_handshakes: Cell<u64>,
     pub(crate) tls_failures: Cell<u64>,
     pub(crate) messages_accepted: Cell<u64>,
@@ -121,6 +131,10 @@ pub(crate) struct LiveCounters {
     pub(crate) dmarc_rejected: Cell<u64>,
     pub(crate) dmarc_quarantined: Cell<u64>,
     pub(crate) attachments_blocked: Cell<u64>,
+    pub(crate) spam_rejected: Cell<u64>,
+    pub(crate) spam_tagged: Cell<u64>,
+    pub(crate) dnsbl_listed: Cell<u64>,
+    pub(crate) dnsbl_rejected: Cell<u64>,
 }
 
 /// One config generation's email settings as sessions use them.
@@ -139,6 +153,8 @@ pub struct SmtpGeneration {
     pub inbound_auth: Option<crate::config::InboundAuthSettings>,
     /// `[email.scan]`, when some route has `scan = true` (`None`: no scanning).
     pub scan: Option<crate::config::ScanPolicy>,
+    /// `[email.dnsbl]`: blocklists checked at connect (`None`: none).
+    pub dnsbl: Option<crate::config::DnsblSettings>,
 }
 
 /// One shard's SMTP state. No `RefCell` borrow is held across an `.await`.
@@ -149,12 +165,16 @@ pub struct ShardSmtp {
     pending: RefCell<HashMap<u64, tokio::sync::oneshot::Sender<Result<(), String>>>>,
     next_ticket: Cell<u64>,
     next_queue_id: Cell<u64>,
-    per_ip: RefCell<HashMap<IpAddr, u32>>,
     pub(crate) counters: LiveCounters,
     /// `[email.limits]`, counted on this shard only.
     limiter: RefCell<shardgate_smtp::RateLimiter>,
     /// Sessions waiting for the inbound checks' verdict, by ticket.
     auth_pending: RefCell<HashMap<u64, AuthWaiter>>,
+    /// Sessions waiting for a DNS blocklist verdict, by ticket.
+    dnsbl_pending: RefCell<HashMap<u64, tokio::sync::oneshot::Sender<crate::mail::dnsbl::DnsblVerdict>>>,
+    /// Recent DNS blocklist verdicts (`[email.dnsbl] cache_secs`), so a client seen lately
+    /// costs no message to the control core.
+    dnsbl_cache: RefCell<crate::mail::dnsbl::VerdictCache>,
     /// Where inbound check requests go (`None` in unit tests).
     to_control: Option<crossbeam_channel::Sender<crate::runtime::messages::ToControl>>,
 }
@@ -172,10 +192,11 @@ impl ShardSmtp {
             pending: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(1),
             next_queue_id: Cell::new(queue_id_counter_start()),
-            per_ip: RefCell::new(HashMap::new()),
             counters: LiveCounters::default(),
             limiter: RefCell::new(shardgate_smtp::RateLimiter::new(shardgate_smtp::RateLimitConfig::default())),
             auth_pending: RefCell::new(HashMap::new()),
+            dnsbl_pending: RefCell::new(HashMap::new()),
+            dnsbl_cache: RefCell::new(crate::mail::dnsbl::VerdictCache::default()),
             to_control: None,
         }
     }
@@ -225,6 +246,44 @@ impl ShardSmtp {
     /// Drops the waiters of sessions that gave up waiting for their verdict.
     pub(crate) fn prune_auth_waiters(&self) {
         self.auth_pending.borrow_mut().retain(|_, waiter| !waiter.is_closed());
+        self.dnsbl_pending.borrow_mut().retain(|_, waiter| !waiter.is_closed());
+    }
+
+    /// The DNS blocklists' verdict on `ip` under `settings`: from this shard's cache, else
+    /// asked of the control core (the session awaits; the shard keeps serving). `Unknown`
+    /// when no answer comes within the lookup timeout.
+    pub(crate) async fn dnsbl_verdict(&self, ip: IpAddr, settings: &crate::config::DnsblSettings) -> crate::mail::dnsbl::DnsblVerdict {
+        use crate::mail::dnsbl::DnsblVerdict;
+        if let Some(verdict) = self.dnsbl_cache.borrow_mut().get(ip, std::time::Instant::now()) {
+            return verdict;
+        }
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let message = crate::runtime::messages::ToControl::Dnsbl { shard: self.shard, ticket, ip };
+        let sent = self.to_control.as_ref().is_some_and(|to_control| to_control.send(message).is_ok());
+        if !sent {
+            return DnsblVerdict::Unknown;
+        }
+        self.dnsbl_pending.borrow_mut().insert(ticket, sender);
+        // The control core bounds the lookups by `timeout_ms`; this only covers a lost answer.
+        let wait = std::time::Duration::from_millis(u64::from(settings.timeout_ms) + 1000);
+        let timeout = async {
+            glommio::timer::sleep(wait).await;
+            Ok(DnsblVerdict::Unknown)
+        };
+        let verdict = futures_lite::future::or(receiver, timeout).await.unwrap_or(DnsblVerdict::Unknown);
+        self.dnsbl_pending.borrow_mut().remove(&ticket);
+        let ttl = std::time::Duration::from_secs(u64::from(settings.cache_secs));
+        self.dnsbl_cache.borrow_mut().put(ip, verdict.clone(), std::time::Instant::now(), ttl);
+        verdict
+    }
+
+    /// The control core answered DNS blocklist ticket `ticket`.
+    pub fn dnsbl_checked(&self, ticket: u64, _ip: IpAddr, verdict: crate::mail::dnsbl::DnsblVerdict) {
+        if let Some(waiter) = self.dnsbl_pending.borrow_mut().remove(&ticket) {
+            let _ = waiter.send(verdict);
+        }
     }
 
     /// Applies a config generation (or a certificate swap): new sessions use it.
@@ -254,7 +313,11 @@ impl ShardSmtp {
             queue,
             inbound_auth: config.mail_auth.inbound.clone(),
             scan: settings.routes.iter().any(|route| route.scan).then(|| config.mail_auth.scan.clone()),
+            dnsbl: config.mail_auth.dnsbl.clone(),
         };
+        if self.generation.borrow().as_ref().map(|g| &g.dnsbl) != Some(&generation.dnsbl) {
+            *self.dnsbl_cache.borrow_mut() = crate::mail::dnsbl::VerdictCache::default();
+        }
         self.limiter.borrow_mut().reconfigure(config.mail_auth.limits.clone());
         *self.generation.borrow_mut() = Some(Rc::new(generation));
     }
@@ -316,35 +379,12 @@ impl ShardSmtp {
         crate::mail::queue::make_queue_id(counter, self.shard as u8)
     }
 
-    /// Counts a session from `ip`; `false` when it is at `limit` already.
-    pub(crate) fn admit(&self, ip: IpAddr, limit: u32) -> bool {
-        let mut per_ip = self.per_ip.borrow_mut();
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= limit {
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
-    /// A session from `ip` ended.
-    pub(crate) fn release(&self, ip: IpAddr) {
-        let mut per_ip = self.per_ip.borrow_mut();
-        if let Some(count) = per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&ip);
-            }
-        }
-    }
-
     /// This shard's counters so far.
     pub fn counters(&self) -> SmtpCounters {
         let c = &self.counters;
         SmtpCounters {
             sessions: c.sessions.get(),
             active_sessions: c.active_sessions.get(),
-            refused_per_ip: c.refused_per_ip.get(),
             tls_handshakes: c.tls_handshakes.get(),
             tls_failures: c.tls_failures.get(),
             messages_accepted: c.messages_accepted.get(),
@@ -360,6 +400,10 @@ impl ShardSmtp {
             dmarc_rejected: c.dmarc_rejected.get(),
             dmarc_quarantined: c.dmarc_quarantined.get(),
             attachments_blocked: c.attachments_blocked.get(),
+            spam_rejected: c.spam_rejected.get(),
+            spam_tagged: c.spam_tagged.get(),
+            dnsbl_listed: c.dnsbl_listed.get(),
+            dnsbl_rejected: c.dnsbl_rejected.get(),
         }
     }
 
@@ -371,20 +415,6 @@ impl ShardSmtp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn per_ip_admission_counts_and_releases() {
-        let smtp = ShardSmtp::new(0);
-        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
-        assert!(smtp.admit(ip, 2));
-        assert!(smtp.admit(ip, 2));
-        assert!(!smtp.admit(ip, 2));
-        smtp.release(ip);
-        assert!(smtp.admit(ip, 2));
-        smtp.release(ip);
-        smtp.release(ip);
-        assert!(smtp.per_ip.borrow().is_empty());
-    }
 
     #[test]
     fn queue_ids_are_unique_and_well_formed() {

@@ -18,12 +18,18 @@
 //!   (`ToShard::MailQueued`), `451` if it failed.
 //! - `MessageAborted` → the spool file is deleted.
 //!
+//! IP reputation hook (`crate::mail::dnsbl`): with `[email.dnsbl]`, a client of the SMTP
+//! port outside `relay_networks` is looked up before the banner (on the control core; the
+//! session waits, the shard does not): listed → `554 5.7.1` and closed, or tagged.
+//!
 //! Mail authentication and protection hooks (`crate::mail::auth`, `shardgate_smtp::limits`):
 //! `[email.limits]` is applied at connect, at each `RCPT` and after a failed AUTH (shard-local
 //! counts); with `[email.auth]`, a complete message from an unauthenticated client is checked
 //! (SPF/DKIM/ARC/DMARC) on the control core's runtime before the content routes, and its
 //! `Authentication-Results` header goes on top of the `Received` header; the same request
-//! scans attachments when a `scan = true` route exists (`554 5.7.1` or `X-Shardgate-Scan`).
+//! scans content when a `scan = true` route exists: blocked attachments (`554 5.7.1` or
+//! `X-Shardgate-Scan`) and the spam score (`X-Spam-Score`/`X-Spam-Status`, `550 5.7.1` from
+//! `spam_reject_score`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -79,7 +85,6 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.smtp.release(self.ip);
         self.smtp.limiter().connection_closed(self.ip);
         let active = &self.smtp.counters.active_sessions;
         active.set(active.get().saturating_sub(1));
@@ -89,18 +94,9 @@ impl Drop for SessionGuard {
 async fn serve_connection(smtp: Rc<ShardSmtp>, generation: Rc<SmtpGeneration>, mut stream: TcpStream, kind: ListenerKind) {
     let Ok(peer) = stream.peer_addr() else { return };
     let ip = canonical_ip(peer.ip());
-    if !smtp.admit(ip, generation.settings.connections_per_ip) {
-        smtp.count(|c| &c.refused_per_ip, 1);
-        tracing::debug!(target: "shardgate::security", shard = smtp.shard, %ip, "SMTP session refused: connections_per_ip reached");
-        let reply = format!("421 4.7.0 {} Error: too many connections from {ip}\r\n", generation.settings.server.hostname);
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let _ = stream.write_all(reply.as_bytes()).await;
-        return;
-    }
     // Rate limits hook (`[email.limits]`): blocked addresses (554) and connections per IP (421).
     let limited = smtp.limiter().connection_opened(ip, Instant::now());
     if let Err(refusal) = limited {
-        smtp.release(ip);
         tracing::debug!(target: "shardgate::security", shard = smtp.shard, %ip, ?refusal, "SMTP session refused by [email.limits]");
         let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
         let _ = stream.write_all(&refusal.reply_bytes()).await;
@@ -110,6 +106,26 @@ async fn serve_connection(smtp: Rc<ShardSmtp>, generation: Rc<SmtpGeneration>, m
     smtp.count(|c| &c.active_sessions, 1);
     let _guard = SessionGuard { smtp: smtp.clone(), ip };
     let _ = stream.set_nodelay(true);
+    // IP reputation hook (`[email.dnsbl]`, port 25 only; relay networks exempt, as postscreen's
+    // permit_mynetworks): a listed client gets 554 5.7.1 instead of the banner, or is tagged.
+    let mut dnsbl_listing = None;
+    if let (ListenerKind::Smtp, Some(settings)) = (kind, generation.dnsbl.as_ref()) {
+        let exempt = generation.settings.server.relay_networks.iter().any(|net| net.contains(&ip));
+        if !exempt {
+            if let Some(listing) = smtp.dnsbl_verdict(ip, settings).await.listing().cloned() {
+                smtp.count(|c| &c.dnsbl_listed, 1);
+                tracing::info!(target: "shardgate::security", shard = smtp.shard, %ip, zone = %listing.zone, answer = %listing.answer, "SMTP client listed in a DNSBL");
+                if settings.action == crate::config::DnsblAction::Reject {
+                    smtp.count(|c| &c.dnsbl_rejected, 1);
+                    let reply = format!("554 5.7.1 Service unavailable; client [{ip}] blocked using {}\r\n", listing.zone);
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    return;
+                }
+                dnsbl_listing = Some(listing);
+            }
+        }
+    }
     let _ = stream.set_write_timeout(Some(generation.session.data_timeout));
     let mut transport = Transport::Plain(stream);
     if kind == ListenerKind::SubmissionTls {
@@ -127,7 +143,7 @@ async fn serve_connection(smtp: Rc<ShardSmtp>, generation: Rc<SmtpGeneration>, m
         }
     }
     let session = Session::new(generation.session.clone(), ConnectionInfo { peer_ip: ip, listener: kind }, Instant::now());
-    let mut connection = Connection { smtp, generation, session, ip, spool: None };
+    let mut connection = Connection { smtp, generation, session, ip, spool: None, dnsbl: dnsbl_listing };
     connection.run(transport).await;
 }
 
@@ -146,6 +162,8 @@ struct Connection {
     session: Session,
     ip: IpAddr,
     spool: Option<Spool>,
+    /// The client's DNSBL listing under `action = "tag"` (noted on each of its messages).
+    dnsbl: Option<crate::mail::dnsbl::DnsblListing>,
 }
 
 impl Connection {
@@ -394,6 +412,9 @@ impl Connection {
         // per `[email.auth] quarantine`); results also feed the routes' spf/dkim/dmarc criteria.
         let report = self.inbound_report(&id, &envelope).await;
         let mut auth_headers = String::new();
+        if let Some(listing) = &self.dnsbl {
+            auth_headers.push_str(&format!("X-Shardgate-DNSBL: {} listed in {} ({})\r\n", self.ip, listing.zone, listing.answer));
+        }
         if let Some(verdict) = &report.auth {
             use crate::mail::auth::Disposition;
             let settings = self.generation.inbound_auth.as_ref();
@@ -435,6 +456,21 @@ impl Connection {
             }
             let listed: Vec<String> = report.blocked.iter().map(|f| f.describe()).collect();
             auth_headers.insert_str(0, &format!("X-Shardgate-Scan: blocked {}\r\n", listed.join(", ")));
+        }
+        // Spam score hook (`crate::mail::spam`): headers on every scanned message, refusal
+        // from `spam_reject_score` on.
+        if let (true, Some(spam)) = (scanned, &report.spam) {
+            if spam.rejects() {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+                self.smtp.count(|c| &c.spam_rejected, 1);
+                let text = format!("Message rejected as spam (score={} tests={})", spam.score, spam.tests.join(","));
+                return MessageOutcome::Rejected(reject_reply(550, &text));
+            }
+            if spam.is_spam() {
+                self.smtp.count(|c| &c.spam_tagged, 1);
+            }
+            auth_headers.insert_str(0, &spam.headers());
         }
         let _ = file.close().await;
         let Some(link) = self.generation.queue.clone() else { return MessageOutcome::TempFail };

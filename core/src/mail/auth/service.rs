@@ -7,8 +7,8 @@
 //! run with their DNS lookups (`super::authenticate`, bounded by `[email.auth] timeout_secs`),
 //! and the verdict goes back to the shard's mailbox. A shard executor never waits on DNS.
 //!
-//! The same task scans attachments for `scan = true` routes (`crate::mail::scan`), so the
-//! message is read once; without `[email.auth]` only the scan runs ([`scan_only`]).
+//! The same task scans content for `scan = true` routes (`crate::mail::scan`: attachments,
+//! archive file lists, the spam score), so the message is read once; without `[email.auth]` only the scan runs ([`scan_only`]).
 //!
 //! Owns: [`InboundAuthService`], [`AuthRequest`] and [`InboundReport`]. Not here: the checks
 //! themselves (`super`, `crate::mail::scan`), what the session answers (`crate::smtp::serve`).
@@ -21,7 +21,8 @@ use mail_auth::MessageAuthenticator;
 
 use super::{authenticate, authenticator_for, AuthVerdict, InboundFacts, TxtCache};
 use crate::config::{InboundAuthSettings, ScanPolicy};
-use crate::mail::scan::{scan_attachments, ScanFinding};
+use crate::mail::scan::{scan_message, ScanFinding, ScanReport};
+use crate::mail::spam::SpamVerdict;
 use crate::runtime::control_async::ControlAsync;
 use crate::runtime::doorbell::Mailbox;
 use crate::runtime::messages::ToShard;
@@ -54,6 +55,8 @@ pub struct InboundReport {
     pub auth: Option<AuthVerdict>,
     /// Blocked attachments (empty when not asked or none).
     pub blocked: Vec<ScanFinding>,
+    /// The spam score (`None` when scanning was not asked or the message does not parse).
+    pub spam: Option<SpamVerdict>,
 }
 
 /// The checks' resolver and cache, on the control core.
@@ -124,9 +127,9 @@ async fn run_checks(checker: Option<(&MessageAuthenticator, &TxtCache)>, request
     } else {
         Vec::new()
     };
-    let blocked = match &request.scan {
-        Some(policy) => scan_attachments(&message, policy),
-        None => Vec::new(),
+    let ScanReport { blocked, spam } = match &request.scan {
+        Some(policy) => scan_message(&message, policy),
+        None => ScanReport::default(),
     };
     let auth = match checker.filter(|_| request.authenticate) {
         None => None,
@@ -140,5 +143,5 @@ async fn run_checks(checker: Option<(&MessageAuthenticator, &TxtCache)>, request
             }
         }
     };
-    InboundReport { auth, blocked }
+    InboundReport { auth, blocked, spam }
 }

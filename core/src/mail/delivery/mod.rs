@@ -20,6 +20,11 @@
 //!   message, so a crash after a next hop said 250 never delivers it twice. The one window
 //!   left is the crash between the next hop's 250 and our journal write: there the message
 //!   is sent again (a duplicate, never a loss), as in every MTA.
+//! - **Deliverability limits** ([`throttle`], `[email.delivery.limits]`) — before a job
+//!   goes to a remote destination, the limiter must grant one message to its domain from
+//!   one of the `source_ips` (per-domain and per-source rates, the IP warm-up ramp); the
+//!   connection is bound to that address. A job over a limit is deferred to when a slot
+//!   frees (its recipients stay queued, never bounced for it).
 //! - **Bounces** ([`dsn`]) — failed recipients produce one RFC 3464 report to the envelope
 //!   sender (never for `<>`), queued like any message and routed by the sender's address;
 //!   recipients a next hop refused as unknown go on the [`suppression`] list, and later mail
@@ -39,6 +44,7 @@ pub mod next_hop;
 pub mod queue_link;
 pub mod service;
 pub mod suppression;
+pub mod throttle;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -119,6 +125,14 @@ pub enum AttemptOutcome {
         /// The refusal.
         reply: String,
     },
+    /// Not attempted: over a sending limit (`[email.delivery.limits]`) until `next_attempt`.
+    /// Not an attempt (the retry backoff does not grow); never bounced for it.
+    Postponed {
+        /// Which limit.
+        reason: String,
+        /// When a slot may be free.
+        next_attempt: SystemTime,
+    },
 }
 
 /// A message handed to the queue by the control core (bounces, `shardgate send`).
@@ -168,6 +182,7 @@ pub struct DeliveryCounters {
     bounces_sent: AtomicU64,
     connections: AtomicU64,
     connections_reused: AtomicU64,
+    throttled: AtomicU64,
 }
 
 /// [`DeliveryCounters`] as numbers.
@@ -185,6 +200,9 @@ pub struct DeliveryStats {
     pub connections: u64,
     /// Transactions sent on an already used connection.
     pub connections_reused: u64,
+    /// Recipients deferred by `[email.delivery.limits]` (sending limits, IP warm-up).
+    #[serde(default)]
+    pub throttled: u64,
 }
 
 impl DeliveryCounters {
@@ -197,6 +215,7 @@ impl DeliveryCounters {
             bounces_sent: self.bounces_sent.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
             connections_reused: self.connections_reused.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
         }
     }
 }
@@ -231,6 +250,17 @@ enum Destination {
     Forward(ForwardTarget),
     /// The MX of a domain.
     Mx(String),
+}
+
+impl Destination {
+    /// The key of the per-domain sending limits: the recipient domain, or a forward host.
+    fn limit_key(&self) -> String {
+        match self {
+            Destination::Local => String::new(),
+            Destination::Forward(target) => target.host.to_ascii_lowercase(),
+            Destination::Mx(domain) => domain.clone(),
+        }
+    }
 }
 
 /// A `forward` action as a destination key (credentials and headers are part of it: two
@@ -324,6 +354,8 @@ enum Verdict {
     Accepted { reply: ServerReply, host: String },
     /// `at_rcpt`: the next hop refused this address in its `RCPT` reply.
     Refused { reply: ServerReply, host: Option<String>, at_rcpt: bool },
+    /// Not attempted: over a deliverability limit until then.
+    Throttled(throttle::Throttled),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -347,6 +379,8 @@ struct Engine<Q: MailQueue> {
     /// DKIM keys of our sending domains (`crate::mail::dkim`); `process` and `forward`
     /// deliveries of their mail are signed.
     dkim: RwLock<Option<Arc<crate::mail::dkim::service::SignerTable>>>,
+    /// `[email.delivery.limits]` over `source_ips`.
+    throttle: Mutex<throttle::DeliveryThrottle>,
 }
 
 /// Handle to the running delivery engine.
@@ -387,8 +421,10 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
                 }
             }
         };
+        let throttle = Mutex::new(throttle::DeliveryThrottle::new(settings.limits.clone(), &settings.source_ips, SystemTime::now()));
         let engine = Arc::new(Engine {
             queue,
+            throttle,
             settings,
             hostname: hostname.to_string(),
             suppression: Mutex::new(SuppressionList::open(&data_dir)),
@@ -427,6 +463,15 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
     /// Signs `process` and `forward` deliveries with the keys in `table` (DKIM hook).
     pub fn set_dkim(&self, table: Option<Arc<crate::mail::dkim::service::SignerTable>>) {
         *self.engine.dkim.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
+    /// Uses these deliverability limits from now on (after a config reload; counts start
+    /// over when they changed).
+    pub fn set_limits(&self, limits: &crate::config::DeliveryLimits, source_ips: &[std::net::IpAddr]) {
+        let mut current = lock(&self.engine.throttle);
+        if !current.is_configured_as(limits, source_ips) {
+            *current = throttle::DeliveryThrottle::new(limits.clone(), source_ips, SystemTime::now());
+        }
     }
 
     /// Uses `router` for messages submitted from now on (after a config reload).
@@ -560,6 +605,8 @@ impl<Q: MailQueue> Engine<Q> {
     /// connection; with a connection open it waits [`IDLE_CONNECTION`] for more first.
     async fn work(self: Arc<Self>, destination: Destination) {
         let mut connection: Option<NextHopConnection> = None;
+        // The source address the open connection is bound to.
+        let mut source_in_use: Option<Option<std::net::IpAddr>> = None;
         let mut waited = false;
         loop {
             let next = {
@@ -595,7 +642,22 @@ impl<Q: MailQueue> Engine<Q> {
             waited = false;
             let verdicts = match &destination {
                 Destination::Local => self.deliver_locally(&job).await,
-                remote => self.deliver_remote(remote, &job, &mut connection).await,
+                remote => {
+                    // Deliverability hook: a slot for this domain from some source address.
+                    let granted = lock(&self.throttle).acquire(&remote.limit_key(), source_in_use.filter(|_| connection.is_some()), SystemTime::now());
+                    match granted {
+                        Err(throttled) => job.recipients.iter().map(|r| (r.clone(), Verdict::Throttled(throttled.clone()))).collect(),
+                        Ok(source) => {
+                            if source_in_use != Some(source) {
+                                if let Some(open) = connection.take() {
+                                    open.quit().await;
+                                }
+                            }
+                            source_in_use = Some(source);
+                            self.deliver_remote(remote, &job, &mut connection, source).await
+                        }
+                    }
+                }
             };
             self.settle(&job.message, verdicts).await;
         }
@@ -650,6 +712,7 @@ impl<Q: MailQueue> Engine<Q> {
         destination: &Destination,
         job: &Job,
         connection: &mut Option<NextHopConnection>,
+        source: Option<std::net::IpAddr>,
     ) -> Vec<(DueRecipient, Verdict)> {
         let all = |reply: ServerReply, host: Option<String>| -> Vec<(DueRecipient, Verdict)> {
             job.recipients.iter().map(|r| (r.clone(), Verdict::Refused { reply: reply.clone(), host: host.clone(), at_rcpt: false })).collect()
@@ -667,7 +730,7 @@ impl<Q: MailQueue> Engine<Q> {
         // closed it while idle).
         for attempt in 0..2 {
             if connection.is_none() {
-                match self.connect(destination).await {
+                match self.connect(destination, source).await {
                     Ok(opened) => *connection = Some(opened),
                     Err(refusal) => return all(refusal, None),
                 }
@@ -726,12 +789,13 @@ impl<Q: MailQueue> Engine<Q> {
     /// Opens a connection to the destination: the forward target, or the MX hosts in order
     /// (each of their addresses) until one answers. The error is the reply every recipient
     /// gets.
-    async fn connect(&self, destination: &Destination) -> Result<NextHopConnection, ServerReply> {
+    async fn connect(&self, destination: &Destination, source: Option<std::net::IpAddr>) -> Result<NextHopConnection, ServerReply> {
         let mut options = ConnectOptions {
             ehlo_name: self.hostname.clone(),
             starttls: StartTlsPolicy::Opportunistic,
             auth: None,
             connect_timeout: self.settings.connect_timeout,
+            source_ip: source,
         };
         let mut candidates: Vec<(String, std::net::SocketAddr)> = Vec::new();
         match destination {
@@ -775,6 +839,10 @@ impl<Q: MailQueue> Engine<Q> {
                 }
             }
         }
+        // A source address can only reach addresses of its own family.
+        if let Some(source) = source {
+            candidates.retain(|(_, addr)| addr.is_ipv4() == source.is_ipv4());
+        }
         let mut last = ServerReply::new(451, "4.4.1 no address to connect to");
         for (host, addr) in candidates {
             match NextHopConnection::open(addr, &host, &options, &self.tls).await {
@@ -804,6 +872,11 @@ impl<Q: MailQueue> Engine<Q> {
         let mut failed = Vec::new();
         for (recipient, verdict) in verdicts {
             match verdict {
+                Verdict::Throttled(limit) => {
+                    // Over a sending limit: postponed whatever the message's age, never bounced.
+                    let reason = format!("4.7.0 deferred by shardgate: {}", limit.reason);
+                    outcomes.push((recipient.index, AttemptOutcome::Postponed { reason, next_attempt: limit.until }));
+                }
                 Verdict::Accepted { reply, host } => {
                     let text = format!("{host} said: {reply}");
                     outcomes.push((recipient.index, AttemptOutcome::Delivered { reply: text }));
@@ -840,12 +913,13 @@ impl<Q: MailQueue> Engine<Q> {
         if !failed.is_empty() && dsn::may_bounce(&message.sender) {
             self.bounce(message, &failed, now).await;
         }
-        let (mut delivered, mut deferred, mut bounced) = (0, 0, 0);
+        let (mut delivered, mut deferred, mut bounced, mut throttled) = (0, 0, 0, 0);
         for (_, outcome) in &outcomes {
             match outcome {
                 AttemptOutcome::Delivered { .. } => delivered += 1,
                 AttemptOutcome::Deferred { .. } => deferred += 1,
                 AttemptOutcome::Failed { .. } => bounced += 1,
+                AttemptOutcome::Postponed { .. } => throttled += 1,
             }
         }
         if let Err(e) = self.queue.record(&message.id, outcomes).await {
@@ -855,6 +929,7 @@ impl<Q: MailQueue> Engine<Q> {
         }
         self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
         self.counters.deferred.fetch_add(deferred, Ordering::Relaxed);
+        self.counters.throttled.fetch_add(throttled, Ordering::Relaxed);
         self.counters.bounced.fetch_add(bounced, Ordering::Relaxed);
     }
 

@@ -167,6 +167,25 @@ impl MxResolver {
     }
 }
 
+impl MxResolver {
+    /// The A records of `fqdn` (`Ok(empty)` when the name or its A records do not exist),
+    /// for DNS blocklist lookups (`crate::mail::dnsbl`).
+    pub async fn ipv4(&self, fqdn: &str) -> Result<Vec<std::net::Ipv4Addr>, MxError> {
+        match self.resolver.ipv4_lookup(fqdn).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(MxError::Lookup { name: fqdn.to_string(), why: e.to_string() }),
+        }
+    }
+}
+
 /// Hosts with the same preference are tried in random order (RFC 5321 §5.1).
 fn shuffle_equal_preferences(hosts: &mut [MxHost]) {
     hosts.sort_by_key(|h| h.preference);

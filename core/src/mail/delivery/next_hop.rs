@@ -149,6 +149,9 @@ pub struct ConnectOptions {
     pub auth: Option<ForwardAuth>,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// The local address to connect from (`[email.delivery] source_ips`); `None`: the
+    /// kernel's choice.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// The TLS client config for next hops (opportunistic: certificates are not verified; see
@@ -173,7 +176,17 @@ impl NextHopConnection {
     /// reads the greeting, says EHLO, upgrades with STARTTLS and authenticates as `options`
     /// say.
     pub async fn open(addr: SocketAddr, host: &str, options: &ConnectOptions, tls: &Arc<rustls::ClientConfig>) -> Result<NextHopConnection, NextHopError> {
-        let tcp = match tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr)).await {
+        let connect = async {
+            match options.source_ip {
+                None => TcpStream::connect(addr).await,
+                Some(source) => {
+                    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+                    socket.bind(SocketAddr::new(source, 0))?;
+                    socket.connect(addr).await
+                }
+            }
+        };
+        let tcp = match tokio::time::timeout(options.connect_timeout, connect).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(source)) => return Err(NextHopError::Connect { addr, source }),
             Err(_) => return Err(NextHopError::Timeout { addr, seconds: options.connect_timeout.as_secs() }),

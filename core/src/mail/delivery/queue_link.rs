@@ -57,6 +57,7 @@ fn outcome(outcome: AttemptOutcome) -> RecipientOutcome {
         AttemptOutcome::Delivered { reply } => RecipientOutcome::Delivered { reply },
         AttemptOutcome::Deferred { error, next_attempt } => RecipientOutcome::Deferred { error, next_attempt_ms: ms(next_attempt) },
         AttemptOutcome::Failed { reply } => RecipientOutcome::Failed { reply },
+        AttemptOutcome::Postponed { reason, next_attempt } => RecipientOutcome::Postponed { reason, next_attempt_ms: ms(next_attempt) },
     }
 }
 

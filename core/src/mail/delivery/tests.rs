@@ -67,6 +67,7 @@ impl MailQueue for FakeQueue {
         if let Some((message, _, next)) = state.messages.iter_mut().find(|(m, _, _)| m.id == id) {
             for (index, outcome) in &outcomes {
                 match outcome {
+                    AttemptOutcome::Postponed { next_attempt, .. } => *next = *next_attempt,
                     AttemptOutcome::Deferred { next_attempt, .. } => {
                         *next = *next_attempt;
                         for r in message.recipients.iter_mut().filter(|r| r.index == *index) {

@@ -3,7 +3,9 @@
 //!
 //! Owns: the record set ([`domain_records`]), the dynamic DNS changes that bring our own zones
 //! to it ([`reconcile`]) and the zone-file lines `shardgate dns-records` prints
-//! ([`zone_file_lines`]). Not here: applying changes (`crate::dns::dynamic`).
+//! ([`zone_file_lines`]), and the comparison `shardgate dns-records --check` makes between
+//! a wanted record and what DNS answers ([`check_record`]). Not here: applying changes
+//! (`crate::dns::dynamic`), querying DNS (the CLI does).
 
 use crate::config::MailDomain;
 use crate::dns::dynamic::{ChangeKind, DnsChange};
@@ -132,6 +134,83 @@ pub fn zone_file_lines(records: &[MailRecord]) -> Vec<String> {
         .collect()
 }
 
+/// What a record is, for reports.
+pub fn record_kind(record: &MailRecord) -> &'static str {
+    if record.rtype == "MX" {
+        "MX"
+    } else if record.value.starts_with("v=DKIM1") {
+        "DKIM"
+    } else if record.value.starts_with("v=spf1") {
+        "SPF"
+    } else if record.value.starts_with("v=DMARC1") {
+        "DMARC"
+    } else {
+        "TXT"
+    }
+}
+
+/// How DNS compares to a wanted record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordStatus {
+    /// Published as wanted (tag order, case of tag names and whitespace aside).
+    Ok,
+    /// Nothing of its kind at its name.
+    Missing,
+    /// Something of its kind is there, but not this: what was found.
+    Differs(Vec<String>),
+}
+
+/// DKIM/DMARC tag lists compared as sets of `tag=value`, whitespace removed (RFC 6376
+/// §3.2: whitespace around and inside values such as `p=` is not significant).
+fn tag_set(text: &str) -> Vec<String> {
+    let mut tags: Vec<String> = text
+        .split(';')
+        .map(|tag| tag.chars().filter(|c| !c.is_whitespace()).collect::<String>())
+        .filter(|tag| !tag.is_empty())
+        .map(|tag| match tag.split_once('=') {
+            Some((name, value)) => format!("{}={value}", name.to_ascii_lowercase()),
+            None => tag,
+        })
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// `record` against `found`: the values DNS has at its name for its type (TXT strings
+/// joined; MX as `preference host.`).
+pub fn check_record(record: &MailRecord, found: &[String]) -> RecordStatus {
+    let kind = record_kind(record);
+    let relevant: Vec<String> = found
+        .iter()
+        .filter(|value| match kind {
+            "SPF" => value.trim_start().to_ascii_lowercase().starts_with("v=spf1"),
+            "DMARC" => value.trim_start().to_ascii_uppercase().starts_with("V=DMARC1"),
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    if relevant.is_empty() {
+        return RecordStatus::Missing;
+    }
+    let same = |value: &String| match kind {
+        "MX" => {
+            let host = |v: &str| v.split_whitespace().last().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
+            host(value) == host(&record.value)
+        }
+        "SPF" => {
+            let terms = |v: &str| v.split_whitespace().map(str::to_ascii_lowercase).collect::<Vec<_>>();
+            terms(value) == terms(&record.value)
+        }
+        "DKIM" | "DMARC" => tag_set(value) == tag_set(&record.value),
+        _ => value.trim() == record.value.trim(),
+    };
+    if relevant.iter().any(same) {
+        RecordStatus::Ok
+    } else {
+        RecordStatus::Differs(relevant)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +276,28 @@ mod tests {
         let long = "a".repeat(300);
         let lines = zone_file_lines(&[MailRecord { name: "s._domainkey.example.com".into(), rtype: "TXT", value: long }]);
         assert_eq!(lines[0], format!("s._domainkey.example.com.\t300\tIN\tTXT\t\"{}\" \"{}\"", "a".repeat(255), "a".repeat(45)));
+    }
+
+    #[test]
+    fn checks_tell_ok_missing_and_differs() {
+        let dkim = MailRecord { name: "s._domainkey.example.com".into(), rtype: "TXT", value: "v=DKIM1; k=rsa; p=ABCD".into() };
+        assert_eq!(record_kind(&dkim), "DKIM");
+        assert_eq!(check_record(&dkim, &["v=DKIM1;k=rsa; p=AB CD ".into()]), RecordStatus::Ok);
+        assert_eq!(check_record(&dkim, &[]), RecordStatus::Missing);
+        assert_eq!(check_record(&dkim, &["v=DKIM1; k=rsa; p=OTHER".into()]), RecordStatus::Differs(vec!["v=DKIM1; k=rsa; p=OTHER".into()]));
+
+        let spf = MailRecord { name: "example.com".into(), rtype: "TXT", value: "v=spf1 mx -all".into() };
+        // Other TXT records at the apex are not SPF: missing, not differing.
+        assert_eq!(check_record(&spf, &["google-site-verification=x".into()]), RecordStatus::Missing);
+        assert_eq!(check_record(&spf, &["v=spf1  MX -all".into(), "x".into()]), RecordStatus::Ok);
+        assert_eq!(check_record(&spf, &["v=spf1 -all".into()]), RecordStatus::Differs(vec!["v=spf1 -all".into()]));
+
+        let dmarc = MailRecord { name: "_dmarc.example.com".into(), rtype: "TXT", value: "v=DMARC1; p=reject; rua=mailto:d@example.com".into() };
+        assert_eq!(check_record(&dmarc, &["v=DMARC1; rua=mailto:d@example.com; p=reject;".into()]), RecordStatus::Ok);
+        assert!(matches!(check_record(&dmarc, &["v=DMARC1; p=none".into()]), RecordStatus::Differs(_)));
+
+        let mx = MailRecord { name: "example.com".into(), rtype: "MX", value: "10 mx.example.com.".into() };
+        assert_eq!(check_record(&mx, &["20 MX.example.com.".into()]), RecordStatus::Ok);
+        assert!(matches!(check_record(&mx, &["10 other.example.".into()]), RecordStatus::Differs(_)));
     }
 }

@@ -96,12 +96,14 @@ pub(crate) fn apply_outcomes(message: &mut QueuedMessage, outcomes: &[(usize, Re
         if recipient.state != RecipientState::Pending {
             continue;
         }
-        recipient.attempts = recipient.attempts.saturating_add(1);
+        if !matches!(outcome, RecipientOutcome::Postponed { .. }) {
+            recipient.attempts = recipient.attempts.saturating_add(1);
+        }
         match outcome {
             RecipientOutcome::Delivered { reply } => recipient.state = RecipientState::Delivered { reply: reply.clone() },
             RecipientOutcome::Failed { reply } => recipient.state = RecipientState::Failed { reply: reply.clone() },
-            RecipientOutcome::Deferred { error, next_attempt_ms } => {
-                recipient.last_error = Some(error.clone());
+            RecipientOutcome::Deferred { error: why, next_attempt_ms } | RecipientOutcome::Postponed { reason: why, next_attempt_ms } => {
+                recipient.last_error = Some(why.clone());
                 recipient.next_attempt_ms = *next_attempt_ms;
             }
         }

@@ -70,8 +70,8 @@
 //! [`QueueHandle::due`] hands out messages with recipients whose next attempt is due
 //! (priority class first), leasing them in memory so the next call does not return them again
 //! while they are being delivered; [`QueueHandle::record`] journals per-recipient outcomes
-//! (`Delivered` / `Deferred` / `Failed`) and removes the message once every recipient is
-//! final; [`QueueHandle::retry_now`], [`QueueHandle::delete`], [`QueueHandle::submit`] (a
+//! (`Delivered` / `Deferred` / `Failed`, or `Postponed` by a sending limit: not an
+//! attempt) and removes the message once every recipient is final; [`QueueHandle::retry_now`], [`QueueHandle::delete`], [`QueueHandle::submit`] (a
 //! message from the control core: bounces, `shardgate send`), [`QueueHandle::arrivals`]
 //! (a watch that ticks when messages arrive) and [`QueueHandle::open_message`] (trace header
 //! plus spool content as one reader) complete it.
@@ -231,6 +231,14 @@ pub enum RecipientOutcome {
     Failed {
         /// The permanent error.
         reply: String,
+    },
+    /// Not attempted (a sending limit of ours): try at `next_attempt_ms`. Not counted as an
+    /// attempt, so it does not lengthen the retry backoff.
+    Postponed {
+        /// Why.
+        reason: String,
+        /// When to try (ms since the epoch).
+        next_attempt_ms: u64,
     },
 }
 

@@ -180,3 +180,28 @@ fn compaction_writes_the_live_state_into_a_new_journal() {
     assert!(queue.handle().get(&keep).is_some());
     assert!(matches!(queue.handle().status(&gone), Some(MessageStatus::Finished(_))));
 }
+
+#[test]
+fn a_postponed_recipient_waits_without_counting_an_attempt_and_survives_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let (mut queue, _) = open(dir.path());
+    let handle = queue.handle();
+    let id = rt.block_on(handle.submit(new_message(&["a@x.test"], QueueClass::Normal), b"x".to_vec())).expect("submit");
+    assert_eq!(handle.due(now_ms(), 10, Duration::from_secs(60)).len(), 1);
+    let later = now_ms() + 60_000;
+    let reason = "4.7.0 deferred by shardgate: sending limit for x.test reached".to_string();
+    let recorded = rt.block_on(handle.record(&id, vec![(0, RecipientOutcome::Postponed { reason: reason.clone(), next_attempt_ms: later })]));
+    assert_eq!(recorded.expect("record"), Recorded { removed: false });
+    let message = handle.get(&id).expect("queued");
+    assert_eq!(message.recipients[0].attempts, 0, "a postponement is not an attempt");
+    assert_eq!(message.recipients[0].last_error.as_deref(), Some(reason.as_str()));
+    assert_eq!(message.recipients[0].state, RecipientState::Pending);
+    assert_eq!(handle.next_due_ms(), Some(later));
+    drop(handle);
+    queue.stop();
+    drop(queue);
+    let (queue, _) = open(dir.path());
+    let message = queue.handle().get(&id).expect("replayed");
+    assert_eq!((message.recipients[0].attempts, message.recipients[0].next_attempt_ms), (0, later));
+}
