@@ -398,8 +398,8 @@ fn draw_queue_page(frame: &mut Frame<'_>, model: &Model) {
                 age_text(age),
                 state.to_string(),
                 attempts.to_string(),
-                clip(sender, 16),
-                clip(&to, 18),
+                clip(sender, 18),
+                clip(&to, 22),
             ]);
             if Some(i) == selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
@@ -418,7 +418,7 @@ fn draw_queue_page(frame: &mut Frame<'_>, model: &Model) {
         Constraint::Length(4),
         Constraint::Length(8),
         Constraint::Length(3),
-        Constraint::Length(16),
+        Constraint::Length(18),
         Constraint::Min(10),
     ];
     let title = format!("mail queue: {} message{}", model.mail_queue.unwrap_or(0), if model.mail_queue == Some(1) { "" } else { "s" });
