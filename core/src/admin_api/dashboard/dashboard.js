@@ -217,6 +217,7 @@ function showStory(id) {
     const lines = (l.lines || []).map((x) => new Date(x.time * 1000).toLocaleTimeString() + " " + x.level + " " + x.target + ": " + x.message);
     $("story").textContent = lines.length ? lines.join("\n") : "no recent lines";
     $("story-section").classList.remove("hidden");
+    $("story-section").scrollIntoView();
   }).catch(() => {});
 }
 
@@ -232,6 +233,7 @@ function showQueue(q) {
   if (typeof q.messages !== "number") return;
   $("queue-section").classList.remove("hidden");
   $("queue-count").textContent = q.messages;
+  $("queue-noun").textContent = q.messages === 1 ? "message" : "messages";
   const body = document.querySelector("#queue tbody");
   body.replaceChildren(...(q.list || []).map((m) => {
     const [state, tries, error] = queueState(m);
