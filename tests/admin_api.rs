@@ -399,3 +399,240 @@ fn security_events_carry_the_connection_id_in_logs_and_the_api() {
     assert_eq!(entry["target"], "shardgate::security");
     assert!(entry["message"].as_str().unwrap_or("").starts_with("[conn id="), "{entry}");
 }
+
+/// A next hop that refuses every recipient with `550 5.1.1` (a hard bounce); serves until
+/// the test ends.
+fn refusing_next_hop() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let Ok(mut writer) = stream.try_clone() else { return };
+                let _ = writer.write_all(b"220 refuse.test ESMTP\r\n");
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let command = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match command.as_str() {
+                        "EHLO" | "HELO" => b"250 refuse.test\r\n",
+                        "RCPT" => b"550 5.1.1 <nobody@refuse.test>: Recipient address rejected: no such user\r\n",
+                        "QUIT" => b"221 2.0.0 Bye\r\n",
+                        _ => b"250 2.0.0 Ok\r\n",
+                    };
+                    if writer.write_all(reply).is_err() || command == "QUIT" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The correlation id in a log line: the `id` of its `conn{id=...}` span.
+fn correlation_of(line: &str) -> Option<&str> {
+    let start = line.find("conn{id=")? + "conn{id=".len();
+    line[start..].split('}').next()
+}
+
+#[test]
+fn one_correlation_id_follows_a_message_from_its_session_to_delivery_and_bounce() {
+    if !tools() || !ensure_tool("swaks", &["--version"], "swaks") {
+        eprintln!("curl/openssl/swaks missing; skipping");
+        return;
+    }
+    let smtp_port = free_port();
+    let admin_port = free_port();
+    let closed_port = free_port();
+    let refusing = refusing_next_hop();
+    // One message, three fates: a local Maildir (delivered), a next hop that refuses the
+    // recipient (bounced, the bounce delivered to the sender's Maildir) and a port nobody
+    // listens on (deferred, stays queued). Mail from example.org leaves DKIM-signed.
+    let body = format!(
+        "[email]\nhostname = \"mx.example.test\"\nlisten = [\"127.0.0.1\"]\n\
+         local_domains = [\"example.test\", \"example.org\", \"refuse.test\", \"down.test\"]\n\
+         [email.ports]\nsmtp = {smtp_port}\n\
+         [[email.domains]]\nname = \"example.org\"\ndkim = {{ selector = \"s1\", algorithm = \"ed25519-sha256\" }}\n\
+         [[email.routes]]\nname = \"local\"\nmatch = {{ recipients = [\"*@example.test\", \"*@example.org\"] }}\naction = {{ type = \"deliver\" }}\n\
+         [[email.routes]]\nname = \"refusing\"\nmatch = {{ recipients = \"*@refuse.test\" }}\n\
+         action = {{ type = \"forward\", host = \"127.0.0.1\", port = {refusing}, starttls = \"none\" }}\n\
+         [[email.routes]]\nname = \"down\"\nmatch = {{ recipients = \"*@down.test\" }}\n\
+         action = {{ type = \"forward\", host = \"127.0.0.1\", port = {closed_port}, starttls = \"none\" }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{}\" }}]\n",
+        sha_crypt(PASSWORD)
+    );
+    let appliance = Appliance::start(&body, smtp_port);
+    let admin = Admin { appliance, base: format!("http://127.0.0.1:{admin_port}") };
+    // The first DKIM key is made by the control core's first maintenance tick.
+    admin.appliance.wait_for_log("DKIM key rotation step", Duration::from_secs(20));
+    let sent = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{smtp_port}"), "--from", "sender@example.org"])
+        .args(["--to", "alice@example.test,nobody@refuse.test,later@down.test", "--header", "Subject: one story"])
+        .args(["--timeout", "20"])
+        .output()
+        .expect("swaks");
+    let transcript = String::from_utf8_lossy(&sent.stdout).into_owned();
+    assert!(sent.status.success(), "swaks:\n{transcript}{}", String::from_utf8_lossy(&sent.stderr));
+    let queue_id = transcript
+        .lines()
+        .find_map(|l| l.split("queued as ").nth(1))
+        .map(|id| id.trim().to_string())
+        .unwrap_or_else(|| panic!("no queue id in:\n{transcript}"));
+
+    // The session's line names the queue id under the connection's correlation id.
+    admin.appliance.wait_for_log("bounce queued to the sender", Duration::from_secs(20));
+    admin.appliance.wait_for_log("later@down.test", Duration::from_secs(20));
+    // The bounce is a message of its own, delivered to the sender's Maildir.
+    admin.appliance.wait_for_log("delivered to=sender@example.org", Duration::from_secs(20));
+    let log = admin.appliance.log();
+    let session = log
+        .lines()
+        .find(|l| l.contains("message queued") && l.contains(&queue_id))
+        .unwrap_or_else(|| panic!("no session line for {queue_id}:\n{log}"));
+    let id = correlation_of(session).unwrap_or_else(|| panic!("no conn id: {session}")).to_string();
+    assert_eq!(id.len(), 16, "{session}");
+    // Every step on the control core carries the same id.
+    let story: Vec<&str> = log.lines().filter(|l| correlation_of(l) == Some(id.as_str())).collect();
+    eprintln!("the story of conn {id}:\n{}", story.join("\n"));
+    let has = |needles: &[&str]| story.iter().any(|l| needles.iter().all(|n| l.contains(n)));
+    assert!(has(&["delivered", "to=alice@example.test", "relay=maildir", &queue_id]), "local delivery:\n{}", story.join("\n"));
+    assert!(has(&["bounced", "to=nobody@refuse.test", "5.1.1", &queue_id]), "bounce:\n{}", story.join("\n"));
+    assert!(has(&["deferred", "to=later@down.test", "attempt=1", &queue_id]), "deferral:\n{}", story.join("\n"));
+    assert!(has(&["DKIM signed", "domain=example.org", "selector=s1"]), "DKIM:\n{}", story.join("\n"));
+    assert!(has(&["bounce queued to the sender"]), "{}", story.join("\n"));
+    // The bounce itself (a new queue id) is delivered to the sender under the same id.
+    assert!(
+        story.iter().any(|l| l.contains("delivered") && l.contains("to=sender@example.org") && !l.contains(&queue_id)),
+        "the bounce's delivery:\n{}",
+        story.join("\n")
+    );
+
+    // The admin API: the queue view shows the id, and the logs endpoint finds the story.
+    let token = admin.login();
+    let (status, body) = admin.get(&token, "/api/queue");
+    assert_eq!(status, 200, "{body}");
+    let queue = json(&body);
+    assert_eq!(queue["list"][0]["id"], queue_id.as_str(), "{queue}");
+    assert_eq!(queue["list"][0]["correlation_id"], id.as_str(), "{queue}");
+    let (status, body) = admin.get(&token, &format!("/api/queue/{queue_id}"));
+    assert_eq!(status, 200, "{body}");
+    let message = json(&body);
+    assert_eq!(message["status"]["status"], "deferred", "{message}");
+    assert_eq!(message["message"]["correlation_id"], id.as_str(), "{message}");
+    let (status, body) = admin.get(&token, &format!("/api/logs?id={id}"));
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<serde_json::Value> = json(&body)["lines"].as_array().cloned().unwrap_or_default();
+    assert!(lines.iter().all(|l| l["correlation"] == id.as_str()), "{body}");
+    let text: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(text.iter().any(|m| m.contains("message queued")), "{text:?}");
+    assert!(text.iter().any(|m| m.contains("delivered") && m.contains("alice@example.test")), "{text:?}");
+    assert!(text.iter().any(|m| m.contains("deferred") && m.contains("later@down.test")), "{text:?}");
+    // The CLI shows it too.
+    let show = Command::new(shardgate_tests::shardgate_bin())
+        .args(["queue", "show", &queue_id, "--config"])
+        .arg(&admin.appliance.config_path)
+        .output()
+        .expect("shardgate queue show");
+    assert!(String::from_utf8_lossy(&show.stdout).contains(&id), "{}", String::from_utf8_lossy(&show.stdout));
+
+    // A relay attempt (no route takes the recipient) is a security event of its session.
+    let refused = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{smtp_port}"), "--from", "x@example.net", "--to", "victim@elsewhere.invalid"])
+        .output()
+        .expect("swaks");
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("550 5.7.1"), "{}", String::from_utf8_lossy(&refused.stdout));
+    admin.appliance.wait_for_log("SMTP relay attempt refused", Duration::from_secs(5));
+    let log = admin.appliance.log();
+    let line = log.lines().find(|l| l.contains("SMTP relay attempt refused")).unwrap_or_default();
+    assert!(line.contains("shardgate::security") && line.contains("victim@elsewhere.invalid") && correlation_of(line).is_some(), "{line}");
+}
+
+#[test]
+fn queue_actions_through_the_api_are_authenticated_and_audited() {
+    if !tools() {
+        eprintln!("curl/openssl missing; skipping");
+        return;
+    }
+    let smtp_port = free_port();
+    let admin_port = free_port();
+    let appliance = shardgate_tests::start_mail_with_admin_api(smtp_port, admin_port, PASSWORD);
+    let admin = Admin { appliance, base: format!("http://127.0.0.1:{admin_port}") };
+    let first = shardgate_tests::send_with_smtplib(smtp_port, "first");
+    let second = shardgate_tests::send_with_smtplib(smtp_port, "second");
+    let token = admin.login();
+    let attempts = |id: &str| -> u64 {
+        let (_, body) = admin.get(&token, &format!("/api/queue/{id}"));
+        json(&body)["message"]["recipients"][0]["attempts"].as_u64().unwrap_or(0)
+    };
+    let wait_attempts = |id: &str, n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while attempts(id) < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        attempts(id)
+    };
+    // The first attempt fails at once (nothing listens); the next one is minutes away.
+    assert_eq!(wait_attempts(&first, 1), 1);
+
+    // Without a token nothing happens.
+    let call = |method: &str, path: &str, auth: Option<&str>| {
+        let header = auth.map(|token| format!("Authorization: Bearer {token}"));
+        let mut args = vec!["-X", method];
+        if let Some(header) = &header {
+            args.extend(["-H", header.as_str()]);
+        }
+        let url = admin.url(path);
+        args.push(&url);
+        let (status, body, _) = curl(&args);
+        (status, body)
+    };
+    let post = |path: &str, auth: Option<&str>| call("POST", path, auth);
+    let delete = |path: &str, auth: Option<&str>| call("DELETE", path, auth);
+    assert_eq!(post(&format!("/api/queue/{first}/retry"), None).0, 401);
+    assert_eq!(post("/api/queue/retry", Some("made-up")).0, 401);
+    assert_eq!(delete(&format!("/api/queue/{first}"), None).0, 401);
+    assert_eq!(attempts(&first), 1, "an unauthenticated retry ran");
+
+    // Retry now: attempted again within a second or two instead of minutes.
+    let (status, body) = post(&format!("/api/queue/{first}/retry"), Some(&token));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["retrying"][0], first.as_str());
+    assert_eq!(wait_attempts(&first, 2), 2, "retry now did not attempt again");
+    admin.appliance.wait_for_log("mail queue action through the admin API", Duration::from_secs(5));
+    let log = admin.appliance.log();
+    let audit = log
+        .lines()
+        .find(|l| l.contains("mail queue action through the admin API") && l.contains("action=retry"))
+        .unwrap_or_else(|| panic!("no audit line:\n{log}"));
+    assert!(audit.contains("shardgate::audit") && audit.contains("user=ops") && audit.contains(&first), "{audit}");
+    assert!(correlation_of(audit).is_some(), "the audit line is in the message's story: {audit}");
+
+    // Bad and unknown ids.
+    assert_eq!(post("/api/queue/not-an-id/retry", Some(&token)).0, 400);
+    let (status, body) = post("/api/queue/00000000000000FF/retry", Some(&token));
+    assert_eq!(status, 404, "{body}");
+    assert!(json(&body)["error"].as_str().unwrap_or("").contains("no queued message"), "{body}");
+
+    // Flush: both messages.
+    let (status, body) = post("/api/queue/retry", Some(&token));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["retrying"].as_array().map(Vec::len), Some(2), "{body}");
+    admin.appliance.wait_for_log("mail queue flushed through the admin API", Duration::from_secs(5));
+
+    // Delete: gone from the queue, its status says deleted, the CLI agrees.
+    let (status, body) = delete(&format!("/api/queue/{second}"), Some(&token));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["deleted"], second.as_str());
+    let (_, body) = admin.get(&token, "/api/queue");
+    let queue = json(&body);
+    assert_eq!(queue["messages"], 1, "{queue}");
+    assert_eq!(queue["list"][0]["id"], first.as_str(), "{queue}");
+    let (status, body) = admin.get(&token, &format!("/api/queue/{second}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["status"]["status"], "deleted", "{body}");
+    assert_eq!(delete(&format!("/api/queue/{second}"), Some(&token)).0, 404, "deleted twice");
+    admin.appliance.wait_for_log("mail queue action through the admin API refused", Duration::from_secs(5));
+    let log = admin.appliance.log();
+    assert!(log.lines().any(|l| l.contains("action=delete") && l.contains(&second) && l.contains("user=ops")), "{log}");
+}

@@ -1,12 +1,14 @@
 //! `shardgate console` in a real terminal: tmux runs it headless at 80x24 against a running
 //! appliance's admin API while curl drives HTTP traffic; the captured screen must show the
 //! shard table, per-protocol rates and latency percentiles with real values, and `q` quits.
+//! On the mail queue page (`m`), the keys retry (`R`) and delete (`D`, then `y`) the selected
+//! message through the API, which audits both under the logged-in user.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shardgate_tests::backends::HttpBackend;
-use shardgate_tests::{ensure_tool, free_port, shardgate_bin, start_with_admin_api};
+use shardgate_tests::{ensure_tool, free_port, send_with_smtplib, shardgate_bin, start_mail_with_admin_api, start_with_admin_api};
 
 const PASSWORD: &str = "console-pass";
 
@@ -91,6 +93,79 @@ fn console_shows_live_rates_and_latency_at_80x24_and_q_quits() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!tmux.alive(), "q did not quit the console:\n{}", tmux.capture());
+    drop(appliance);
+}
+
+impl Tmux {
+    /// Waits until the screen contains every one of `needles`; returns the last capture.
+    fn wait_for_screen(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut screen = self.capture();
+        while !needles.iter().all(|n| screen.contains(n)) {
+            assert!(Instant::now() < deadline, "{needles:?} not on screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+            screen = self.capture();
+        }
+        screen
+    }
+}
+
+#[test]
+fn console_queue_page_retries_and_deletes_the_selected_message() {
+    if !ensure_tool("tmux", &["-V"], "tmux") || !ensure_tool("openssl", &["version"], "openssl") {
+        eprintln!("tmux/openssl missing; skipping");
+        return;
+    }
+    let smtp_port = free_port();
+    let admin_port = free_port();
+    let appliance = start_mail_with_admin_api(smtp_port, admin_port, PASSWORD);
+    let first = send_with_smtplib(smtp_port, "first");
+    let second = send_with_smtplib(smtp_port, "second");
+
+    let tmux = Tmux { socket: format!("shardgate-console-queue-test-{}", std::process::id()) };
+    let command = format!(
+        "env SHARDGATE_ADMIN_PASSWORD='{PASSWORD}' {} console --admin http://127.0.0.1:{admin_port} --user ops",
+        shardgate_bin().display()
+    );
+    let started = tmux.run(&["new-session", "-d", "-s", "console", "-x", "80", "-y", "24", &command]);
+    assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+    tmux.wait_for_screen(&["m mail queue"], Duration::from_secs(10));
+    tmux.run(&["send-keys", "-t", "console", "m"]);
+    // Both messages listed, the oldest selected, deferred after its first attempt.
+    let screen = tmux.wait_for_screen(&["mail queue: 2 messages", &format!(">{first}"), &second, "deferred", "R retry"], Duration::from_secs(15));
+    eprintln!("console queue page (80x24):\n{screen}");
+    if let Some(dir) = option_env!("CARGO_TARGET_TMPDIR") {
+        let _ = std::fs::write(std::path::Path::new(&dir).join("console-queue-capture.txt"), &screen);
+    }
+    assert_eq!(screen.lines().count(), 24, "not 24 lines:\n{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "wider than 80:\n{screen}");
+    assert!(screen.contains("last error: 451 4.4.1 connect to 127.0.0.1"), "{screen}");
+
+    tmux.run(&["send-keys", "-t", "console", "R"]);
+    tmux.wait_for_screen(&[&format!("retrying {first} now")], Duration::from_secs(10));
+    appliance.wait_for_log("action=retry", Duration::from_secs(5));
+
+    // Select the second message, ask to delete it, say no, then yes.
+    tmux.run(&["send-keys", "-t", "console", "j"]);
+    tmux.wait_for_screen(&[&format!(">{second}")], Duration::from_secs(5));
+    tmux.run(&["send-keys", "-t", "console", "D"]);
+    tmux.wait_for_screen(&[&format!("delete {second}? y deletes")], Duration::from_secs(5));
+    tmux.run(&["send-keys", "-t", "console", "n"]);
+    tmux.wait_for_screen(&[&format!("{second} kept")], Duration::from_secs(5));
+    tmux.run(&["send-keys", "-t", "console", "D"]);
+    tmux.wait_for_screen(&[&format!("delete {second}? y deletes")], Duration::from_secs(5));
+    tmux.run(&["send-keys", "-t", "console", "y"]);
+    let screen = tmux.wait_for_screen(&[&format!("{second} deleted"), "mail queue: 1 message"], Duration::from_secs(10));
+    assert!(!screen.contains(&format!(">{second}")), "{screen}");
+    appliance.wait_for_log("action=delete", Duration::from_secs(5));
+    let log = appliance.log();
+    let audited = |action: &str, id: &str| {
+        log.lines().any(|l| l.contains("shardgate::audit") && l.contains(action) && l.contains(id) && l.contains("user=ops"))
+    };
+    assert!(audited("action=retry", &first) && audited("action=delete", &second), "{log}");
+    assert!(!log.lines().any(|l| l.contains("action=delete") && l.contains(&first)), "the wrong message was deleted");
+
+    tmux.run(&["send-keys", "-t", "console", "q"]);
     drop(appliance);
 }
 

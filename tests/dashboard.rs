@@ -2,7 +2,9 @@
 //! driven over the DevTools protocol by `tests/dashboard/cdp.py` with Debian's
 //! python3-websocket) loads the page from the admin listener, is refused the API without a
 //! token, logs in through the form, sees the HTTP request total and rate move while this test
-//! drives traffic, and takes a screenshot that must be a 1280x900 PNG.
+//! drives traffic, and takes a screenshot that must be a 1280x900 PNG. A second test presses
+//! the mail queue table's Retry and Delete (then Confirm delete) buttons and opens a message's
+//! log lines by its correlation id; the API audits both actions under the logged-in user.
 
 use std::io::Read;
 use std::path::Path;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardgate_tests::backends::HttpBackend;
-use shardgate_tests::{ensure_tool, free_port, start_with_admin_api};
+use shardgate_tests::{ensure_tool, free_port, send_with_smtplib, start_mail_with_admin_api, start_with_admin_api};
 
 const PASSWORD: &str = "dashboard-pass";
 
@@ -100,6 +102,26 @@ fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((width, height))
 }
 
+/// Starts a fresh headless Chromium and runs `cdp.py` against the dashboard on `admin_port`
+/// as `ops` (with `extra` arguments); what the script saw.
+fn drive_dashboard(admin_port: u16, screenshot: &Path, extra: &[&str]) -> serde_json::Value {
+    let browser = Browser::start();
+    let port = browser.devtools_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard").join("cdp.py");
+    let output = Command::new(DEBIAN_PYTHON)
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(format!("http://127.0.0.1:{admin_port}"))
+        .arg("ops")
+        .arg(PASSWORD)
+        .arg(screenshot)
+        .args(extra)
+        .output()
+        .expect("run cdp.py");
+    assert!(output.status.success(), "cdp.py failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("cdp.py JSON")
+}
+
 #[test]
 fn dashboard_logs_in_and_follows_live_traffic_in_headless_chromium() {
     if !ensure_tool("chromium", &["--version"], "chromium")
@@ -134,24 +156,11 @@ fn dashboard_logs_in_and_follows_live_traffic_in_headless_chromium() {
         })
     };
 
-    let browser = Browser::start();
-    let port = browser.devtools_port();
     let shots = tempfile::tempdir().expect("tempdir");
     let screenshot = shots.path().join("dashboard.png");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard").join("cdp.py");
-    let output = Command::new(DEBIAN_PYTHON)
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(format!("http://127.0.0.1:{admin_port}"))
-        .arg("ops")
-        .arg(PASSWORD)
-        .arg(&screenshot)
-        .output()
-        .expect("run cdp.py");
+    let seen = drive_dashboard(admin_port, &screenshot, &[]);
     driving.store(false, Ordering::Relaxed);
     let sent = traffic.join().expect("traffic");
-    assert!(output.status.success(), "cdp.py failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cdp.py JSON");
     eprintln!("browser saw: {seen} (test sent {sent} requests)");
     assert_eq!(seen["unauthenticated_stats"], 401, "{seen}");
     assert_eq!(seen["unauthenticated_config"], 401, "{seen}");
@@ -170,4 +179,47 @@ fn dashboard_logs_in_and_follows_live_traffic_in_headless_chromium() {
         let _ = std::fs::copy(&screenshot, Path::new(dir).join("dashboard.png"));
     }
     appliance.wait_for_log("admin API login", Duration::from_secs(2));
+}
+
+#[test]
+fn dashboard_retries_and_deletes_queued_mail_in_headless_chromium() {
+    if !ensure_tool("chromium", &["--version"], "chromium")
+        || !have_websocket_client()
+        || !ensure_tool("openssl", &["version"], "openssl")
+    {
+        eprintln!("chromium/python3-websocket/openssl missing; skipping");
+        return;
+    }
+    let smtp_port = free_port();
+    let admin_port = free_port();
+    let appliance = start_mail_with_admin_api(smtp_port, admin_port, PASSWORD);
+    let retried = send_with_smtplib(smtp_port, "to retry");
+    let deleted = send_with_smtplib(smtp_port, "to delete");
+
+    let shots = tempfile::tempdir().expect("tempdir");
+    let screenshot = shots.path().join("dashboard-queue.png");
+    let seen = drive_dashboard(admin_port, &screenshot, &["queue", &retried, &deleted]);
+    eprintln!("browser saw: {seen}");
+    assert_eq!(seen["unauthenticated_retry"], 401, "{seen}");
+    assert_eq!(seen["queue_count_before"], "2", "{seen}");
+    assert_eq!(seen["retry_notice"], format!("retrying {retried} now"), "{seen}");
+    assert_eq!(seen["still_listed_after_first_press"], true, "one press must not delete: {seen}");
+    assert_eq!(seen["delete_notice"], format!("{deleted} deleted"), "{seen}");
+    assert_eq!(seen["queue_count_after"], "1", "{seen}");
+    let conn = seen["retry_conn"].as_str().unwrap_or("");
+    assert_eq!(conn.len(), 16, "the correlation id column: {seen}");
+    assert_eq!(seen["story_id"], conn, "{seen}");
+    let story = seen["story"].as_str().unwrap_or("");
+    assert!(story.contains("message queued") && story.contains(&retried), "the session line: {story}");
+    assert!(story.contains("deferred"), "the delivery line: {story}");
+    assert!(story.contains("action=retry") && story.contains("user=ops"), "the audited retry: {story}");
+
+    appliance.wait_for_log("action=delete", Duration::from_secs(5));
+    let log = appliance.log();
+    assert!(log.lines().any(|l| l.contains("shardgate::audit") && l.contains("action=delete") && l.contains(&deleted) && l.contains("user=ops")), "{log}");
+    let png = std::fs::read(&screenshot).expect("screenshot");
+    assert_eq!(png_size(&png), Some((1280, 900)), "screenshot size");
+    if let Some(dir) = option_env!("CARGO_TARGET_TMPDIR") {
+        let _ = std::fs::copy(&screenshot, Path::new(dir).join("dashboard-queue.png"));
+    }
 }

@@ -182,6 +182,11 @@ fn swaks_plain_starttls_implicit_tls_auth_and_pipelining() {
         "--to", "x@elsewhere.org",
     ]);
     assert!(!ok && out.contains("535 5.7.8"), "{out}");
+    // A security event, under the session's correlation id.
+    appliance.wait_for_log("SMTP AUTH failed", Duration::from_secs(5));
+    let log = appliance.log();
+    let line = log.lines().find(|l| l.contains("SMTP AUTH failed")).unwrap_or_default();
+    assert!(line.contains("shardgate::security") && line.contains("conn{id=") && line.contains("user=\"alice\""), "{line}");
 
     // Implicit TLS (RFC 8314) with AUTH.
     let smtps = format!("127.0.0.1:{}", ports.smtps);

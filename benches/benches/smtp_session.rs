@@ -153,6 +153,7 @@ fn build_queue(dir: &std::path::Path, count: usize) {
             tls: false,
             smtputf8: false,
             body_8bit: false,
+            correlation_id: Some(format!("{n:016x}")),
         };
         buf.clear();
         encode(&JournalRecord::Enqueued(Box::new(message)), &mut buf);

@@ -10,10 +10,12 @@
 //! - [`tls_load`] / [`tls_peers`]: TLS handshake and bulk workloads, and shardgate/HAProxy
 //!   terminating TLS with the same certificate.
 //! - [`dns_peers`]: shardgate, Knot DNS and NSD serving the same zone, and the `dnsperf` load.
+//! - [`ab`]: one build with a feature on and off (medians, noise, a verdict against a goal).
 //!
 //! The criterion benches in `benches/` use these; `ratio-report` reads criterion's results
 //! and prints one `<group> <peer> ratio=<shardgate/peer>` line per comparison.
 
+pub mod ab;
 pub mod cpus;
 pub mod dns_peers;
 pub mod http_load;

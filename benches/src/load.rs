@@ -4,7 +4,8 @@
 //!   (bulk), `Echo1k` reads 1 KiB, answers 1 KiB, then closes after the client's EOF;
 //! - [`bulk`]: N streams each sending a fixed number of bytes, half-closing and waiting for
 //!   the backend's close, so the time covers delivery of every byte;
-//! - [`short_connections`]: N clients each doing connect → 1 KiB each way → close, in turn.
+//! - [`short_connections`]: N clients each doing connect → 1 KiB each way → close, in turn
+//!   ([`short_connections_within`]: the same, every step bounded in time).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -91,22 +92,37 @@ pub fn bulk(port: u16, streams: usize, bytes_per_stream: usize) -> Duration {
 }
 
 /// `clients` threads each make `per_client` short connections in turn (connect, send 1 KiB,
-/// read 1 KiB, close); returns the wall time for all of them.
+/// read 1 KiB, close); returns the wall time for all of them. Panics if a connection fails or
+/// stalls for a minute.
 pub fn short_connections(port: u16, clients: usize, per_client: usize) -> Duration {
+    match short_connections_within(port, clients, per_client, Duration::from_secs(60)) {
+        Ok(elapsed) => elapsed,
+        Err(e) => panic!("short connections to port {port}: {e}"),
+    }
+}
+
+/// [`short_connections`] where every connect, write and read must finish within `stall`:
+/// the first failure or stall ends that client and is returned (a bench stays bounded in
+/// time even when the proxy under test hangs).
+pub fn short_connections_within(port: u16, clients: usize, per_client: usize, stall: Duration) -> Result<Duration, String> {
     let start = Arc::new(Barrier::new(clients + 1));
     let handles: Vec<_> = (0..clients)
         .map(|i| {
             let start = start.clone();
-            std::thread::spawn(move || {
+            std::thread::spawn(move || -> Result<(), String> {
                 pin_current_thread(&load_cpus());
                 let request = vec![i as u8; EXCHANGE_BYTES];
                 let mut reply = vec![0u8; EXCHANGE_BYTES];
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                 start.wait();
-                for _ in 0..per_client {
-                    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy under test");
+                for n in 0..per_client {
+                    let failed = |what: &str, e: std::io::Error| format!("client {i}, connection {n}: {what}: {e}");
+                    let mut s = TcpStream::connect_timeout(&address, stall).map_err(|e| failed("connect", e))?;
                     let _ = s.set_nodelay(true);
-                    s.write_all(&request).expect("send");
-                    s.read_exact(&mut reply).expect("reply");
+                    s.set_read_timeout(Some(stall)).map_err(|e| failed("timeout", e))?;
+                    s.set_write_timeout(Some(stall)).map_err(|e| failed("timeout", e))?;
+                    s.write_all(&request).map_err(|e| failed("send", e))?;
+                    s.read_exact(&mut reply).map_err(|e| failed("reply", e))?;
                     // Close without TIME_WAIT on the client side (RST after the exchange),
                     // so thousands of iterations do not exhaust loopback ports; the proxy
                     // sees the same close for every peer.
@@ -123,13 +139,21 @@ pub fn short_connections(port: u16, clients: usize, per_client: usize) -> Durati
                         );
                     }
                 }
+                Ok(())
             })
         })
         .collect();
     start.wait();
     let began = Instant::now();
+    let mut first_error = None;
     for h in handles {
-        h.join().expect("client thread");
+        let outcome = h.join().unwrap_or_else(|_| Err("client thread panicked".into()));
+        if let (Err(e), None) = (outcome, &first_error) {
+            first_error = Some(e);
+        }
     }
-    began.elapsed()
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(began.elapsed()),
+    }
 }

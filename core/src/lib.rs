@@ -12,7 +12,8 @@
 //! - [`storage`]: the key-value storage layer (files under the data folder; memory for tests);
 //! - [`smtp`]: the SMTP gateway on the shards (listeners, sessions, spooling, STARTTLS/implicit TLS);
 //! - [`mail`]: email routes and the durable mail queue (journal, spool files, queue writer);
-//! - [`acme`]: automatic certificates over ACME on the control core (DNS-01, TLS-ALPN-01, HTTP-01).
+//! - [`acme`]: automatic certificates over ACME on the control core (DNS-01, TLS-ALPN-01, HTTP-01);
+//! - [`correlation`]: the correlation id of each connection and message, as logs show it.
 //!
 //! Protocol rules (TLS ClientHello, DNS, SMTP, RADIUS) live in the sans-I/O crates under
 //! `protocols/`; this crate only moves their bytes.
@@ -34,3 +35,4 @@ pub mod storage;
 pub mod acme;
 pub mod mail;
 pub mod smtp;
+pub mod correlation;

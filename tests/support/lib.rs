@@ -343,3 +343,38 @@ pub fn wait_for_message(dir: &Path) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// An appliance with `[email]` (SMTP on `smtp_port`; `*@example.test` forwarded to a port
+/// nobody listens on, so a message is deferred and stays queued) and the admin API on
+/// `admin_port` with the user `ops` / `password`; returns once the admin API listens.
+pub fn start_mail_with_admin_api(smtp_port: u16, admin_port: u16, password: &str) -> Appliance {
+    let closed_port = free_port();
+    let body = format!(
+        "[email]\nhostname = \"mx.example.test\"\nlisten = [\"127.0.0.1\"]\nlocal_domains = [\"example.test\"]\n\
+         [email.ports]\nsmtp = {smtp_port}\n\
+         [[email.routes]]\nname = \"relay\"\nmatch = {{ recipients = \"*@example.test\" }}\n\
+         action = {{ type = \"forward\", host = \"127.0.0.1\", port = {closed_port}, starttls = \"none\" }}\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nusers = [{{ username = \"ops\", password_hash = \"{}\" }}]\n",
+        sha_crypt(password)
+    );
+    let appliance = Appliance::start(&body, smtp_port);
+    appliance.wait_for_log("admin API listening", Duration::from_secs(10));
+    appliance
+}
+
+/// Sends one message to `rcpt@example.test` on `smtp_port` with Debian's Python smtplib;
+/// returns the queue id from the server's `250 ... queued as <id>` reply.
+pub fn send_with_smtplib(smtp_port: u16, subject: &str) -> String {
+    let script = "import smtplib,sys\n\
+                  s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)\n\
+                  s.ehlo('client.example.org')\n\
+                  s.mail('sender@example.org')\n\
+                  s.rcpt('rcpt@example.test')\n\
+                  code, reply = s.data(('Subject: %s\\r\\n\\r\\nhello\\r\\n' % sys.argv[2]).encode())\n\
+                  s.quit()\n\
+                  print(code, reply.decode())\n";
+    let out = Command::new("/usr/bin/python3").args(["-c", script, &smtp_port.to_string(), subject]).output().expect("python3 smtplib");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && stdout.starts_with("250"), "smtplib: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout.split_whitespace().last().unwrap_or("").to_string()
+}

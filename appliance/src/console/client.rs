@@ -1,8 +1,9 @@
 //! The console's admin API client: blocking HTTP(S) with ureq.
 //!
 //! Owns: logging in (`POST /api/login`, the token kept for later calls, logging in again when a
-//! call answers 401 because the token expired) and fetching JSON (`/api/stats`, `/api/certs`,
-//! `/api/logs`). Does not own: what is shown (`view`).
+//! call answers 401 because the token expired), fetching JSON (`/api/stats`, `/api/certs`,
+//! `/api/logs`, `/api/queue`) and the queue actions (`POST /api/queue/{id}/retry`,
+//! `POST /api/queue/retry`, `DELETE /api/queue/{id}`). Does not own: what is shown (`view`).
 
 use std::time::Duration;
 
@@ -37,6 +38,13 @@ pub enum ClientError {
         /// The parser's complaint.
         message: String,
     },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Delete,
 }
 
 /// A logged-in client of one appliance's admin API.
@@ -90,26 +98,41 @@ impl AdminClient {
 
     /// `GET path` as JSON, logging in first (or again, once, on 401).
     pub fn get(&mut self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::Get, path)
+    }
+
+    /// `POST path` (no body) as JSON, logging in first (or again, once, on 401).
+    pub fn post(&mut self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::Post, path)
+    }
+
+    /// `DELETE path` as JSON, logging in first (or again, once, on 401).
+    pub fn delete(&mut self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::Delete, path)
+    }
+
+    fn call(&mut self, method: Method, path: &str) -> Result<Value, ClientError> {
         if self.token.is_none() {
             self.login()?;
         }
-        match self.get_once(path) {
+        match self.call_once(method, path) {
             Err(ClientError::Status { status: 401, .. }) => {
                 self.login()?;
-                self.get_once(path)
+                self.call_once(method, path)
             }
             other => other,
         }
     }
 
-    fn get_once(&self, path: &str) -> Result<Value, ClientError> {
+    fn call_once(&self, method: Method, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .agent
-            .get(&url)
-            .header("authorization", &format!("Bearer {}", self.token.as_deref().unwrap_or("")))
-            .call()
-            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let authorization = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
+        let sent = match method {
+            Method::Get => self.agent.get(&url).header("authorization", &authorization).call(),
+            Method::Post => self.agent.post(&url).header("authorization", &authorization).send_empty(),
+            Method::Delete => self.agent.delete(&url).header("authorization", &authorization).call(),
+        };
+        let response = sent.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
         read_json(&url, response)
     }
 }

@@ -4,7 +4,9 @@
 //! Owns: serving `/` and `/dashboard.js`. The page logs in through `POST /api/login`, keeps the
 //! token in the page (session storage), reads `/api/stream` (SSE) and draws rate charts on
 //! canvases and tables of shards, routes, latency, DNS, RADIUS, certificates and recent
-//! warnings, updating without reload. Does not own: the data (the API's JSON).
+//! warnings, updating without reload; the mail queue table has Retry and Delete (confirmed by
+//! a second press) per message and Retry all, and a message's correlation id opens its log
+//! lines (`/api/logs?id=`). Does not own: the data or the actions (the API's).
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

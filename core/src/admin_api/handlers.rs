@@ -3,8 +3,9 @@
 //! Owns: the URL map ([`router`]), token checking for every `/api` path but `/api/login` and
 //! `/api/health` ([`AuthUser`]; `/metrics` too unless `[admin] metrics_open`), the JSON error
 //! shape ([`ApiError`]: `{"error": ...}` or `{"problems": [...]}` with 400/401/404/429/5xx),
-//! and each endpoint: login, health, stats, metrics, config read/replace, logs, certificates,
-//! the mail queue.
+//! and each endpoint: login, health, stats, metrics, config read/replace, logs (all, or one
+//! correlation id's), certificates, the mail queue and its actions (retry now, flush,
+//! delete; each audited under `shardgate::audit` with the user, like config changes).
 //! Does not own: sockets and TLS (`server`), the SSE stream (`sse`), the dashboard files
 //! (`dashboard`), or applying a config (the control core).
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +67,8 @@ pub enum ApiError {
     BadRequest(Vec<String>),
     /// No such path (404).
     NotFound,
+    /// The path exists but what it names does not, e.g. a queue id (404 with this text).
+    Missing(String),
     /// The appliance could not do it (503).
     Unavailable(String),
 }
@@ -87,6 +90,7 @@ impl IntoResponse for ApiError {
                 .into_response(),
             ApiError::BadRequest(problems) => (StatusCode::BAD_REQUEST, Json(json!({"problems": problems}))).into_response(),
             ApiError::NotFound => (StatusCode::NOT_FOUND, Json(json!({"error": "no such path"}))).into_response(),
+            ApiError::Missing(what) => (StatusCode::NOT_FOUND, Json(json!({"error": what}))).into_response(),
             ApiError::Unavailable(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": why}))).into_response(),
         }
     }
@@ -105,6 +109,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/logs", get(logs))
         .route("/api/certs", get(certs))
         .route("/api/queue", get(queue))
+        .route("/api/queue/retry", post(queue_flush))
+        .route("/api/queue/{id}", get(queue_message).delete(queue_delete))
+        .route("/api/queue/{id}/retry", post(queue_retry))
         .route("/api/stream", get(super::sse::stream))
         .fallback(fallback)
         .with_state(state)
@@ -262,6 +269,9 @@ async fn replace_config(
 struct LogQuery {
     level: Option<String>,
     limit: Option<usize>,
+    /// A correlation id (its connection's or message's lines), or any text a line must
+    /// mention (a queue id).
+    id: Option<String>,
 }
 
 async fn logs(_user: AuthUser, Query(query): Query<LogQuery>) -> Result<Response, ApiError> {
@@ -272,7 +282,7 @@ async fn logs(_user: AuthUser, Query(query): Query<LogQuery>) -> Result<Response
             .map_err(|_| ApiError::BadRequest(vec![format!("level `{text}` is not error, warn, info, debug or trace")]))?,
     };
     let limit = query.limit.unwrap_or(200).min(super::logs::LOG_RING_LINES);
-    Ok(Json(json!({"lines": LogRing::global().recent(level, limit)})).into_response())
+    Ok(Json(json!({"lines": LogRing::global().recent_about(level, limit, query.id.as_deref())})).into_response())
 }
 
 async fn certs(_user: AuthUser, State(state): State<Arc<ApiState>>) -> Response {
@@ -310,6 +320,149 @@ async fn queue(_user: AuthUser, State(state): State<Arc<ApiState>>, Query(query)
     let limit = query.limit.unwrap_or(100).min(10_000);
     let shown: Vec<_> = all.iter().take(limit).collect();
     Ok(Json(json!({"messages": all.len(), "next_due_ms": handle.next_due_ms(), "list": shown})).into_response())
+}
+
+/// The mail queue's handle (404 without `[email]`).
+fn mail_queue(state: &ApiState) -> Result<crate::mail::queue::QueueHandle, ApiError> {
+    state.view.config.borrow().mail_queue.clone().ok_or(ApiError::NotFound)
+}
+
+/// A queue id from the path, checked for its shape.
+fn queue_id(id: &str) -> Result<(), ApiError> {
+    if crate::mail::queue::is_queue_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(vec![format!("`{id}` is not a queue id (16 upper-case hex digits, as `queue list` shows)")]))
+    }
+}
+
+/// `GET /api/queue/{id}`: a message's record (envelope, recipients with state, attempts and
+/// last error, correlation id) while it is queued, and its status in plain words — also
+/// after it left the queue (delivered, bounced, deleted), while the queue remembers it.
+async fn queue_message(_user: AuthUser, State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let handle = mail_queue(&state)?;
+    queue_id(&id)?;
+    let status = handle.status(&id).ok_or_else(|| ApiError::Missing(format!("unknown queue id {id} (never queued here, or finished too long ago)")))?;
+    let report = crate::mail::delivery::service::status_report(&id, &status, crate::mail::queue::now_ms());
+    let message = match &status {
+        crate::mail::queue::MessageStatus::Queued(message) => {
+            let mut value = serde_json::to_value(message).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.remove("trace_header");
+            }
+            value
+        }
+        crate::mail::queue::MessageStatus::Finished(_) => serde_json::Value::Null,
+    };
+    Ok(Json(json!({"id": id, "status": report, "message": message})).into_response())
+}
+
+/// A change to one queued message.
+#[derive(Debug, Clone, Copy)]
+enum QueueAction {
+    /// Every pending recipient attempted now.
+    Retry,
+    /// Removed undelivered, no bounce.
+    Delete,
+}
+
+impl QueueAction {
+    fn name(self) -> &'static str {
+        match self {
+            QueueAction::Retry => "retry",
+            QueueAction::Delete => "delete",
+        }
+    }
+}
+
+/// Carries out `action` on message `id` for `user`, and logs it under `shardgate::audit`
+/// inside the message's `conn` span (its correlation id, looked up before the action), so the
+/// message's story shows who retried or deleted it.
+async fn act_on_message(state: &ApiState, user: &str, peer: SocketAddr, id: &str, action: QueueAction) -> Result<(), ApiError> {
+    let handle = mail_queue(state)?;
+    queue_id(id)?;
+    let correlation = handle.get(id).and_then(|m| m.correlation_id);
+    let outcome = match action {
+        QueueAction::Retry => handle.retry_now(id).await,
+        QueueAction::Delete => handle.delete(id).await,
+    };
+    let span = match &correlation {
+        Some(correlation) => tracing::info_span!("conn", id = %correlation),
+        None => tracing::Span::none(),
+    };
+    let _entered = span.enter();
+    let action = action.name();
+    match &outcome {
+        Ok(()) => tracing::info!(target: "shardgate::audit", user = %user, %peer, queue_id = %id, action = %action, "mail queue action through the admin API"),
+        Err(error) => tracing::warn!(
+            target: "shardgate::audit",
+            user = %user,
+            %peer,
+            queue_id = %id,
+            action = %action,
+            %error,
+            "mail queue action through the admin API refused"
+        ),
+    }
+    outcome.map_err(queue_error)
+}
+
+fn queue_error(error: crate::mail::queue::QueueError) -> ApiError {
+    match error {
+        crate::mail::queue::QueueError::UnknownMessage(id) => ApiError::Missing(format!("no queued message {id}")),
+        other => ApiError::Unavailable(other.to_string()),
+    }
+}
+
+/// `POST /api/queue/{id}/retry`: every pending recipient of the message is attempted now
+/// (`shardgate queue retry ID`).
+async fn queue_retry(
+    AuthUser(session): AuthUser,
+    State(state): State<Arc<ApiState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    act_on_message(&state, &session.user, peer, &id, QueueAction::Retry).await?;
+    Ok(Json(json!({"retrying": [id]})).into_response())
+}
+
+/// `POST /api/queue/retry`: a flush, every queued message attempted now
+/// (`shardgate queue retry --all`, Postfix's `postqueue -f`).
+async fn queue_flush(
+    AuthUser(session): AuthUser,
+    State(state): State<Arc<ApiState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+) -> Result<Response, ApiError> {
+    let handle = mail_queue(&state)?;
+    let pending: Vec<String> = handle.list().into_iter().filter(|m| !m.is_final()).map(|m| m.id).collect();
+    // Concurrently, so the queue writer commits them in a few group commits.
+    let tasks: Vec<_> = pending
+        .into_iter()
+        .map(|id| {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.retry_now(&id).await.map(|()| id) })
+        })
+        .collect();
+    let mut retrying = Vec::new();
+    for task in tasks {
+        if let Ok(Ok(id)) = task.await {
+            retrying.push(id);
+        }
+    }
+    tracing::info!(target: "shardgate::audit", user = %session.user, %peer, messages = retrying.len(), "mail queue flushed through the admin API");
+    Ok(Json(json!({"retrying": retrying})).into_response())
+}
+
+/// `DELETE /api/queue/{id}`: the message leaves the queue undelivered, no bounce
+/// (`shardgate queue delete ID`, Postfix's `postsuper -d`); `GET` on it then says `deleted`.
+async fn queue_delete(
+    AuthUser(session): AuthUser,
+    State(state): State<Arc<ApiState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    act_on_message(&state, &session.user, peer, &id, QueueAction::Delete).await?;
+    Ok(Json(json!({"deleted": id})).into_response())
 }
 
 async fn fallback(State(state): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> ApiError {

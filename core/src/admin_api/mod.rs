@@ -4,8 +4,10 @@
 //! - [`server`]: the listener (`[admin] listen`, default `127.0.0.1:9090`), TLS when a
 //!   certificate is configured, hyper HTTP/1.1 per connection;
 //! - [`handlers`]: the URL map and endpoints — `POST /api/login` (token), `GET /api/health`,
-//!   `/api/stats`, `/metrics` (Prometheus), `GET|PUT /api/config`, `/api/logs`, `/api/certs`,
-//!   `/api/queue` (the mail queue, with `[email]`);
+//!   `/api/stats`, `/metrics` (Prometheus), `GET|PUT /api/config`, `/api/logs` (`?id=` one
+//!   correlation id's lines), `/api/certs`, `/api/queue` (the mail queue, with `[email]`),
+//!   `GET|DELETE /api/queue/{id}`, `POST /api/queue/{id}/retry` and `POST /api/queue/retry`
+//!   (flush), audited under `shardgate::audit`;
 //!   [`sse`]: `/api/stream`; [`dashboard`]: the web page at `/`;
 //! - [`auth`]: tokens and the failed-login limiter; [`config_edit`]: redaction and section
 //!   replacement of config documents; [`prometheus`]: the metrics text; [`logs`]: the ring of

@@ -2,8 +2,8 @@
 //!
 //! Owns: naming (`shardgate_<group>_<counter>`; route, shard and operation as labels) and the
 //! rendering of [`MergedStats`]. Every numeric counter of a group is exported, so counters
-//! other issues add to `Counters`, `DnsCounters` or `RadiusCounters` appear without a change
-//! here. Latencies are exported as summaries (quantiles 0.5, 0.9, 0.99, 1 in seconds).
+//! other issues add to `Counters`, `DnsCounters`, `RadiusCounters`, `SmtpCounters` or
+//! `DeliveryStats` appear without a change here; the mail queue's size is a gauge. Latencies are exported as summaries (quantiles 0.5, 0.9, 0.99, 1 in seconds).
 
 use std::fmt::Write as _;
 
@@ -29,6 +29,12 @@ pub fn render(stats: &MergedStats) -> String {
         let _ = writeln!(out, "shardgate_shard_bad_client_hello{} {}", label_text(&labels), shard.bad_client_hello);
         numbers(&mut out, "dns", &labels, &serde_json::to_value(shard.dns).unwrap_or_default());
         numbers(&mut out, "radius", &labels, &serde_json::to_value(shard.radius).unwrap_or_default());
+        numbers(&mut out, "smtp", &labels, &serde_json::to_value(shard.smtp).unwrap_or_default());
+    }
+    // Mail on the control core: the delivery engine's counters and the queue's size.
+    numbers(&mut out, "mail_delivery", &[], &serde_json::to_value(stats.mail_delivery).unwrap_or_default());
+    if let Some(queued) = stats.mail_queue_messages {
+        let _ = writeln!(out, "# TYPE shardgate_mail_queue_messages gauge\nshardgate_mail_queue_messages {queued}");
     }
     let _ = writeln!(out, "# TYPE shardgate_latency_seconds summary");
     for (operation, summary) in &stats.latency {
@@ -93,7 +99,14 @@ mod tests {
         shard.routes.insert("we\"b".into(), Counters { accepted: 7, ..Default::default() });
         let mut stats = MergedStats::merge(2, &[shard]);
         stats.latency.insert("dns_query".into(), crate::latency::LatencySummary { count: 3, p50_us: 20, p90_us: 30, p99_us: 40, max_us: 50 });
+        stats.shards[0].smtp.messages_accepted = 5;
+        stats.mail_delivery.deferred = 2;
+        stats.mail_queue_messages = Some(4);
         let text = render(&stats);
+        assert!(text.contains("shardgate_smtp_messages_accepted{shard=\"1\",cpu=\"3\"} 5"), "{text}");
+        assert!(text.contains("shardgate_smtp_limits_rate_limited{shard=\"1\",cpu=\"3\"} 0"), "{text}");
+        assert!(text.contains("shardgate_mail_delivery_deferred 2"), "{text}");
+        assert!(text.contains("shardgate_mail_queue_messages 4"), "{text}");
         assert!(text.contains("shardgate_route_accepted{route=\"we\\\"b\"} 7"), "{text}");
         assert!(text.contains("shardgate_shard_accepted{shard=\"1\",cpu=\"3\"} 7"), "{text}");
         assert!(text.contains("shardgate_latency_seconds{operation=\"dns_query\",quantile=\"0.99\"} 0.00004"), "{text}");

@@ -244,6 +244,17 @@ fn serve_connection(stream: UnixStream, to_control: &Sender<ToControl>) {
             }
             // Everything else is a mail request.
             Ok(request) => {
+                // Changes are audited like the admin API's (whoever may use this socket is an
+                // administrator of the data folder).
+                let change = match &request {
+                    AdminRequest::QueueRetry { id } => Some(("retry", id.clone().unwrap_or_else(|| "all".into()))),
+                    AdminRequest::QueueDelete { id } => Some(("delete", id.clone())),
+                    AdminRequest::SuppressionRemove { address } => Some(("unsuppress", address.clone())),
+                    _ => None,
+                };
+                if let Some((action, what)) = change {
+                    tracing::info!(target: "shardgate::audit", via = "control socket", action, what = %what, "mail admin request");
+                }
                 let (reply, answer) = crossbeam_channel::bounded(1);
                 if to_control.send(ToControl::Mail { request, reply }).is_err() {
                     AdminResponse::error("the appliance is stopping")

@@ -7,7 +7,7 @@
 //! [`crate::radius::serve`]; DNS: [`crate::dns::udp`]), its DNS state and DNS TCP listeners
 //! ([`crate::dns::ShardDns`]: the zones in force, swapped by `ToShard::DnsCatalog`), and its
 //! counters. Every accepted connection runs in a `conn` tracing span carrying its
-//! [`correlation_id`]. It listens to the control core through its
+//! correlation id ([`crate::correlation`]). It listens to the control core through its
 //! [`Inbox`](super::doorbell::Inbox) and reports stats every [`STATS_INTERVAL`].
 
 use std::cell::RefCell;
@@ -78,15 +78,6 @@ struct Shard {
     /// The generation, config and routes in force, to rebuild the route state when only the
     /// certificates change.
     current: RefCell<Option<InForce>>,
-    /// Connections accepted so far (the low bits of each connection's correlation id).
-    connections_accepted: std::cell::Cell<u64>,
-}
-
-/// A connection's correlation id: the shard index in the top 8 bits, the shard's accept
-/// count in the rest, shown as 16 hex digits (`conn{id=01000000000000a3}` in logs): unique in
-/// one run, and every log line of the connection carries it through the `conn` span.
-pub fn correlation_id(shard: usize, sequence: u64) -> String {
-    format!("{:016x}", ((shard as u64 & 0xff) << 56) | (sequence & 0x00ff_ffff_ffff_ffff))
 }
 
 /// Starts a shard's thread; it runs until told to stop.
@@ -130,7 +121,6 @@ async fn run_shard(spec: ShardSpec) {
         tls: RefCell::new(tls),
         to_control,
         current: RefCell::new(None),
-        connections_accepted: std::cell::Cell::new(0),
     });
     let reporter = glommio::spawn_local({
         let shard = shard.clone();
@@ -336,9 +326,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, listener_fd: std::
             Ok(stream) => {
                 use tracing::Instrument as _;
                 let state = shard.state.borrow().clone();
-                let sequence = shard.connections_accepted.get().wrapping_add(1);
-                shard.connections_accepted.set(sequence);
-                let span = tracing::info_span!("conn", id = %correlation_id(shard.index, sequence));
+                let span = tracing::info_span!("conn", id = %crate::correlation::next_on_shard(shard.index));
                 glommio::spawn_local(serve_connection(state, shard.shard_counters.clone(), shard.http.clone(), stream).instrument(span))
                     .detach();
             }

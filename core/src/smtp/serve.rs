@@ -67,7 +67,12 @@ pub async fn accept_loop(smtp: Rc<ShardSmtp>, listener: TcpListener, addr: Socke
                     drop(stream);
                     continue;
                 };
-                glommio::spawn_local(serve_connection(smtp.clone(), generation, stream, kind)).detach();
+                use tracing::Instrument as _;
+                // Every line of the session, and the queued message's delivery lines on the
+                // control core, carry this id (`crate::correlation`).
+                let correlation = crate::correlation::next_on_shard(smtp.shard);
+                let span = tracing::info_span!("conn", id = %correlation);
+                glommio::spawn_local(serve_connection(smtp.clone(), generation, stream, kind, correlation).instrument(span)).detach();
             }
             Err(e) => {
                 tracing::warn!(shard = smtp.shard, %addr, error = %e, "SMTP accept failed");
@@ -91,7 +96,13 @@ impl Drop for SessionGuard {
     }
 }
 
-async fn serve_connection(smtp: Rc<ShardSmtp>, generation: Rc<SmtpGeneration>, mut stream: TcpStream, kind: ListenerKind) {
+async fn serve_connection(
+    smtp: Rc<ShardSmtp>,
+    generation: Rc<SmtpGeneration>,
+    mut stream: TcpStream,
+    kind: ListenerKind,
+    correlation: String,
+) {
     let Ok(peer) = stream.peer_addr() else { return };
     let ip = canonical_ip(peer.ip());
     // Rate limits hook (`[email.limits]`): blocked addresses (554) and connections per IP (421).
@@ -143,7 +154,8 @@ async fn serve_connection(smtp: Rc<ShardSmtp>, generation: Rc<SmtpGeneration>, m
         }
     }
     let session = Session::new(generation.session.clone(), ConnectionInfo { peer_ip: ip, listener: kind }, Instant::now());
-    let mut connection = Connection { smtp, generation, session, ip, spool: None, dnsbl: dnsbl_listing };
+    tracing::debug!(client = %peer, ?kind, "SMTP session");
+    let mut connection = Connection { smtp, generation, session, ip, spool: None, dnsbl: dnsbl_listing, correlation };
     connection.run(transport).await;
 }
 
@@ -164,6 +176,8 @@ struct Connection {
     spool: Option<Spool>,
     /// The client's DNSBL listing under `action = "tag"` (noted on each of its messages).
     dnsbl: Option<crate::mail::dnsbl::DnsblListing>,
+    /// The session's correlation id, carried with every message it queues.
+    correlation: String,
 }
 
 impl Connection {
@@ -248,7 +262,8 @@ impl Connection {
             Event::AuthRequested { username, password, .. } => {
                 let users = self.generation.users.clone();
                 let password = password.as_bytes().to_vec();
-                let valid = glommio::executor().spawn_blocking(move || users.verify(&username, &password)).await;
+                let user = username.clone();
+                let valid = glommio::executor().spawn_blocking(move || users.verify(&user, &password)).await;
                 self.smtp.count(|c| if valid { &c.auth_successes } else { &c.auth_failures }, 1);
                 let _ = self.session.auth_result(valid);
                 // Rate limits hook: too many failures block the address (421, closing).
@@ -258,6 +273,10 @@ impl Connection {
                 } else {
                     self.smtp.limiter().auth_failed(self.ip, Instant::now()).err()
                 };
+                if !valid {
+                    // Debug-quoted: the name is the client's, control characters and all.
+                    tracing::warn!(target: "shardgate::security", client = %self.ip, user = ?username, blocked = blocked.is_some(), "SMTP AUTH failed");
+                }
                 if let Some(refusal) = blocked {
                     self.session.close_with(&refusal.reply());
                 }
@@ -338,10 +357,11 @@ impl Connection {
                 EmailAction::Reject { code, message } => RcptDecision::Reject(reject_reply(*code, message)),
                 _ => RcptDecision::Accept,
             },
-            RcptRouting::NoRoute => RcptDecision::Reject(reject_reply(
-                550,
-                &format!("<{recipient}>: Recipient address rejected: no email route for this recipient"),
-            )),
+            RcptRouting::NoRoute => {
+                // Postfix's "Relay access denied": mail for a recipient no route takes.
+                tracing::info!(target: "shardgate::security", client = %self.ip, from = ?sender, to = ?recipient, "SMTP relay attempt refused: no email route");
+                RcptDecision::Reject(reject_reply(550, &format!("<{recipient}>: Recipient address rejected: no email route for this recipient")))
+            }
         }
     }
 
@@ -489,7 +509,9 @@ impl Connection {
             tls: envelope.tls,
             smtputf8: envelope.parameters.smtputf8,
             body_8bit: envelope.parameters.body == Some(BodyType::EightBitMime),
+            correlation_id: Some(self.correlation.clone()),
         };
+        let (sender, recipients, size) = (message.sender.clone(), message.recipients.len(), message.size);
         let (ticket, answer) = self.smtp.ticket();
         if !link.enqueue(self.smtp.shard, ticket, message) {
             self.smtp.forget(ticket);
@@ -501,7 +523,11 @@ impl Connection {
             Ok(Err("the queue writer did not answer".to_string()))
         };
         match futures_lite::future::or(answer, timeout).await {
-            Ok(Ok(())) => MessageOutcome::Accepted { queue_id: id },
+            Ok(Ok(())) => {
+                // Postfix's "queued as" line: the queue id next to the session's correlation id.
+                tracing::info!(queue_id = %id, from = %sender, recipients, size, client = %self.ip, "message queued");
+                MessageOutcome::Accepted { queue_id: id }
+            }
             Ok(Err(reason)) => {
                 tracing::error!(shard = self.smtp.shard, id = %id, reason = %reason, "message not queued");
                 self.smtp.forget(ticket);

@@ -3,15 +3,15 @@
 "use strict";
 
 const HISTORY = 120; // points per chart (one per stats merge, about a second each)
-const series = { conn: [], http: [], dns: [], radius: [] };
+const series = { conn: [], http: [], dns: [], radius: [], smtp: [] };
 let previous = null;
 let stream = null;
 
 function $(id) { return document.getElementById(id); }
 function token() { return sessionStorage.getItem("shardgate-token"); }
 
-function api(path) {
-  return fetch(path, { headers: { Authorization: "Bearer " + token() } }).then((r) => {
+function api(path, method) {
+  return fetch(path, { method: method || "GET", headers: { Authorization: "Bearer " + token() } }).then((r) => {
     if (r.status === 401) { logout("session expired: log in again"); throw new Error("401"); }
     return r.json();
   });
@@ -61,7 +61,7 @@ function refreshSlow() {
   if (!token()) return;
   api("/api/certs").then(showCerts).catch(() => {});
   api("/api/logs?level=warn&limit=30").then(showLogs).catch(() => {});
-  api("/api/queue?limit=20").then(showQueue).catch(() => {});
+  refreshQueue();
   setTimeout(refreshSlow, 5000);
 }
 
@@ -76,7 +76,12 @@ function update(s) {
     push("http", rate(s.total.http_requests, previous.s.total.http_requests));
     push("dns", rate(sumDns(s), sumDns(previous.s)));
     push("radius", rate(s.radius.received || 0, previous.s.radius.received || 0));
+    push("smtp", rate((s.smtp || {}).messages_accepted || 0, (previous.s.smtp || {}).messages_accepted || 0));
   }
+  const delivery = s.mail_delivery || {};
+  $("mail-delivered").textContent = delivery.delivered || 0;
+  $("mail-deferred").textContent = delivery.deferred || 0;
+  $("mail-bounced").textContent = delivery.bounced || 0;
   if (!previous || now > previous.time) previous = { time: now, s };
   $("http-total").textContent = s.total.http_requests;
   $("status").textContent = "live · config generation " + s.config_generation + " · " + new Date(now * 1000).toLocaleTimeString();
@@ -170,14 +175,95 @@ function showCerts(c) {
   fillTable("certs", rows.length ? rows : [["none configured", "", ""]]);
 }
 
+// The message whose Delete button was pressed once (the second press deletes).
+let confirmDelete = null;
+
+function refreshQueue() {
+  return api("/api/queue?limit=50").then(showQueue).catch(() => {});
+}
+
+function button(text, className, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (className) b.className = className;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+// Retry now / delete through the API (audited there under the logged-in user).
+function queueAction(id, action) {
+  const [path, method, done] = action === "retry"
+    ? ["/api/queue/" + id + "/retry", "POST", "retrying " + id + " now"]
+    : ["/api/queue/" + id, "DELETE", id + " deleted"];
+  confirmDelete = null;
+  api(path, method)
+    .then((answer) => { $("queue-notice").textContent = answer.error ? "refused: " + answer.error : done; })
+    .catch((e) => { $("queue-notice").textContent = "failed: " + e; })
+    .then(refreshQueue);
+}
+
+function retryAll() {
+  api("/api/queue/retry", "POST")
+    .then((answer) => { $("queue-notice").textContent = "retrying " + (answer.retrying || []).length + " messages now"; })
+    .catch((e) => { $("queue-notice").textContent = "failed: " + e; })
+    .then(refreshQueue);
+}
+
+// One correlation id's log lines: the SMTP session, then every delivery attempt.
+function showStory(id) {
+  api("/api/logs?level=debug&limit=200&id=" + encodeURIComponent(id)).then((l) => {
+    $("story-id").textContent = id;
+    const lines = (l.lines || []).map((x) => new Date(x.time * 1000).toLocaleTimeString() + " " + x.level + " " + x.target + ": " + x.message);
+    $("story").textContent = lines.length ? lines.join("\n") : "no recent lines";
+    $("story-section").classList.remove("hidden");
+    $("story-section").scrollIntoView();
+  }).catch(() => {});
+}
+
+function queueState(m) {
+  const pending = (m.recipients || []).filter((r) => r.state === "pending");
+  const error = pending.map((r) => r.last_error).find((e) => e) || "";
+  const tries = Math.max(0, ...(m.recipients || []).map((r) => r.attempts || 0));
+  return [pending.length === 0 ? "final" : error ? "deferred" : "queued", tries, error];
+}
+
 function showQueue(q) {
   // Without [email] the API answers 404 ({"error": ...}): the section stays hidden.
   if (typeof q.messages !== "number") return;
   $("queue-section").classList.remove("hidden");
   $("queue-count").textContent = q.messages;
-  fillTable("queue", (q.list || []).map((m) => [
-    m.id, m.sender || "<>", (m.recipients || []).map((r) => r.address || "").join(", "), m.size,
-  ]));
+  $("queue-noun").textContent = q.messages === 1 ? "message" : "messages";
+  const body = document.querySelector("#queue tbody");
+  body.replaceChildren(...(q.list || []).map((m) => {
+    const [state, tries, error] = queueState(m);
+    const tr = document.createElement("tr");
+    tr.dataset.id = m.id;
+    const cell = (content, className) => {
+      const td = document.createElement("td");
+      if (typeof content === "string" || typeof content === "number") td.textContent = content; else td.append(...content);
+      if (className) td.className = className;
+      tr.appendChild(td);
+    };
+    cell(m.id);
+    cell(m.correlation_id ? [button(m.correlation_id, "link story", () => showStory(m.correlation_id))] : "-");
+    cell(m.sender || "<>");
+    cell((m.recipients || []).map((r) => r.address || "").join(", "));
+    cell(state);
+    cell(tries);
+    cell(error, "error");
+    const confirming = confirmDelete === m.id;
+    cell([
+      button("Retry", "retry", () => queueAction(m.id, "retry")),
+      button(confirming ? "Confirm delete" : "Delete", confirming ? "delete confirm" : "delete", () => {
+        if (confirmDelete === m.id) { queueAction(m.id, "delete"); return; }
+        confirmDelete = m.id;
+        $("queue-notice").textContent = "press Confirm delete to remove " + m.id + " from the queue (no bounce is sent)";
+        refreshQueue();
+      }),
+    ]);
+    return tr;
+  }));
 }
 
 function showLogs(l) {
@@ -186,4 +272,6 @@ function showLogs(l) {
 }
 
 $("login").addEventListener("submit", login);
+$("queue-retry-all").addEventListener("click", retryAll);
+$("story-close").addEventListener("click", () => $("story-section").classList.add("hidden"));
 if (token()) start();

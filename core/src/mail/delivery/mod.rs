@@ -103,6 +103,22 @@ pub struct DueMessage {
     pub smtputf8: bool,
     /// Recipients not yet delivered or failed.
     pub recipients: Vec<DueRecipient>,
+    /// The correlation id of the session that queued it (`crate::correlation`).
+    pub correlation_id: Option<String>,
+}
+
+impl DueMessage {
+    /// The spans its delivery work is logged in: `conn{id=<correlation id>}` — the id of the
+    /// SMTP session that queued it, so one id finds both sides — around `mail{queue_id=…}`.
+    pub fn span(&self) -> tracing::Span {
+        match &self.correlation_id {
+            Some(correlation) => {
+                let conn = tracing::info_span!("conn", id = %correlation);
+                tracing::info_span!(parent: &conn, "mail", queue_id = %self.id)
+            }
+            None => tracing::info_span!("mail", queue_id = %self.id),
+        }
+    }
 }
 
 /// The outcome of one attempt for one recipient, as the queue records it.
@@ -144,6 +160,8 @@ pub struct Submission {
     pub recipients: Vec<(String, String, EmailAction)>,
     /// The message text.
     pub text: Vec<u8>,
+    /// The correlation id to log its delivery under (a bounce: the bounced message's).
+    pub correlation_id: Option<String>,
 }
 
 /// What the delivery engine needs from the queue (implemented by `crate::mail::queue`'s
@@ -253,12 +271,21 @@ enum Destination {
 }
 
 impl Destination {
+<<<<<<< HEAD
     /// The key of the per-domain sending limits: the recipient domain, or a forward host.
     fn limit_key(&self) -> String {
         match self {
             Destination::Local => String::new(),
             Destination::Forward(target) => target.host.to_ascii_lowercase(),
             Destination::Mx(domain) => domain.clone(),
+=======
+    /// For the log (never the credentials a forward target holds).
+    fn label(&self) -> String {
+        match self {
+            Destination::Local => "maildir".into(),
+            Destination::Forward(target) => format!("{}:{}", target.host, target.port),
+            Destination::Mx(domain) => format!("MX of {domain}"),
+>>>>>>> h/stats
         }
     }
 }
@@ -509,7 +536,14 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         if routed.is_empty() {
             return Err("no recipients".into());
         }
-        self.engine.queue.submit(Submission { sender: sender.to_string(), recipients: routed, text }).await.map_err(|e| e.to_string())
+        let correlation = crate::correlation::next_on_control();
+        let count = routed.len();
+        let submission = Submission { sender: sender.to_string(), recipients: routed, text, correlation_id: Some(correlation.clone()) };
+        let id = self.engine.queue.submit(submission).await.map_err(|e| e.to_string())?;
+        tracing::info_span!("conn", id = %correlation).in_scope(|| {
+            tracing::info!(queue_id = %id, from = %sender, recipients = count, "message queued by the control core");
+        });
+        Ok(id)
     }
 }
 
@@ -577,7 +611,8 @@ impl<Q: MailQueue> Engine<Q> {
             }
         }
         if !suppressed.is_empty() {
-            self.settle(&message, suppressed).await;
+            use tracing::Instrument as _;
+            self.settle(&message, suppressed).instrument(message.span()).await;
         }
         for (destination, recipients) in groups {
             let job = Job { message: message.clone(), recipients, _in_flight: in_flight.clone() };
@@ -640,6 +675,7 @@ impl<Q: MailQueue> Engine<Q> {
                 }
             };
             waited = false;
+<<<<<<< HEAD
             let verdicts = match &destination {
                 Destination::Local => self.deliver_locally(&job).await,
                 remote => {
@@ -660,6 +696,20 @@ impl<Q: MailQueue> Engine<Q> {
                 }
             };
             self.settle(&job.message, verdicts).await;
+=======
+            // Logged under the message's correlation id (`DueMessage::span`).
+            use tracing::Instrument as _;
+            async {
+                tracing::debug!(destination = %destination.label(), recipients = job.recipients.len(), "delivery attempt");
+                let verdicts = match &destination {
+                    Destination::Local => self.deliver_locally(&job).await,
+                    remote => self.deliver_remote(remote, &job, &mut connection).await,
+                };
+                self.settle(&job.message, verdicts).await;
+            }
+            .instrument(job.message.span())
+            .await;
+>>>>>>> h/stats
         }
         if let Some(connection) = connection {
             connection.quit().await;
@@ -699,7 +749,10 @@ impl<Q: MailQueue> Engine<Q> {
         let key = table.key_for(&job.message.sender)?;
         let mut text = self.queue.open_text(&job.message.id).await.ok()?;
         match crate::mail::dkim::service::sign_reader(&key, &mut *text).await {
-            Ok(header) => Some(header),
+            Ok(header) => {
+                tracing::info!(domain = %key.domain, selector = %key.selector, "DKIM signed");
+                Some(header)
+            }
             Err(e) => {
                 tracing::warn!(id = %job.message.id, error = %e, "DKIM signing failed; sending unsigned");
                 None
@@ -879,6 +932,14 @@ impl<Q: MailQueue> Engine<Q> {
                 }
                 Verdict::Accepted { reply, host } => {
                     let text = format!("{host} said: {reply}");
+                    tracing::info!(
+                        to = %recipient.address,
+                        relay = %host,
+                        attempt = recipient.attempts.saturating_add(1),
+                        delay_secs = age.as_secs(),
+                        reply = %reply.one_line(),
+                        "delivered"
+                    );
                     outcomes.push((recipient.index, AttemptOutcome::Delivered { reply: text }));
                 }
                 Verdict::Refused { reply, host, .. } if reply.is_transient() && age < self.settings.max_age => {
@@ -888,6 +949,7 @@ impl<Q: MailQueue> Engine<Q> {
                         Some(host) => format!("{host} said: {reply}"),
                         None => reply.one_line(),
                     };
+                    tracing::info!(to = %recipient.address, attempt = attempts, retry_in_secs = delay.as_secs(), error = %error, "deferred");
                     outcomes.push((recipient.index, AttemptOutcome::Deferred { error, next_attempt: now + delay }));
                 }
                 Verdict::Refused { reply, host, at_rcpt } => {
@@ -905,6 +967,13 @@ impl<Q: MailQueue> Engine<Q> {
                         Some(host) => format!("{host} said: {diagnostic}"),
                         None => diagnostic.clone(),
                     };
+                    tracing::info!(
+                        to = %recipient.address,
+                        attempt = recipient.attempts.saturating_add(1),
+                        status = %status,
+                        error = %text,
+                        "bounced"
+                    );
                     failed.push(dsn::FailedRecipient { address: recipient.address.clone(), status, remote_mta: host, diagnostic });
                     outcomes.push((recipient.index, AttemptOutcome::Failed { reply: text }));
                 }
@@ -962,7 +1031,12 @@ impl<Q: MailQueue> Engine<Q> {
             }
             Some(routed) => routed,
         };
-        let submission = Submission { sender: String::new(), recipients: vec![(message.sender.clone(), route, action)], text };
+        let submission = Submission {
+            sender: String::new(),
+            recipients: vec![(message.sender.clone(), route, action)],
+            text,
+            correlation_id: message.correlation_id.clone(),
+        };
         match self.queue.submit(submission).await {
             Ok(id) => {
                 self.counters.bounces_sent.fetch_add(1, Ordering::Relaxed);

@@ -49,6 +49,7 @@ pub fn due_message(message: QueuedMessage, now_ms: u64) -> Option<DueMessage> {
         size: message.size + message.trace_header.len() as u64,
         smtputf8: message.smtputf8,
         recipients,
+        correlation_id: message.correlation_id,
     })
 }
 
@@ -97,7 +98,13 @@ impl MailQueue for QueueHandle {
     fn submit(&self, submission: Submission) -> impl Future<Output = Result<String, QueueAccessError>> + Send {
         let handle = self.clone();
         let smtputf8 = !submission.sender.is_ascii() || submission.recipients.iter().any(|(address, _, _)| !address.is_ascii());
-        let message = NewMessage { sender: submission.sender, recipients: submission.recipients, trace_header: String::new(), smtputf8 };
+        let message = NewMessage {
+            sender: submission.sender,
+            recipients: submission.recipients,
+            trace_header: String::new(),
+            smtputf8,
+            correlation_id: submission.correlation_id,
+        };
         async move { QueueHandle::submit(&handle, message, submission.text).await.map_err(|e| QueueAccessError(e.to_string())) }
     }
 

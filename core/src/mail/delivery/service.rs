@@ -209,6 +209,7 @@ async fn answer(
                         "age_secs": now.saturating_sub(m.received_at_ms) / 1000,
                         "status": report.status,
                         "recipients": m.recipients.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
+                        "correlation_id": m.correlation_id,
                     })
                 })
                 .collect();
@@ -317,6 +318,7 @@ mod tests {
             tls: false,
             smtputf8: false,
             body_8bit: false,
+            correlation_id: None,
         })
     }
 

@@ -200,6 +200,7 @@ fn one_message_to_a_forward_target_and_a_mailbox_ends_with_an_outcome_per_recipi
             recipient(2, "later@d.test", &forward),
             recipient(3, "local@x.test", &EmailAction::Deliver),
         ],
+        correlation_id: Some("0100000000000042".into()),
     };
     let queue = FakeQueue::new();
     lock(&queue.state).messages.push((message, text_path.clone(), SystemTime::UNIX_EPOCH));
@@ -232,6 +233,7 @@ fn one_message_to_a_forward_target_and_a_mailbox_ends_with_an_outcome_per_recipi
     let bounce = &state.submissions[0];
     assert_eq!(bounce.sender, "");
     assert_eq!(bounce.recipients[0].0, "s@x.test");
+    assert_eq!(bounce.correlation_id.as_deref(), Some("0100000000000042"), "the bounce is logged under the bounced message's id");
     let report = String::from_utf8_lossy(&bounce.text);
     assert!(report.contains("Final-Recipient: rfc822; unknown@d.test"));
     assert!(!report.contains("later@d.test"));
@@ -247,6 +249,7 @@ fn one_message_to_a_forward_target_and_a_mailbox_ends_with_an_outcome_per_recipi
         size: 10,
         smtputf8: false,
         recipients: vec![recipient(0, "UNKNOWN@d.test", &forward)],
+        correlation_id: None,
     };
     lock(&queue.state).messages.push((second, text_path, SystemTime::UNIX_EPOCH));
     queue.arrivals.send_modify(|n| *n += 1);
@@ -283,6 +286,7 @@ fn a_message_older_than_max_age_fails_instead_of_deferring() {
         size: 20,
         smtputf8: false,
         recipients: vec![DueRecipient { index: 0, address: "r@d.test".into(), action: forward, attempts: 30 }],
+        correlation_id: None,
     };
     let queue = FakeQueue::new();
     lock(&queue.state).messages.push((message, text_path, SystemTime::UNIX_EPOCH));

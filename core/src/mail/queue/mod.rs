@@ -148,6 +148,11 @@ pub struct QueuedMessage {
     pub smtputf8: bool,
     /// `BODY=8BITMIME` was declared.
     pub body_8bit: bool,
+    /// The correlation id of the SMTP session that queued it (`crate::correlation`), or of
+    /// the message a bounce reports on, or a control core id (`shardgate send`); the delivery
+    /// engine logs under it. `None` in records written before it existed.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
 }
 
 impl QueuedMessage {
@@ -285,6 +290,8 @@ pub struct NewMessage {
     pub trace_header: String,
     /// `SMTPUTF8` needed.
     pub smtputf8: bool,
+    /// The correlation id its delivery is logged under (a bounce: the bounced message's).
+    pub correlation_id: Option<String>,
 }
 
 /// Why a queue operation failed.
@@ -551,6 +558,7 @@ impl QueueHandle {
             tls: false,
             smtputf8: message.smtputf8,
             body_8bit: false,
+            correlation_id: message.correlation_id,
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = WriterRequest::Enqueue { message: Box::new(queued), reply: writer::EnqueueReply::Local(reply) };

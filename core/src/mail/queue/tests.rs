@@ -16,6 +16,7 @@ fn new_message(recipients: &[&str], queue: QueueClass) -> NewMessage {
             .collect(),
         trace_header: "Received: from test\r\n".into(),
         smtputf8: false,
+        correlation_id: Some("0100000000000007".into()),
     }
 }
 
@@ -47,6 +48,7 @@ fn submitted_messages_survive_a_restart_with_their_content() {
     let handle = queue.handle();
     let message = handle.get(&id).expect("recovered");
     assert_eq!(message.recipients[0].address, "a@x.test");
+    assert_eq!(message.correlation_id.as_deref(), Some("0100000000000007"), "the correlation id is journaled");
     let mut text = String::new();
     handle.open_message(&id).expect("open").read_to_string(&mut text).expect("read");
     assert_eq!(text, "Received: from test\r\nSubject: hi\r\n\r\nbody\r\n");
