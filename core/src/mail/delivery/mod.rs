@@ -271,21 +271,21 @@ enum Destination {
 }
 
 impl Destination {
-<<<<<<< HEAD
     /// The key of the per-domain sending limits: the recipient domain, or a forward host.
     fn limit_key(&self) -> String {
         match self {
             Destination::Local => String::new(),
             Destination::Forward(target) => target.host.to_ascii_lowercase(),
             Destination::Mx(domain) => domain.clone(),
-=======
+        }
+    }
+
     /// For the log (never the credentials a forward target holds).
     fn label(&self) -> String {
         match self {
             Destination::Local => "maildir".into(),
             Destination::Forward(target) => format!("{}:{}", target.host, target.port),
             Destination::Mx(domain) => format!("MX of {domain}"),
->>>>>>> h/stats
         }
     }
 }
@@ -675,41 +675,33 @@ impl<Q: MailQueue> Engine<Q> {
                 }
             };
             waited = false;
-<<<<<<< HEAD
-            let verdicts = match &destination {
-                Destination::Local => self.deliver_locally(&job).await,
-                remote => {
-                    // Deliverability hook: a slot for this domain from some source address.
-                    let granted = lock(&self.throttle).acquire(&remote.limit_key(), source_in_use.filter(|_| connection.is_some()), SystemTime::now());
-                    match granted {
-                        Err(throttled) => job.recipients.iter().map(|r| (r.clone(), Verdict::Throttled(throttled.clone()))).collect(),
-                        Ok(source) => {
-                            if source_in_use != Some(source) {
-                                if let Some(open) = connection.take() {
-                                    open.quit().await;
-                                }
-                            }
-                            source_in_use = Some(source);
-                            self.deliver_remote(remote, &job, &mut connection, source).await
-                        }
-                    }
-                }
-            };
-            self.settle(&job.message, verdicts).await;
-=======
             // Logged under the message's correlation id (`DueMessage::span`).
             use tracing::Instrument as _;
             async {
                 tracing::debug!(destination = %destination.label(), recipients = job.recipients.len(), "delivery attempt");
                 let verdicts = match &destination {
                     Destination::Local => self.deliver_locally(&job).await,
-                    remote => self.deliver_remote(remote, &job, &mut connection).await,
+                    remote => {
+                        // Deliverability hook: a slot for this domain from some source address.
+                        let granted = lock(&self.throttle).acquire(&remote.limit_key(), source_in_use.filter(|_| connection.is_some()), SystemTime::now());
+                        match granted {
+                            Err(throttled) => job.recipients.iter().map(|r| (r.clone(), Verdict::Throttled(throttled.clone()))).collect(),
+                            Ok(source) => {
+                                if source_in_use != Some(source) {
+                                    if let Some(open) = connection.take() {
+                                        open.quit().await;
+                                    }
+                                }
+                                source_in_use = Some(source);
+                                self.deliver_remote(remote, &job, &mut connection, source).await
+                            }
+                        }
+                    }
                 };
                 self.settle(&job.message, verdicts).await;
             }
             .instrument(job.message.span())
             .await;
->>>>>>> h/stats
         }
         if let Some(connection) = connection {
             connection.quit().await;
