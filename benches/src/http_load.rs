@@ -132,6 +132,8 @@ pub fn keepalive_requests(port: u16, connections: usize, per_connection: usize) 
                 pin_current_thread(&load_cpus());
                 let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
                 let _ = stream.set_nodelay(true);
+                // A lost response fails the run instead of hanging it.
+                let _ = stream.set_read_timeout(Some(RESPONSE_TIMEOUT));
                 let mut buf = Vec::with_capacity(4096);
                 for _ in 0..per_connection {
                     stream.write_all(REQUEST).expect("send request");
@@ -146,10 +148,24 @@ pub fn keepalive_requests(port: u16, connections: usize, per_connection: usize) 
     start.elapsed()
 }
 
+/// Longest wait for one response before a client gives up (a lost response must end a
+/// bench run, never hang it).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an open-loop run measured.
+pub struct FixedRateResult {
+    /// Latency of every answered request from its scheduled send time (microseconds).
+    pub latency: Histogram<u64>,
+    /// Clients that stopped early: a response missing for [`RESPONSE_TIMEOUT`], wrong, or a
+    /// failed send or connect.
+    pub failed_clients: usize,
+}
+
 /// Open loop: `connections` clients share a total rate of `rate` requests/s for `duration`;
-/// each request's latency is measured from its scheduled send time. Returns the histogram
-/// (microseconds).
-pub fn fixed_rate_latency(port: u16, connections: usize, rate: u64, duration: Duration) -> Histogram<u64> {
+/// each request's latency is measured from its scheduled send time. A client whose response
+/// is missing for [`RESPONSE_TIMEOUT`] or wrong stops and is counted, so the run is bounded
+/// by `duration` plus that timeout.
+pub fn fixed_rate_latency(port: u16, connections: usize, rate: u64, duration: Duration) -> FixedRateResult {
     let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
     let start = Instant::now() + Duration::from_millis(50);
     let threads: Vec<_> = (0..connections)
@@ -157,8 +173,11 @@ pub fn fixed_rate_latency(port: u16, connections: usize, rate: u64, duration: Du
             std::thread::spawn(move || {
                 pin_current_thread(&load_cpus());
                 let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-                let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return (histogram, false);
+                };
                 let _ = stream.set_nodelay(true);
+                let _ = stream.set_read_timeout(Some(RESPONSE_TIMEOUT));
                 let mut buf = Vec::with_capacity(4096);
                 let offset = interval.mul_f64(i as f64 / connections as f64);
                 let mut k = 0u32;
@@ -171,18 +190,22 @@ pub fn fixed_rate_latency(port: u16, connections: usize, rate: u64, duration: Du
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    stream.write_all(REQUEST).expect("send request");
-                    assert!(read_response(&mut stream, &mut buf), "bad response through the proxy");
+                    if stream.write_all(REQUEST).is_err() || !read_response(&mut stream, &mut buf) {
+                        return (histogram, false);
+                    }
                     let _ = histogram.record(due.elapsed().as_micros().max(1) as u64);
                     k += 1;
                 }
-                histogram
+                (histogram, true)
             })
         })
         .collect();
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut failed_clients = 0;
     for t in threads {
-        let _ = all.add(t.join().expect("client thread"));
+        let (histogram, completed) = t.join().expect("client thread");
+        let _ = latency.add(histogram);
+        failed_clients += usize::from(!completed);
     }
-    all
+    FixedRateResult { latency, failed_clients }
 }

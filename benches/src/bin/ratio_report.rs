@@ -4,6 +4,10 @@
 //! Every function of a group measured the same work per iteration, so the throughput ratio
 //! is `peer mean time / shardgate mean time`. Reads `target/criterion` (or the folder given
 //! as the first argument).
+//!
+//! Latency runs that write `<group>.txt` files of `<group> <peer> ... p99_us=N ...` lines
+//! (the HTTP open-loop run does) add `<group>_p99 <peer> ratio=<peer p99 / shardgate p99>`:
+//! above 1.0 shardgate's p99 is lower (better).
 
 use std::path::{Path, PathBuf};
 
@@ -44,8 +48,48 @@ fn main() {
             printed += 1;
         }
     }
+    printed += print_latency_ratios(&root);
     if printed == 0 {
         eprintln!("no side-by-side groups (with a `shardgate` function) under {}", root.display());
         std::process::exit(1);
+    }
+}
+
+/// The p99 comparisons of every `<group>.txt` latency file under `root`; returns how many.
+fn print_latency_ratios(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect();
+    files.sort();
+    let mut printed = 0;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let rows: Vec<(String, String, f64)> = text.lines().filter_map(parse_p99).collect();
+        let Some(ours) = rows.iter().find(|(_, peer, _)| peer == "shardgate").map(|r| r.2) else { continue };
+        for (group, peer, theirs) in rows.iter().filter(|(_, peer, _)| peer != "shardgate") {
+            println!("{group}_p99 {peer} ratio={:.3}", theirs / ours.max(1.0));
+            printed += 1;
+        }
+    }
+    printed
+}
+
+/// `<group> <peer> ... p99_us=N ...` → (group, peer, N).
+fn parse_p99(line: &str) -> Option<(String, String, f64)> {
+    let mut words = line.split_whitespace();
+    let group = words.next()?.to_string();
+    let peer = words.next()?.to_string();
+    let p99 = words.find_map(|w| w.strip_prefix("p99_us="))?.parse().ok()?;
+    Some((group, peer, p99))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_p99;
+
+    #[test]
+    fn reads_the_p99_of_a_latency_line() {
+        let line = "http_latency_at_5000rps nginx p50_us=80 p99_us=412 p999_us=900 max_us=2000 requests=25000 failed_clients=0";
+        assert_eq!(parse_p99(line), Some(("http_latency_at_5000rps".into(), "nginx".into(), 412.0)));
+        assert_eq!(parse_p99("garbage"), None);
     }
 }

@@ -292,7 +292,6 @@ mod tests {
         assert_eq!(n, 5);
         assert_eq!(batch.receive(server.as_raw_fd()).expect("empty"), 0);
         batch.to_send.clear();
-        let received = std::time::Instant::now();
         for i in 0..n {
             let ip = source_ip(&batch.names[i], batch.name_lens[i]).expect("ipv4 source");
             assert_eq!(ip, IpAddr::from([127, 0, 0, 1]));
