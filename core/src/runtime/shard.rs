@@ -286,6 +286,8 @@ impl Shard {
             + self.dns.close_all_tcp()
             + self.smtp.close_all();
         tracing::debug!(shard = self.index, closed, "stopped accepting; draining");
+        // SMTP sessions: 421 4.3.2 at their next command boundary (idle ones now).
+        self.smtp.drain_sessions();
         let open = || self.shard_counters.open_connections.get() + self.smtp.open_sessions();
         while open() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -293,6 +295,12 @@ impl Shard {
         let left = open();
         if left > 0 {
             tracing::warn!(shard = self.index, left, "drain deadline passed; closing open connections");
+        }
+        // Messages still being received never got a 250: their spool files go now, so the
+        // queue journal can be closed cleanly (no orphan for the next start to look for).
+        let removed = self.smtp.remove_unfinished_spools();
+        if removed > 0 {
+            tracing::info!(shard = self.index, removed, "spool files of unfinished messages removed");
         }
     }
 
