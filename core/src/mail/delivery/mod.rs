@@ -128,8 +128,11 @@ pub struct Submission {
     pub sender: String,
     /// Recipients with the route that took them and its action.
     pub recipients: Vec<(String, String, EmailAction)>,
-    /// The message text.
+    /// The message text (all of it, or the part before `file`).
     pub text: Vec<u8>,
+    /// A file whose content follows `text` (`shardgate send` of a message file): copied into
+    /// the spool in the kernel, never read whole into memory.
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// What the delivery engine needs from the queue (implemented by `crate::mail::queue`'s
@@ -449,9 +452,10 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         lock(&self.engine.suppression).remove(address)
     }
 
-    /// Routes and queues a message from the control core (`shardgate send`); returns the
-    /// queue id. Recipients no route takes are refused.
-    pub async fn submit(&self, sender: &str, recipients: &[String], text: Vec<u8>) -> Result<String, String> {
+    /// Routes and queues a message from the control core (`shardgate send`): `text`, then
+    /// the content of `file` if given (streamed); returns the queue id. Recipients no route
+    /// takes are refused.
+    pub async fn submit(&self, sender: &str, recipients: &[String], text: Vec<u8>, file: Option<std::path::PathBuf>) -> Result<String, String> {
         let router = self.engine.router.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let mut routed = Vec::new();
         for recipient in recipients {
@@ -464,7 +468,7 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         if routed.is_empty() {
             return Err("no recipients".into());
         }
-        self.engine.queue.submit(Submission { sender: sender.to_string(), recipients: routed, text }).await.map_err(|e| e.to_string())
+        self.engine.queue.submit(Submission { sender: sender.to_string(), recipients: routed, text, file }).await.map_err(|e| e.to_string())
     }
 }
 
@@ -887,7 +891,7 @@ impl<Q: MailQueue> Engine<Q> {
             }
             Some(routed) => routed,
         };
-        let submission = Submission { sender: String::new(), recipients: vec![(message.sender.clone(), route, action)], text };
+        let submission = Submission { sender: String::new(), recipients: vec![(message.sender.clone(), route, action)], text, file: None };
         match self.queue.submit(submission).await {
             Ok(id) => {
                 self.counters.bounces_sent.fetch_add(1, Ordering::Relaxed);

@@ -97,7 +97,10 @@ impl MailQueue for QueueHandle {
         let handle = self.clone();
         let smtputf8 = !submission.sender.is_ascii() || submission.recipients.iter().any(|(address, _, _)| !address.is_ascii());
         let message = NewMessage { sender: submission.sender, recipients: submission.recipients, trace_header: String::new(), smtputf8 };
-        async move { QueueHandle::submit(&handle, message, submission.text).await.map_err(|e| QueueAccessError(e.to_string())) }
+        let file = submission.file.map(|path| crate::mail::queue::ContentFile { path, max_bytes: super::service::MAX_SEND_BYTES });
+        async move {
+            QueueHandle::submit_with_file(&handle, message, submission.text, file).await.map_err(|e| QueueAccessError(e.to_string()))
+        }
     }
 
     fn arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
