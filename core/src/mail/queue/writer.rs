@@ -1,9 +1,10 @@
 //! The queue writer: the one thread that appends to the journal, group-committing whatever
 //! is waiting (enqueues from every shard, outcomes from the delivery engine) with one fsync.
 //!
-//! Owns: [`MailQueue`] (opening = recovery: replay, torn-tail cut, orphan spool files removed;
+//! Owns: [`MailQueue`] (opening = recovery: replay while the spool folder is listed on a
+//! second thread, torn-tail cut, orphan spool files removed, compaction or format 1 upgrade;
 //! then the writer thread), the request channel ([`WriterRequest`]), the shards' side of it
-//! ([`ShardQueueLink`]) and compaction. Does not own: the record format ([`super::journal`])
+//! ([`ShardQueueLink`]), compaction and the clean-shutdown marker at a clean stop. Does not own: the record format ([`super::journal`])
 //! or what shards do while they wait (`crate::smtp`).
 
 use std::collections::HashMap;
