@@ -154,7 +154,8 @@ pub(crate) fn apply_outcomes(message: &mut QueuedMessage, outcomes: &[(usize, Re
 /// What replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayReport {
-    /// Records applied.
+    /// Records read (applied, or unreadable and skipped); the clean-shutdown marker is not
+    /// counted.
     pub records: u64,
     /// Bytes of the journal that are valid (the file was truncated to this when longer).
     pub valid_bytes: u64,
@@ -304,14 +305,16 @@ pub(crate) fn replay(path: &Path, state: &mut QueueState) -> std::io::Result<Rep
             JournalFormat::BinaryV2 => codec::decode_payload(payload).map_err(|e| e.to_string()),
             JournalFormat::JsonV1 => serde_json::from_slice::<JournalRecord>(payload).map_err(|e| e.to_string()),
         };
-        report.records += 1;
         match decoded {
+            // The marker is not a record of the queue's history (and is cut off below).
             Ok(JournalRecord::Closed { .. }) => closed_at = Some(at),
             Ok(record) => {
+                report.records += 1;
                 closed_at = None;
                 apply(state, record, false);
             }
             Err(error) => {
+                report.records += 1;
                 // A CRC-valid record we cannot read is a format problem, not a torn write:
                 // skip it loudly rather than lose everything after it.
                 closed_at = None;
