@@ -139,6 +139,10 @@ pub struct SmtpGeneration {
     pub inbound_auth: Option<crate::config::InboundAuthSettings>,
     /// `[email.scan]`, when some route has `scan = true` (`None`: no scanning).
     pub scan: Option<crate::config::ScanPolicy>,
+    /// Some route has content criteria (headers, subject, size, attachments, spf/dkim/dmarc):
+    /// only then is received content scanned for [`crate::mail::routes::ContentFacts`]
+    /// (the header parse and line scan cost about as much as the whole SMTP transaction).
+    pub content_routes: bool,
 }
 
 /// One shard's SMTP state. No `RefCell` borrow is held across an `.await`.
@@ -263,6 +267,7 @@ impl ShardSmtp {
             queue,
             inbound_auth: config.mail_auth.inbound.clone(),
             scan: settings.routes.iter().any(|route| route.scan).then(|| config.mail_auth.scan.clone()),
+            content_routes: settings.routes.iter().any(|route| route.matcher.has_content_criteria()),
         };
         self.limiter.borrow_mut().reconfigure(config.mail_auth.limits.clone());
         *self.generation.borrow_mut() = Some(Rc::new(generation));

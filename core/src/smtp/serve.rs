@@ -351,7 +351,9 @@ impl Connection {
             self.spool = Some(self.open_spool().await);
         }
         let Some(spool) = self.spool.as_mut() else { return };
-        spool.scanner.feed(&chunk);
+        if self.generation.content_routes {
+            spool.scanner.feed(&chunk);
+        }
         if spool.failed {
             return;
         }
@@ -419,7 +421,13 @@ impl Connection {
             let _ = file.close().await;
             return MessageOutcome::TempFail;
         }
-        let mut facts = scanner.finish();
+        // Without content criteria in any route, the facts decide nothing (no recipient can be
+        // provisional): the scan was skipped, only the size is known.
+        let mut facts = if self.generation.content_routes {
+            scanner.finish()
+        } else {
+            crate::mail::routes::ContentFacts { size: envelope.size, ..Default::default() }
+        };
         // Mail authentication hook: DMARC p=reject → 550 5.7.1; quarantine tagged (or refused,
         // per `[email.auth] quarantine`); results also feed the routes' spf/dkim/dmarc criteria.
         let report = self.inbound_report(&id, &envelope).await;
