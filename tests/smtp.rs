@@ -128,8 +128,9 @@ fn assert_durable(appliance: &Appliance, id: &str) {
         .filter(|e| e.file_name().to_string_lossy().starts_with("journal-"))
         .flat_map(|e| std::fs::read(e.path()).unwrap_or_default())
         .collect();
-    let needle = format!("\"id\":\"{id}\"");
-    assert!(journals.windows(needle.len()).any(|w| w == needle.as_bytes()), "no journal record for {id}");
+    // Format 2 records hold the id as a length-prefixed string (core/src/mail/queue/codec.rs).
+    let needle = [&[16u8][..], id.as_bytes()].concat();
+    assert!(journals.windows(needle.len()).any(|w| w == needle.as_slice()), "no journal record for {id}");
 }
 
 fn have_swaks() -> bool {
@@ -437,6 +438,70 @@ fn acknowledged_messages_survive_kill_9() {
     }
     // (Counting the queue proves nothing more: the delivery engine empties it into the
     // Maildirs; `assert_durable` above already accepted each message as queued or delivered.)
+}
+
+/// Python's smtplib: one idle session and one in the middle of DATA when SIGTERM arrives.
+const DRAIN_CLIENT: &str = r#"
+import smtplib, sys, time
+port = int(sys.argv[1])
+idle = smtplib.SMTP('127.0.0.1', port, timeout=20)
+idle.ehlo('idle.example.org')
+busy = smtplib.SMTP('127.0.0.1', port, timeout=20)
+busy.ehlo('busy.example.org')
+busy.mail('bob@example.org')
+busy.rcpt('drain@example.test')
+busy.putcmd('data')
+code, _ = busy.getreply()
+assert code == 354, code
+busy.send(b'Subject: drain\r\n\r\npart one\r\n')
+print('ready', flush=True)
+sys.stdin.readline()
+code, msg = idle.getreply()
+print('idle', code, msg.decode(), flush=True)
+busy.send(b'part two\r\n.\r\n')
+code, msg = busy.getreply()
+print('data', code, msg.decode(), flush=True)
+code, msg = busy.getreply()
+print('next', code, msg.decode(), flush=True)
+"#;
+
+#[test]
+fn sigterm_sends_421_to_open_sessions_after_finishing_a_message_in_data() {
+    use std::io::Read as _;
+    let (mut appliance, ports, _certs) = start("");
+    let mut client = Command::new("/usr/bin/python3")
+        .args(["-c", DRAIN_CLIENT, &ports.smtp.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 smtplib");
+    let mut stdout = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready line");
+    assert_eq!(line.trim(), "ready", "the client did not get to DATA");
+    appliance.signal(libc::SIGTERM);
+    // The idle session is told at once; the one in DATA keeps going.
+    std::thread::sleep(Duration::from_millis(500));
+    client.stdin.take().expect("stdin").write_all(b"go\n").expect("go");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("client output");
+    assert!(client.wait().expect("client").success(), "client failed: {rest}");
+    let replies: Vec<&str> = rest.lines().collect();
+    assert_eq!(replies.len(), 3, "{rest}");
+    assert_eq!(replies[0], "idle 421 4.3.2 mx.example.test Service shutting down", "{rest}");
+    assert!(replies[1].starts_with("data 250 2.0.0 Ok: queued as "), "the message in DATA is accepted: {rest}");
+    assert_eq!(replies[2], "next 421 4.3.2 mx.example.test Service shutting down", "{rest}");
+    let id = replies[1].rsplit(' ').next().expect("id").to_string();
+    // Every session closed: the appliance stops well before the 5 s drain deadline, cleanly.
+    assert_eq!(appliance.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", appliance.log());
+    let log = appliance.log();
+    assert!(!log.contains("drain deadline passed"), "{log}");
+    assert!(log.contains("mail journal closed cleanly"), "{log}");
+    // The accepted message is durable; the next start trusts the journal (no spool listing).
+    let appliance = appliance.restart_stopped();
+    appliance.wait_for_log("mail queue recovered", Duration::from_secs(10));
+    assert!(appliance.log().contains("spool_listed=false"), "{}", appliance.log());
+    assert_durable(&appliance, &id);
 }
 
 #[test]

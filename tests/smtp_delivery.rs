@@ -614,3 +614,58 @@ action = {{ type = "forward", host = "127.0.0.1", port = {hop_smtp} }}
     assert!(status.contains("does not offer STARTTLS, which the route requires"), "{status}");
     assert!(plain_sink.messages().is_empty(), "sent in clear despite starttls = required");
 }
+
+/// The appliance's peak resident memory so far (`VmHWM`), in KiB.
+fn peak_rss_kib(appliance: &Appliance) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", appliance.pid())).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn shardgate_send_streams_a_large_message_file_and_standard_input() {
+    use std::io::Write as _;
+    let setup = Setup::new();
+    let appliance = Appliance::start(&setup.config(), setup.smtp);
+    let files = tempfile::tempdir().expect("tempdir");
+    // 40 MiB of 1000-octet lines, some starting with a dot (stuffed by the next hop's client,
+    // stored as they are in a Maildir).
+    let path = files.path().join("large.eml");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    file.write_all(b"Subject: large\r\nFrom: alice@example.test\r\n\r\n").expect("head");
+    for n in 0..40 * 1024 {
+        let lead = if n % 100 == 0 { b'.' } else { b'a' };
+        file.write_all(&[lead]).expect("lead");
+        file.write_all(&[b'x'; 997]).expect("line");
+        file.write_all(b"\r\n").expect("crlf");
+    }
+    file.write_all(b"the end\r\n").expect("end");
+    drop(file);
+    let size = std::fs::metadata(&path).expect("meta").len();
+    let before = peak_rss_kib(&appliance);
+    let id = send(&appliance, &["--from", "alice@example.test", "--to", "erin@example.test", path.to_str().expect("path")], None);
+    wait_status(&appliance, &id, "delivered");
+    let grown = peak_rss_kib(&appliance).saturating_sub(before);
+    assert!(grown < 16 * 1024, "peak memory grew by {grown} KiB for a {size}-byte message: it was held in memory");
+    let stored = maildir_messages(&appliance, "erin@example.test");
+    assert_eq!(stored.len(), 1);
+    let body_at = stored[0].find("Subject: large\r\n").expect("the message's own header block");
+    assert_eq!((stored[0].len() - body_at) as u64, size, "the whole file arrived");
+    assert!(stored[0].contains("Message-ID: <"), "a Message-ID was added in front");
+    assert!(stored[0].ends_with("\r\nthe end\r\n"));
+    assert!(stored[0].contains(&format!("\r\n.{}\r\n", "x".repeat(997))));
+
+    // The same through standard input (copied into the data folder in small steps).
+    let text = std::fs::read(&path).expect("read");
+    let before = peak_rss_kib(&appliance);
+    let id = send(&appliance, &["--from", "alice@example.test", "--to", "gail@example.test"], Some(&text));
+    wait_status(&appliance, &id, "delivered");
+    let grown = peak_rss_kib(&appliance).saturating_sub(before);
+    assert!(grown < 16 * 1024, "peak memory grew by {grown} KiB for standard input of {size} bytes");
+    let stored = maildir_messages(&appliance, "gail@example.test");
+    assert!(stored[0].ends_with("\r\nthe end\r\n") && stored[0].len() as u64 > size);
+    assert!(std::fs::read_dir(appliance.dir.path().join("data/mail/submit")).map(|d| d.count()).unwrap_or(0) == 0, "the stdin copy is removed");
+}

@@ -217,20 +217,34 @@ pub fn send(data_dir: &Path, args: SendArgs) -> ExitCode {
                     return ExitCode::from(1);
                 }
             },
-            // Standard input: copied into the data folder, where the appliance can read it.
+            // Standard input: copied into the data folder, where the appliance can read it,
+            // in small steps (a large message is never held in memory).
             _ => {
-                let mut message = Vec::new();
-                if let Err(e) = std::io::stdin().take(shardgate_core::mail::delivery::service::MAX_SEND_BYTES + 1).read_to_end(&mut message) {
-                    eprintln!("send: reading standard input: {e}");
-                    return ExitCode::from(1);
-                }
                 let dir = data_dir.join("mail").join("submit");
                 let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
                 let path = dir.join(format!("{}-{nanos}.eml", std::process::id()));
-                if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &message)) {
-                    eprintln!("send: cannot write {}: {e}", path.display());
-                    return ExitCode::from(1);
+                let created = std::fs::create_dir_all(&dir).and_then(|()| std::fs::File::create(&path));
+                let mut copy = match created {
+                    Ok(copy) => copy,
+                    Err(e) => {
+                        eprintln!("send: cannot write {}: {e}", path.display());
+                        return ExitCode::from(1);
+                    }
+                };
+                spooled.0 = Some(path.clone());
+                let limit = shardgate_core::mail::delivery::service::MAX_SEND_BYTES;
+                match std::io::copy(&mut std::io::stdin().lock().take(limit + 1), &mut copy) {
+                    Ok(copied) if copied > limit => {
+                        eprintln!("send: standard input is larger than {limit} bytes");
+                        return ExitCode::from(1);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("send: reading standard input into {}: {e}", path.display());
+                        return ExitCode::from(1);
+                    }
                 }
+                drop(copy);
                 let absolute = std::fs::canonicalize(&path).unwrap_or(path);
                 spooled.0 = Some(absolute.clone());
                 Some(absolute)

@@ -7,7 +7,9 @@
 //!   message (header block parsed with mail-parser, attachment scan);
 //! - `mail_queue_recovery`: `MailQueue::open` (journal replay, spool folder check) of a queue
 //!   holding `SHARDGATE_BENCH_QUEUE_MESSAGES` messages (default 20,000; the 1,000,000-message
-//!   run in `benches/RESULTS.md` sets it).
+//!   run in `benches/RESULTS.md` sets it), as after a crash: the spool folder is listed;
+//! - `mail_journal_decode`: one message record decoded from its journal payload, format 2
+//!   (binary, what replay does per record) and format 1 (JSON, read once at upgrade).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -17,7 +19,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardgate_core::config::{Config, EmailAction, QueueClass};
-use shardgate_core::mail::queue::journal::{encode, JournalRecord, MAGIC};
+use shardgate_core::mail::queue::codec::decode_payload;
+use shardgate_core::mail::queue::journal::{encode, encode_v1, JournalRecord, MAGIC};
 use shardgate_core::mail::queue::{make_queue_id, MailQueue, QueuedMessage, QueuedRecipient, RecipientState};
 use shardgate_core::mail::routes::{route_recipient, ContentScanner, EnvelopeFacts};
 use shardgate_smtp::{ConnectionInfo, Event, ListenerKind, MessageOutcome, RcptDecision, Session, SessionConfig, SmtpCommand};
@@ -123,6 +126,51 @@ fn bench_routes(c: &mut Criterion) {
     group.finish();
 }
 
+/// The message record of queue message `n`, as the benches store it.
+fn bench_message(n: usize) -> QueuedMessage {
+    let id = make_queue_id(1_000_000 + n as u64, 0);
+    QueuedMessage {
+        id: id.clone(),
+        received_at_ms: 1_700_000_000_000,
+        sender: "bob@example.org".into(),
+        recipients: vec![QueuedRecipient {
+            address: format!("user{n}@example.com"),
+            route: "outbound".into(),
+            action: EmailAction::Process { queue: QueueClass::Normal },
+            state: RecipientState::Pending,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+        }],
+        size: 10240,
+        trace_header: format!("Received: from client.example.org ([192.0.2.1])\r\n\tby mx.example.com (shardgate) with ESMTP id {id}; Wed, 02 Dec 2026 05:00:00 +0000\r\n"),
+        helo: "client.example.org".into(),
+        client_ip: IpAddr::from([192, 0, 2, 1]),
+        authenticated_user: None,
+        tls: false,
+        smtputf8: false,
+        body_8bit: false,
+        correlation_id: Some(format!("{n:016x}")),
+    }
+}
+
+fn bench_journal_decode(c: &mut Criterion) {
+    let record = JournalRecord::Enqueued(Box::new(bench_message(7)));
+    let mut binary = Vec::new();
+    encode(&record, &mut binary);
+    let mut json = Vec::new();
+    encode_v1(&record, &mut json);
+    let mut group = c.benchmark_group("mail_journal_decode");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(format!("enqueued_binary_{}B", binary.len() - 8), |b| {
+        b.iter(|| black_box(decode_payload(black_box(&binary[8..])).expect("decode")))
+    });
+    group.bench_function(format!("enqueued_json_{}B", json.len() - 8), |b| {
+        b.iter(|| black_box(serde_json::from_slice::<JournalRecord>(black_box(&json[8..])).expect("decode")))
+    });
+    group.finish();
+}
+
 /// A queue folder with `count` messages: one journal record and one (tiny) spool file each.
 fn build_queue(dir: &std::path::Path, count: usize) {
     let spool = dir.join("spool");
@@ -131,30 +179,8 @@ fn build_queue(dir: &std::path::Path, count: usize) {
     journal.write_all(MAGIC).expect("magic");
     let mut buf = Vec::new();
     for n in 0..count {
-        let id = make_queue_id(1_000_000 + n as u64, 0);
-        let message = QueuedMessage {
-            id: id.clone(),
-            received_at_ms: 1_700_000_000_000,
-            sender: "bob@example.org".into(),
-            recipients: vec![QueuedRecipient {
-                address: format!("user{n}@example.com"),
-                route: "outbound".into(),
-                action: EmailAction::Process { queue: QueueClass::Normal },
-                state: RecipientState::Pending,
-                attempts: 0,
-                next_attempt_ms: 0,
-                last_error: None,
-            }],
-            size: 10240,
-            trace_header: format!("Received: from client.example.org ([192.0.2.1])\r\n\tby mx.example.com (shardgate) with ESMTP id {id}; Wed, 02 Dec 2026 05:00:00 +0000\r\n"),
-            helo: "client.example.org".into(),
-            client_ip: IpAddr::from([192, 0, 2, 1]),
-            authenticated_user: None,
-            tls: false,
-            smtputf8: false,
-            body_8bit: false,
-            correlation_id: Some(format!("{n:016x}")),
-        };
+        let message = bench_message(n);
+        let id = message.id.clone();
         buf.clear();
         encode(&JournalRecord::Enqueued(Box::new(message)), &mut buf);
         journal.write_all(&buf).expect("record");
@@ -182,5 +208,5 @@ fn bench_recovery(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_parser, bench_session, bench_routes, bench_recovery);
+criterion_group!(benches, bench_parser, bench_session, bench_routes, bench_recovery, bench_journal_decode);
 criterion_main!(benches);

@@ -86,6 +86,15 @@ impl Appliance {
         Appliance::spawn(dir, self.config_path.clone())
     }
 
+    /// Starts the appliance again after it stopped by itself (e.g. after a SIGTERM the test
+    /// sent and waited for), on the same config and data folder.
+    pub fn restart_stopped(mut self) -> Appliance {
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        Appliance::spawn(dir, self.config_path.clone())
+    }
+
     /// Kills the appliance with SIGKILL (a crash: nothing is flushed or cleaned up) and starts
     /// it again on the same config and data folder; returns once it has bound its sockets.
     pub fn crash_and_restart(mut self) -> Appliance {
@@ -124,6 +133,11 @@ impl Appliance {
     /// Replaces the config file (same runtime section) — follow with [`Appliance::reload`].
     pub fn rewrite_config(&self, body: &str) {
         std::fs::write(&self.config_path, with_runtime(body, self.dir.path())).expect("rewrite config");
+    }
+
+    /// The appliance's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal to the appliance.

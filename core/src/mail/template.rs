@@ -148,7 +148,20 @@ pub fn render(
 
 /// Adds `Date:` and `Message-ID:` to a submitted message whose header block lacks them.
 pub fn complete_headers(message: Vec<u8>, hostname: &str) -> Vec<u8> {
-    let head = crate::mail::delivery::dsn::header_block(&message);
+    let added = missing_headers(&message, hostname);
+    if added.is_empty() {
+        return message;
+    }
+    let mut out = added;
+    out.extend_from_slice(&message);
+    out
+}
+
+/// The `Date:` and `Message-ID:` header lines a message starting with `start` lacks (empty
+/// when it has both), to put in front of it. `start` needs to hold only the message's
+/// beginning (its header block), so a large message file is never read whole.
+pub fn missing_headers(start: &[u8], hostname: &str) -> Vec<u8> {
+    let head = crate::mail::delivery::dsn::header_block(start);
     let has = |name: &str| {
         head.split(|b| *b == b'\n').any(|line| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name.as_bytes()))
     };
@@ -159,12 +172,7 @@ pub fn complete_headers(message: Vec<u8>, hostname: &str) -> Vec<u8> {
     if !has("message-id:") {
         added.push_str(&format!("Message-ID: {}\r\n", message_id(hostname)));
     }
-    if added.is_empty() {
-        return message;
-    }
-    let mut out = added.into_bytes();
-    out.extend_from_slice(&message);
-    out
+    added.into_bytes()
 }
 
 /// Finds template `name` in `templates`.

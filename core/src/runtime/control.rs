@@ -185,6 +185,9 @@ pub fn open_mail_queue(data_dir: &Path) -> std::io::Result<crate::mail::queue::M
         truncated_tail = report.truncated_tail,
         orphan_spool_files = report.orphan_spool_files,
         missing_spool_files = report.missing_spool_files,
+        spool_listed = report.spool_listed,
+        upgraded_from_json = report.upgraded_from_json,
+        compacted = report.compacted,
         took = ?started.elapsed(),
         "mail queue recovered"
     );
@@ -559,8 +562,16 @@ impl ControlCore {
         if let Some(delivery) = self.delivery.take() {
             delivery.stop();
         }
+        // Every shard reported `ShardStopped` (the loop only ends early when the inbox is
+        // gone): each removed the spool files of messages it did not hand over, so the
+        // journal can be marked clean and the next start skips listing the spool folder.
+        let every_shard_stopped = self.stopped.len() >= self.shards.len();
         if let Some(queue) = &mut self.mail_queue {
-            queue.stop();
+            if every_shard_stopped {
+                queue.stop_clean();
+            } else {
+                queue.stop();
+            }
         }
         tracing::info!("all shards stopped");
     }

@@ -81,6 +81,11 @@ impl<T> Inbox<T> {
         }
     }
 
+    /// The next message if one is waiting, without waiting (the doorbell is not read).
+    pub fn try_recv(&self) -> Option<T> {
+        self.receiver.try_recv().ok()
+    }
+
     /// A glommio file handle on this inbox's doorbell, for [`Inbox::recv`]. Must be created
     /// on the executor that will wait.
     pub fn bell(&self) -> io::Result<glommio::io::BufferedFile> {

@@ -152,7 +152,7 @@ async fn run_shard(spec: ShardSpec) {
                 let _ = ack.send(shard.index);
             }
             ToShard::Stop { deadline } => {
-                shard.drain(deadline).await;
+                shard.drain(deadline, &inbox).await;
                 break;
             }
         }
@@ -272,20 +272,45 @@ impl Shard {
         *self.current.borrow_mut() = Some((generation, config, routes));
     }
 
-    async fn drain(&self, deadline: Instant) {
+    async fn drain(&self, deadline: Instant, inbox: &Inbox<ToShard>) {
         self.http.draining.set(true);
         let closed = self.listeners.borrow_mut().drain().count()
             + self.udp_services.borrow_mut().drain().count()
             + self.dns.close_all_tcp()
             + self.smtp.close_all();
         tracing::debug!(shard = self.index, closed, "stopped accepting; draining");
+        // SMTP sessions: 421 4.3.2 at their next command boundary (idle ones now).
+        self.smtp.drain_sessions();
         let open = || self.shard_counters.open_connections.get() + self.smtp.open_sessions();
         while open() > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            // Sessions finishing a message wait for the queue writer's (and the inbound
+            // checks') answers, which arrive in the inbox the main loop no longer reads.
+            while let Some(message) = inbox.try_recv() {
+                match message {
+                    ToShard::MailQueued(answers) => {
+                        for (ticket, result) in answers {
+                            self.smtp.queued(ticket, result);
+                        }
+                    }
+                    ToShard::MailAuthenticated { ticket, report } => self.smtp.authenticated(ticket, *report),
+                    ToShard::Barrier(ack) => {
+                        let _ = ack.send(self.index);
+                    }
+                    // Config, certificates, catalogs: nothing new starts while draining.
+                    _ => {}
+                }
+            }
         }
         let left = open();
         if left > 0 {
             tracing::warn!(shard = self.index, left, "drain deadline passed; closing open connections");
+        }
+        // Messages still being received never got a 250: their spool files go now, so the
+        // queue journal can be closed cleanly (no orphan for the next start to look for).
+        let removed = self.smtp.remove_unfinished_spools();
+        if removed > 0 {
+            tracing::info!(shard = self.index, removed, "spool files of unfinished messages removed");
         }
     }
 

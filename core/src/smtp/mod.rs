@@ -155,6 +155,10 @@ pub struct SmtpGeneration {
     pub scan: Option<crate::config::ScanPolicy>,
     /// `[email.dnsbl]`: blocklists checked at connect (`None`: none).
     pub dnsbl: Option<crate::config::DnsblSettings>,
+    /// Some route has content criteria (headers, subject, size, attachments, spf/dkim/dmarc):
+    /// only then is received content scanned for [`crate::mail::routes::ContentFacts`]
+    /// (the header parse and line scan cost about as much as the whole SMTP transaction).
+    pub content_routes: bool,
 }
 
 /// One shard's SMTP state. No `RefCell` borrow is held across an `.await`.
@@ -177,6 +181,13 @@ pub struct ShardSmtp {
     dnsbl_cache: RefCell<crate::mail::dnsbl::VerdictCache>,
     /// Where inbound check requests go (`None` in unit tests).
     to_control: Option<crossbeam_channel::Sender<crate::runtime::messages::ToControl>>,
+    /// Becomes `true` when the shard drains (graceful stop): sessions end with `421 4.3.2`
+    /// at their next command boundary, idle ones at once.
+    draining: tokio::sync::watch::Sender<bool>,
+    /// Spool files being written that have not been handed to the queue writer nor removed
+    /// yet; the drain removes the ones left (their sessions never got a `250`), so the queue
+    /// can be marked cleanly closed.
+    spooling: RefCell<std::collections::HashSet<String>>,
 }
 
 /// The receiving end of an inbound check's verdict.
@@ -198,6 +209,8 @@ impl ShardSmtp {
             dnsbl_pending: RefCell::new(HashMap::new()),
             dnsbl_cache: RefCell::new(crate::mail::dnsbl::VerdictCache::default()),
             to_control: None,
+            draining: tokio::sync::watch::channel(false).0,
+            spooling: RefCell::new(std::collections::HashSet::new()),
         }
     }
 
@@ -314,6 +327,7 @@ impl ShardSmtp {
             inbound_auth: config.mail_auth.inbound.clone(),
             scan: settings.routes.iter().any(|route| route.scan).then(|| config.mail_auth.scan.clone()),
             dnsbl: config.mail_auth.dnsbl.clone(),
+            content_routes: settings.routes.iter().any(|route| route.matcher.has_content_criteria()),
         };
         if self.generation.borrow().as_ref().map(|g| &g.dnsbl) != Some(&generation.dnsbl) {
             *self.dnsbl_cache.borrow_mut() = crate::mail::dnsbl::VerdictCache::default();
@@ -344,6 +358,44 @@ impl ShardSmtp {
     /// Stops every listener (graceful stop); returns how many were closed.
     pub fn close_all(&self) -> usize {
         self.listeners.borrow_mut().drain().count()
+    }
+
+    /// Graceful stop: every session answers `421 4.3.2 ... Service shutting down` at its next
+    /// command boundary (idle sessions at once; a message being received is finished and
+    /// queued first) and closes.
+    pub fn drain_sessions(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// True once [`ShardSmtp::drain_sessions`] was called.
+    pub(crate) fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// A receiver that sees the drain start (`wait_for(|d| *d)`).
+    pub(crate) fn drain_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// A session started writing spool file `id`.
+    pub(crate) fn spool_started(&self, id: &str) {
+        self.spooling.borrow_mut().insert(id.to_string());
+    }
+
+    /// Spool file `id` was handed to the queue writer or removed.
+    pub(crate) fn spool_done(&self, id: &str) {
+        self.spooling.borrow_mut().remove(id);
+    }
+
+    /// At the end of the drain: removes the spool files of messages still being received
+    /// (their sessions never got a `250` and never will); returns how many.
+    pub fn remove_unfinished_spools(&self) -> usize {
+        let ids: Vec<String> = self.spooling.borrow_mut().drain().collect();
+        let Some(link) = self.generation().and_then(|g| g.queue.clone()) else { return 0 };
+        for id in &ids {
+            let _ = std::fs::remove_file(link.spool_path(id));
+        }
+        ids.len()
     }
 
     /// Sessions open on this shard.

@@ -183,6 +183,7 @@ struct Connection {
 impl Connection {
     async fn run(&mut self, mut transport: Transport) {
         let mut buf = vec![0u8; READ_BUFFER];
+        let mut drain = self.smtp.drain_signal();
         loop {
             let mut start_tls = false;
             while let Some(event) = self.session.poll_event() {
@@ -190,6 +191,10 @@ impl Connection {
                     Event::StartTls => start_tls = true,
                     other => self.handle(other).await,
                 }
+            }
+            // Graceful stop: 421 at the next command boundary (at once when idle).
+            if self.smtp.is_draining() && !start_tls {
+                self.session.shut_down();
             }
             let out = self.session.take_transmit();
             if !out.is_empty() && transport.write_all(&out).await.is_err() {
@@ -230,7 +235,21 @@ impl Connection {
             if transport.stream().set_read_timeout(timeout).is_err() {
                 break;
             }
-            match transport.read(&mut buf).await {
+            // An idle session also waits for the drain, which ends it with 421 right away;
+            // a session in the middle of something reads on (the drain deadline bounds it).
+            let read = if self.session.is_idle() && !self.smtp.is_draining() {
+                let drained = async {
+                    let _ = drain.wait_for(|draining| *draining).await;
+                    None
+                };
+                match futures_lite::future::or(async { Some(transport.read(&mut buf).await) }, drained).await {
+                    Some(read) => read,
+                    None => continue,
+                }
+            } else {
+                transport.read(&mut buf).await
+            };
+            match read {
                 Ok(0) => break,
                 Ok(n) => self.session.feed(&buf[..n], Instant::now()),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => self.on_timeout(Instant::now()),
@@ -370,7 +389,9 @@ impl Connection {
             self.spool = Some(self.open_spool().await);
         }
         let Some(spool) = self.spool.as_mut() else { return };
-        spool.scanner.feed(&chunk);
+        if self.generation.content_routes {
+            spool.scanner.feed(&chunk);
+        }
         if spool.failed {
             return;
         }
@@ -389,6 +410,7 @@ impl Connection {
 
     async fn open_spool(&self) -> Spool {
         let id = self.smtp.next_queue_id();
+        self.smtp.spool_started(&id);
         let file = match &self.generation.queue {
             Some(link) => match BufferedFile::create(link.spool_path(&id)).await {
                 Ok(file) => Some(file),
@@ -409,6 +431,7 @@ impl Connection {
                 let _ = file.remove().await;
                 let _ = file.close().await;
             }
+            self.smtp.spool_done(&spool.id);
         }
     }
 
@@ -420,6 +443,15 @@ impl Connection {
             self.spool = Some(self.open_spool().await);
         }
         let Some(spool) = self.spool.take() else { return MessageOutcome::TempFail };
+        let id = spool.id.clone();
+        let outcome = self.finish_spooled(envelope, spool).await;
+        // Handed over or removed by now (a task dropped before this point leaves the id for
+        // the drain to clean up).
+        self.smtp.spool_done(&id);
+        outcome
+    }
+
+    async fn finish_spooled(&mut self, envelope: Envelope, spool: Spool) -> MessageOutcome {
         let Spool { id, file, failed, scanner, .. } = spool;
         let Some(file) = file else { return MessageOutcome::TempFail };
         if failed || file.fdatasync().await.is_err() {
@@ -427,7 +459,13 @@ impl Connection {
             let _ = file.close().await;
             return MessageOutcome::TempFail;
         }
-        let mut facts = scanner.finish();
+        // Without content criteria in any route, the facts decide nothing (no recipient can be
+        // provisional): the scan was skipped, only the size is known.
+        let mut facts = if self.generation.content_routes {
+            scanner.finish()
+        } else {
+            crate::mail::routes::ContentFacts { size: envelope.size, ..Default::default() }
+        };
         // Mail authentication hook: DMARC p=reject → 550 5.7.1; quarantine tagged (or refused,
         // per `[email.auth] quarantine`); results also feed the routes' spf/dkim/dmarc criteria.
         let report = self.inbound_report(&id, &envelope).await;
@@ -513,6 +551,8 @@ impl Connection {
         };
         let (sender, recipients, size) = (message.sender.clone(), message.recipients.len(), message.size);
         let (ticket, answer) = self.smtp.ticket();
+        // From here the writer owns the spool file (commits it or deletes it).
+        self.smtp.spool_done(&id);
         if !link.enqueue(self.smtp.shard, ticket, message) {
             self.smtp.forget(ticket);
             let _ = std::fs::remove_file(link.spool_path(&id));

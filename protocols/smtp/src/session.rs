@@ -296,6 +296,8 @@ pub struct Session {
     transaction: Option<Transaction>,
     errors: u32,
     last_activity: Instant,
+    /// [`Session::shut_down`] was called: the next command gets `421 4.3.2`.
+    shutting_down: bool,
 }
 
 impl Session {
@@ -322,6 +324,7 @@ impl Session {
             transaction: None,
             errors: 0,
             last_activity: now,
+            shutting_down: false,
         };
         if greeting_delay.is_zero() {
             session.send_greeting(now);
@@ -506,6 +509,32 @@ impl Session {
         }
     }
 
+    /// Graceful shutdown (RFC 5321 §3.8; what Postfix's smtpd does on `postfix stop`): the
+    /// session ends with `421 4.3.2 <hostname> Service shutting down` at the next command
+    /// boundary — at once when it is idle ([`Session::is_idle`]), otherwise when the client's
+    /// next command arrives (that command is not executed). A message being transferred
+    /// (DATA, or BDAT chunks up to `LAST`) is received to its end first and gets its own
+    /// reply (`250` once durable), then the `421` follows. Idempotent.
+    pub fn shut_down(&mut self) {
+        if self.is_closed() {
+            return;
+        }
+        self.shutting_down = true;
+        self.close_if_shutting_down();
+    }
+
+    /// True while the session waits for the client's next command with nothing in progress:
+    /// no partial command line buffered, no decision outstanding, no message transfer (DATA
+    /// or between BDAT chunks), no event left for the caller.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Command | Phase::PreGreeting { .. })
+            && self.pending.is_none()
+            && self.input_pos >= self.input.len()
+            && !self.discarding_long_line
+            && !self.message_in_transfer()
+            && self.events.is_empty()
+    }
+
     /// Recipients accepted so far in the transaction in progress (0 outside one); the
     /// caller's rate limits use it.
     pub fn accepted_recipients(&self) -> usize {
@@ -540,6 +569,28 @@ impl Session {
     }
 
     // ----- internals -------------------------------------------------------------------
+
+    /// A message's content is being received (DATA, or BDAT chunks before `LAST`).
+    fn message_in_transfer(&self) -> bool {
+        self.transaction.as_ref().is_some_and(|transaction| transaction.transfer.is_some())
+    }
+
+    fn shutdown_reply(&self) -> Reply {
+        Reply::fixed(
+            421,
+            (4, 3, 2),
+            &format!("{} Service shutting down", self.config.hostname),
+        )
+    }
+
+    fn close_if_shutting_down(&mut self) {
+        if self.shutting_down && self.is_idle() {
+            self.abandon_transaction(AbortReason::Reset);
+            let reply = self.shutdown_reply();
+            self.write(&reply);
+            self.close();
+        }
+    }
 
     fn take_pending(&mut self, expected: Pending, name: &'static str) -> Result<(), SmtpError> {
         if self.pending == Some(expected) {
@@ -658,6 +709,7 @@ impl Session {
         if self.input.is_empty() && self.input.capacity() > IDLE_INPUT_CAPACITY {
             self.input = Vec::new();
         }
+        self.close_if_shutting_down();
     }
 
     fn line_limit(&self, available: &[u8]) -> usize {
@@ -709,7 +761,15 @@ impl Session {
             Phase::AuthResponse(step) => self.handle_auth_response(step, &line),
             other => {
                 self.phase = other;
-                self.handle_command_line(&line);
+                if self.shutting_down && !self.message_in_transfer() {
+                    // The next command boundary after a shutdown: answer 421, do not execute.
+                    self.abandon_transaction(AbortReason::Reset);
+                    let reply = self.shutdown_reply();
+                    self.write(&reply);
+                    self.close();
+                } else {
+                    self.handle_command_line(&line);
+                }
             }
         }
         true

@@ -929,3 +929,86 @@ fn idle_sessions_stay_small() {
         std::mem::size_of::<Session>()
     );
 }
+
+const SHUTTING_DOWN: &str = "421 4.3.2 mx.example.com Service shutting down\r\n";
+
+#[test]
+fn shutdown_closes_an_idle_session_at_once() {
+    let mut harness = Harness::new();
+    harness.ehlo();
+    assert!(harness.session.is_idle());
+    harness.session.shut_down();
+    assert_eq!(harness.output(), SHUTTING_DOWN);
+    assert!(harness.session.is_closed());
+    // Idempotent, and input after the close is ignored.
+    harness.session.shut_down();
+    assert_eq!(harness.send(b"NOOP\r\n"), "");
+}
+
+#[test]
+fn shutdown_inside_a_transaction_before_data_drops_it() {
+    let mut harness = Harness::new();
+    harness.ehlo();
+    harness.send(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<a@example.com>\r\n");
+    assert!(harness.session.is_idle(), "between commands, nothing transferred yet");
+    harness.session.shut_down();
+    assert_eq!(harness.output(), SHUTTING_DOWN);
+    assert!(harness.completed.is_empty());
+}
+
+#[test]
+fn shutdown_waits_for_a_partial_command_line_then_refuses_it() {
+    let mut harness = Harness::new();
+    harness.ehlo();
+    harness.send(b"MAIL FROM:<s@exa");
+    assert!(!harness.session.is_idle());
+    harness.session.shut_down();
+    assert_eq!(harness.output(), "");
+    // The command completes: it is answered 421, not executed.
+    assert_eq!(harness.send(b"mple.org>\r\n"), SHUTTING_DOWN);
+    assert!(harness.session.is_closed());
+}
+
+#[test]
+fn a_message_in_data_completes_and_is_queued_before_the_421() {
+    let mut harness = Harness::new();
+    harness.auto_answer_messages = false;
+    harness.ehlo();
+    harness.send(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nSubject: x\r\n\r\npart one\r\n");
+    assert!(!harness.session.is_idle(), "mid-DATA");
+    harness.session.shut_down();
+    assert_eq!(harness.output(), "", "nothing interrupts the transfer");
+    assert!(!harness.session.is_closed());
+    // The rest of the message arrives, with a pipelined command behind it.
+    harness.send(b"part two\r\n.\r\nMAIL FROM:<t@example.org>\r\n");
+    assert_eq!(harness.completed.len(), 1);
+    assert_eq!(harness.data, b"Subject: x\r\n\r\npart one\r\npart two\r\n");
+    assert_eq!(harness.output(), "", "250 waits for durability");
+    harness.session.message_result(MessageOutcome::Accepted { queue_id: "Q9".into() }).unwrap();
+    assert_eq!(harness.output(), format!("250 2.0.0 Ok: queued as Q9\r\n{SHUTTING_DOWN}"));
+    assert!(harness.session.is_closed());
+}
+
+#[test]
+fn a_message_in_bdat_chunks_completes_before_the_421() {
+    let mut harness = Harness::new();
+    harness.ehlo();
+    harness.send(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<a@example.com>\r\nBDAT 5\r\nhello");
+    assert!(!harness.session.is_idle(), "between BDAT chunks the message is still in transfer");
+    harness.session.shut_down();
+    assert_eq!(harness.output(), "");
+    let reply = harness.send(b"BDAT 6 LAST\r\n world");
+    assert_eq!(reply, format!("250 2.0.0 Ok: queued as Q1\r\n{SHUTTING_DOWN}"));
+    assert_eq!(harness.data, b"hello world");
+}
+
+#[test]
+fn shutdown_before_the_delayed_greeting_answers_421_instead() {
+    let mut config = test_config();
+    config.greeting_delay = Duration::from_secs(5);
+    let mut harness = Harness::with(config, ListenerKind::Smtp, OUTSIDE_IP);
+    assert_eq!(harness.output(), "");
+    harness.session.shut_down();
+    assert_eq!(harness.output(), SHUTTING_DOWN);
+    assert!(harness.session.is_closed());
+}

@@ -158,10 +158,13 @@ pub struct Submission {
     pub sender: String,
     /// Recipients with the route that took them and its action.
     pub recipients: Vec<(String, String, EmailAction)>,
-    /// The message text.
+    /// The message text (all of it, or the part before `file`).
     pub text: Vec<u8>,
     /// The correlation id to log its delivery under (a bounce: the bounced message's).
     pub correlation_id: Option<String>,
+    /// A file whose content follows `text` (`shardgate send` of a message file): copied into
+    /// the spool in the kernel, never read whole into memory.
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// What the delivery engine needs from the queue (implemented by `crate::mail::queue`'s
@@ -521,9 +524,10 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         lock(&self.engine.suppression).remove(address)
     }
 
-    /// Routes and queues a message from the control core (`shardgate send`); returns the
-    /// queue id. Recipients no route takes are refused.
-    pub async fn submit(&self, sender: &str, recipients: &[String], text: Vec<u8>) -> Result<String, String> {
+    /// Routes and queues a message from the control core (`shardgate send`): `text`, then
+    /// the content of `file` if given (streamed); returns the queue id. Recipients no route
+    /// takes are refused.
+    pub async fn submit(&self, sender: &str, recipients: &[String], text: Vec<u8>, file: Option<std::path::PathBuf>) -> Result<String, String> {
         let router = self.engine.router.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let mut routed = Vec::new();
         for recipient in recipients {
@@ -538,7 +542,7 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         }
         let correlation = crate::correlation::next_on_control();
         let count = routed.len();
-        let submission = Submission { sender: sender.to_string(), recipients: routed, text, correlation_id: Some(correlation.clone()) };
+        let submission = Submission { sender: sender.to_string(), recipients: routed, text, file, correlation_id: Some(correlation.clone()) };
         let id = self.engine.queue.submit(submission).await.map_err(|e| e.to_string())?;
         tracing::info_span!("conn", id = %correlation).in_scope(|| {
             tracing::info!(queue_id = %id, from = %sender, recipients = count, "message queued by the control core");
@@ -1027,6 +1031,7 @@ impl<Q: MailQueue> Engine<Q> {
             sender: String::new(),
             recipients: vec![(message.sender.clone(), route, action)],
             text,
+            file: None,
             correlation_id: message.correlation_id.clone(),
         };
         match self.queue.submit(submission).await {

@@ -105,7 +105,10 @@ impl MailQueue for QueueHandle {
             smtputf8,
             correlation_id: submission.correlation_id,
         };
-        async move { QueueHandle::submit(&handle, message, submission.text).await.map_err(|e| QueueAccessError(e.to_string())) }
+        let file = submission.file.map(|path| crate::mail::queue::ContentFile { path, max_bytes: super::service::MAX_SEND_BYTES });
+        async move {
+            QueueHandle::submit_with_file(&handle, message, submission.text, file).await.map_err(|e| QueueAccessError(e.to_string()))
+        }
     }
 
     fn arrivals(&self) -> tokio::sync::watch::Receiver<u64> {

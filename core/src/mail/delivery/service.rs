@@ -8,7 +8,7 @@
 //! Does not own: the admin socket's transport (`runtime::admin`), or the queue and its
 //! writer thread (the control core holds those).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -261,29 +261,41 @@ async fn answer(
                     return Err(format!("`{address}` is not an address like user@example.com"));
                 }
             }
-            let text = match (template, file) {
+            let (text, file) = match (template, file) {
                 (Some(name), None) => {
                     let templates = templates.read().unwrap_or_else(|p| p.into_inner()).clone();
                     let template = crate::mail::template::find(&templates, &name).map_err(|e| e.to_string())?;
-                    crate::mail::template::render(template, &vars, &from, &to, hostname).map_err(|e| e.to_string())?
+                    let text = crate::mail::template::render(template, &vars, &from, &to, hostname).map_err(|e| e.to_string())?;
+                    (crate::mail::template::complete_headers(text, hostname), None)
                 }
-                (None, Some(path)) => read_submission(path).await?,
+                // A message file is streamed into the spool: only its header block is read
+                // here, to add a missing Date / Message-ID in front of it.
+                (None, Some(path)) => (submission_headers(&path, hostname).await?, Some(path)),
                 _ => return Err("give either a template or a message file".into()),
             };
-            let text = crate::mail::template::complete_headers(text, hostname);
-            let id = engine.submit(&from, &to, text).await?;
+            let id = engine.submit(&from, &to, text, file).await?;
             Ok(json!({ "queued": id }))
         }
         other => Err(format!("not a mail request: {other:?}")),
     }
 }
 
-async fn read_submission(path: PathBuf) -> Result<Vec<u8>, String> {
-    let size = tokio::fs::metadata(&path).await.map_err(|e| format!("{}: {e}", path.display()))?.len();
+/// How much of a message file is read to look at its header block.
+const HEADER_SAMPLE: u64 = 256 * 1024;
+
+/// Checks a message file's size and returns the header lines it lacks (read from its first
+/// [`HEADER_SAMPLE`] bytes only; the file itself is copied into the spool later, in the
+/// kernel, never held whole in memory).
+async fn submission_headers(path: &Path, hostname: &str) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let size = tokio::fs::metadata(path).await.map_err(|e| format!("{}: {e}", path.display()))?.len();
     if size > MAX_SEND_BYTES {
         return Err(format!("{} is {size} bytes; at most {MAX_SEND_BYTES} can be sent", path.display()));
     }
-    tokio::fs::read(&path).await.map_err(|e| format!("{}: {e}", path.display()))
+    let file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut start = Vec::new();
+    file.take(HEADER_SAMPLE).read_to_end(&mut start).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(crate::mail::template::missing_headers(&start, hostname))
 }
 
 #[cfg(test)]

@@ -28,26 +28,34 @@
 //!   journal-<seq>.log.tmp   a compaction in progress (deleted at start)
 //! ```
 //!
-//! A journal file starts with the 8-byte magic `SGMQJ001`, followed by records:
+//! A journal file starts with the 8-byte magic `SGMQJ002` (format 2), followed by records:
 //!
 //! ```text
-//! +-----------+-----------+-------------------------------+
-//! | len: u32  | crc: u32  | payload: len bytes            |
-//! | LE        | LE, CRC32 | JSON of one `JournalRecord`   |
-//! |           | of payload|                               |
-//! +-----------+-----------+-------------------------------+
+//! +-----------+------------------+-------------------------------------------+
+//! | len: u32  | crc: u32 LE      | payload: len bytes                        |
+//! | LE        | CRC32 of the len | one `JournalRecord`, binary               |
+//! |           | field + payload  | (tag byte, varints, length-prefixed UTF-8)|
+//! +-----------+------------------+-------------------------------------------+
 //! ```
 //!
-//! Record kinds ([`journal::JournalRecord`], externally tagged: `{"enqueued":{...}}`): `enqueued` (a whole [`QueuedMessage`], also
-//! used by compaction to write the current state of a message), `outcomes` (per-recipient
-//! delivery outcomes), `retry_now`, `removed` (the message left the queue: all recipients
-//! final, or deleted; carries the final states for status queries), `finished` (compaction's
-//! copy of a removed message's final states).
+//! The payload encoding is specified in [`codec`]. Record kinds ([`journal::JournalRecord`]):
+//! `enqueued` (a whole [`QueuedMessage`], also used by compaction to write the current state
+//! of a message), `outcomes` (per-recipient delivery outcomes), `retry_now`, `removed` (the
+//! message left the queue: all recipients final, or deleted; carries the final states for
+//! status queries), `finished` (compaction's copy of a removed message's final states) and
+//! `closed` (the clean-shutdown marker, see below).
+//!
+//! Format 1 (magic `SGMQJ001`, written before this version: the same frame with a JSON
+//! payload and a CRC of the payload only) is still read: the first start of this version
+//! replays it once (about 5 µs per record) and compacts it into a format 2 journal
+//! (`journal-<seq+1>.log`) before anything is appended, so upgrading needs no manual step
+//! and downgrading is not supported.
 //!
 //! # Crash safety and recovery
 //!
 //! - A message is acknowledged only after its spool file was `fdatasync`ed (by the shard), the
-//!   spool folder fsynced and its `enqueued` record `fdatasync`ed (by the writer).
+//!   spool folder fsynced and its `enqueued` record `fdatasync`ed (by the writer, group
+//!   commit), in that order; only then does the shard send `250`.
 //! - A delivery outcome is journaled *before* the message is removed and before its spool file
 //!   is deleted, so a crash after a next hop accepted a message never delivers it again
 //!   (the delivery engine records `Delivered` before it moves on).
@@ -57,13 +65,27 @@
 //!   stops (records after it were never acknowledged). Older journals and `.tmp` files are
 //!   deleted. Spool files without a committed `enqueued` record (a crash between the shard's
 //!   spool write and the commit, or an aborted transfer) are deleted; a record whose spool
-//!   file is missing is dropped with an error in the log.
+//!   file is missing is dropped with an error in the log. The spool folder is listed on a
+//!   second thread while the journal is replayed.
+//! - Clean shutdown: when every shard has drained (each deletes the spool files of messages
+//!   it was still receiving and never handed over) and no control-core submission is half
+//!   done, the writer fsyncs the spool folder and appends a `closed` record as the journal's
+//!   last. A start that finds it (a fixed 17-byte frame at the end of the file) knows every
+//!   spool file belongs to a committed message and skips listing the spool folder; it cuts
+//!   the marker off (truncate + fsync) before the shards start, so a crash later in that run
+//!   is never mistaken for a clean stop. A spool file deleted by hand while the appliance was
+//!   stopped is then only noticed when its message is delivered.
+//! - Replay reads the journal in 4 MiB chunks and decodes each record from the buffer (one
+//!   allocation per string, none per frame); the index is keyed by the queue id as a number
+//!   and the due schedules are built once, sorted, at the end.
 //! - Compaction keeps recovery fast for large queues: when the journal grows past
 //!   [`COMPACT_MIN_BYTES`] and four times the size of the live state, the writer writes the
 //!   live state (one `enqueued` record per queued message, one `finished` per remembered
 //!   removed message) to `journal-<seq+1>.log.tmp`, fsyncs it, renames it into place, fsyncs
-//!   the folder and deletes the old journal. Replay reads each record once, so start-up time
-//!   is linear in the live queue (about a second per million messages).
+//!   the folder and deletes the old journal. At start the same is done when the replayed
+//!   journal holds more than twice as many records as live entries (and always for a format
+//!   1 journal). Replay reads each record once, so start-up time is linear in the journal,
+//!   which compaction keeps linear in the live queue.
 //!
 //! # The API for the delivery engine
 //!
@@ -76,6 +98,7 @@
 //! (a watch that ticks when messages arrive) and [`QueueHandle::open_message`] (trace header
 //! plus spool content as one reader) complete it.
 
+pub mod codec;
 pub mod journal;
 pub mod writer;
 
@@ -319,61 +342,165 @@ pub enum QueueError {
     Invalid(String),
 }
 
+/// A queue id as a number: the 16 hex digits read as a `u64` (queue ids are exactly that, see
+/// [`make_queue_id`]). The in-memory index is keyed by it: no string per index entry.
+pub(crate) fn id_key(id: &str) -> Option<u64> {
+    if is_queue_id(id) {
+        u64::from_str_radix(id, 16).ok()
+    } else {
+        None
+    }
+}
+
+/// Hashes [`id_key`]s: a 64-bit finaliser (splitmix64), since queue ids share their low byte
+/// (the shard) and count up. The keys are made by the appliance, never by a client.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// A map keyed by [`id_key`].
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The in-memory queue, as committed to the journal. Only the writer mutates it, after a
-/// batch is durable.
+/// batch is durable (and recovery, before the writer starts). Keyed by [`id_key`].
 #[derive(Debug, Default)]
 pub(crate) struct QueueState {
-    pub(crate) messages: HashMap<String, QueuedMessage>,
-    /// (due ms, id) of messages with pending recipients, per class; leases move entries.
-    pub(crate) schedule_priority: BTreeSet<(u64, String)>,
-    pub(crate) schedule_normal: BTreeSet<(u64, String)>,
-    /// In-memory due time per scheduled id (equals the journaled one unless leased).
-    pub(crate) scheduled_at: HashMap<String, u64>,
-    pub(crate) finished: HashMap<String, FinishedMessage>,
-    pub(crate) finished_order: VecDeque<String>,
+    pub(crate) messages: IdMap<QueuedMessage>,
+    /// (due ms, key) of messages with pending recipients, per class; leases move entries.
+    pub(crate) schedule_priority: BTreeSet<(u64, u64)>,
+    pub(crate) schedule_normal: BTreeSet<(u64, u64)>,
+    /// In-memory due time per scheduled key (equals the journaled one unless leased).
+    pub(crate) scheduled_at: IdMap<u64>,
+    pub(crate) finished: IdMap<FinishedMessage>,
+    pub(crate) finished_order: VecDeque<u64>,
 }
 
 impl QueueState {
-    fn schedule_of(&mut self, class: QueueClass) -> &mut BTreeSet<(u64, String)> {
+    /// An empty state with room for about `messages` messages (recovery sizes it from the
+    /// journal's length so the index is not rehashed a dozen times).
+    pub(crate) fn with_capacity(messages: usize) -> QueueState {
+        QueueState { messages: IdMap::with_capacity_and_hasher(messages, Default::default()), ..QueueState::default() }
+    }
+
+    /// The queued message `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<&QueuedMessage> {
+        id_key(id).and_then(|key| self.messages.get(&key))
+    }
+
+    /// The remembered final states of `id`.
+    pub(crate) fn finished(&self, id: &str) -> Option<&FinishedMessage> {
+        id_key(id).and_then(|key| self.finished.get(&key))
+    }
+
+    fn schedule_of(&mut self, class: QueueClass) -> &mut BTreeSet<(u64, u64)> {
         match class {
             QueueClass::Priority => &mut self.schedule_priority,
             QueueClass::Normal => &mut self.schedule_normal,
         }
     }
 
-    fn unschedule(&mut self, id: &str, class: QueueClass) {
-        if let Some(at) = self.scheduled_at.remove(id) {
-            self.schedule_of(class).remove(&(at, id.to_string()));
+    fn unschedule(&mut self, key: u64, class: QueueClass) {
+        if let Some(at) = self.scheduled_at.remove(&key) {
+            self.schedule_of(class).remove(&(at, key));
         }
     }
 
-    fn schedule(&mut self, id: &str, class: QueueClass, at: u64) {
-        self.unschedule(id, class);
-        self.scheduled_at.insert(id.to_string(), at);
-        self.schedule_of(class).insert((at, id.to_string()));
+    fn schedule(&mut self, key: u64, class: QueueClass, at: u64) {
+        self.unschedule(key, class);
+        self.scheduled_at.insert(key, at);
+        self.schedule_of(class).insert((at, key));
     }
 
-    /// Inserts or replaces a message (and its schedule entry).
+    /// Re-schedules message `key` from its recipients' states (after a change in place).
+    fn reschedule(&mut self, key: u64) {
+        let Some(message) = self.messages.get(&key) else { return };
+        let (class, due) = (message.class(), message.next_due_ms());
+        match due {
+            Some(at) => self.schedule(key, class, at),
+            None => self.unschedule(key, class),
+        }
+    }
+
+    /// Inserts or replaces a message (and its schedule entry). Messages whose id is not a
+    /// queue id are never committed (the writer refuses them), so are ignored here.
     pub(crate) fn put(&mut self, message: QueuedMessage) {
-        let class = message.class();
-        match message.next_due_ms() {
-            Some(at) => self.schedule(&message.id, class, at),
-            None => self.unschedule(&message.id, class),
+        let Some(key) = id_key(&message.id) else { return };
+        self.messages.insert(key, message);
+        self.reschedule(key);
+    }
+
+    /// Inserts or replaces a message without touching the schedules (recovery, which calls
+    /// [`QueueState::rebuild_schedules`] once at the end). `false` for a bad id.
+    pub(crate) fn load(&mut self, message: QueuedMessage) -> bool {
+        let Some(key) = id_key(&message.id) else { return false };
+        self.messages.insert(key, message);
+        true
+    }
+
+    /// Changes message `id` in place; `schedule` re-derives its schedule entry afterwards
+    /// (recovery passes `false` and rebuilds every schedule at the end).
+    pub(crate) fn modify(&mut self, id: &str, schedule: bool, change: impl FnOnce(&mut QueuedMessage)) {
+        let Some(key) = id_key(id) else { return };
+        let Some(message) = self.messages.get_mut(&key) else { return };
+        change(message);
+        if schedule {
+            self.reschedule(key);
         }
-        self.messages.insert(message.id.clone(), message);
+    }
+
+    /// Builds both schedules from the messages in one pass (sorted bulk build).
+    pub(crate) fn rebuild_schedules(&mut self) {
+        let mut priority = Vec::new();
+        let mut normal = Vec::with_capacity(self.messages.len());
+        self.scheduled_at = IdMap::with_capacity_and_hasher(self.messages.len(), Default::default());
+        for (key, message) in &self.messages {
+            let Some(at) = message.next_due_ms() else { continue };
+            self.scheduled_at.insert(*key, at);
+            match message.class() {
+                QueueClass::Priority => priority.push((at, *key)),
+                QueueClass::Normal => normal.push((at, *key)),
+            }
+        }
+        priority.sort_unstable();
+        normal.sort_unstable();
+        self.schedule_priority = priority.into_iter().collect();
+        self.schedule_normal = normal.into_iter().collect();
     }
 
     /// Removes a message, remembering its final states.
-    pub(crate) fn remove(&mut self, id: &str, finished: FinishedMessage) {
-        if let Some(message) = self.messages.remove(id) {
-            self.unschedule(id, message.class());
+    pub(crate) fn remove(&mut self, id: &str, finished: FinishedMessage, schedule: bool) {
+        if let Some(key) = id_key(id) {
+            if let Some(message) = self.messages.remove(&key) {
+                if schedule {
+                    self.unschedule(key, message.class());
+                }
+            }
         }
         self.remember(finished);
     }
 
     pub(crate) fn remember(&mut self, finished: FinishedMessage) {
-        if self.finished.insert(finished.id.clone(), finished.clone()).is_none() {
-            self.finished_order.push_back(finished.id);
+        let Some(key) = id_key(&finished.id) else { return };
+        if self.finished.insert(key, finished).is_none() {
+            self.finished_order.push_back(key);
         }
         while self.finished_order.len() > FINISHED_KEPT {
             if let Some(old) = self.finished_order.pop_front() {
@@ -386,16 +513,16 @@ impl QueueState {
     fn take_due(&mut self, now: u64, limit: usize, lease: Duration) -> Vec<QueuedMessage> {
         let mut out = Vec::new();
         for class in [QueueClass::Priority, QueueClass::Normal] {
-            let ids: Vec<String> = self
+            let keys: Vec<u64> = self
                 .schedule_of(class)
                 .iter()
                 .take_while(|(at, _)| *at <= now)
                 .take(limit - out.len())
-                .map(|(_, id)| id.clone())
+                .map(|(_, key)| *key)
                 .collect();
-            for id in ids {
-                self.schedule(&id, class, now + lease.as_millis() as u64);
-                if let Some(message) = self.messages.get(&id) {
+            for key in keys {
+                self.schedule(key, class, now + lease.as_millis() as u64);
+                if let Some(message) = self.messages.get(&key) {
                     out.push(message.clone());
                 }
             }
@@ -416,6 +543,45 @@ pub(crate) struct Shared {
     pub(crate) spool_dir: PathBuf,
     /// Counter for the control core's own queue ids.
     pub(crate) local_ids: AtomicU64,
+    /// [`QueueHandle::submit`]s between their spool file and their commit (or cleanup); a
+    /// submission abandoned half way leaves it above zero for good (its spool file may be an
+    /// orphan: the shutdown is then not clean).
+    pub(crate) submitting: AtomicU64,
+    /// The writer has stopped taking submissions (it is about to write the clean-shutdown
+    /// marker); checked by `submit` after counting itself in `submitting`.
+    pub(crate) closed: std::sync::atomic::AtomicBool,
+}
+
+/// Counts a submission in [`Shared::submitting`] until it is disarmed (committed or cleaned
+/// up); dropped armed (the future was cancelled half way), it stays counted.
+struct Submitting<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl<'a> Submitting<'a> {
+    fn enter(shared: &'a Shared) -> Result<Submitting<'a>, QueueError> {
+        shared.submitting.fetch_add(1, Ordering::SeqCst);
+        let guard = Submitting { shared, armed: true };
+        if shared.closed.load(Ordering::SeqCst) {
+            // Not started: nothing to clean up.
+            guard.done();
+            return Err(QueueError::Stopped);
+        }
+        Ok(guard)
+    }
+
+    fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Submitting<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            self.shared.submitting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The queue API for the control core (delivery engine, admin socket): cloneable, `Send`,
@@ -449,17 +615,17 @@ impl QueueHandle {
 
     /// One queued message.
     pub fn get(&self, id: &str) -> Option<QueuedMessage> {
-        self.read().messages.get(id).cloned()
+        self.read().get(id).cloned()
     }
 
     /// A message's status: still queued, or finished (delivered / bounced / deleted) if it
     /// left the queue recently enough to be remembered.
     pub fn status(&self, id: &str) -> Option<MessageStatus> {
         let state = self.read();
-        if let Some(message) = state.messages.get(id) {
+        if let Some(message) = state.get(id) {
             return Some(MessageStatus::Queued(message.clone()));
         }
-        state.finished.get(id).cloned().map(MessageStatus::Finished)
+        state.finished(id).cloned().map(MessageStatus::Finished)
     }
 
     /// Up to `limit` messages with a recipient due at `now_ms` or earlier, priority class
@@ -480,7 +646,7 @@ impl QueueHandle {
     /// When the next message is due (ms), for the delivery engine's sleep.
     pub fn next_due_ms(&self) -> Option<u64> {
         let state = self.read();
-        let first = |set: &BTreeSet<(u64, String)>| set.iter().next().map(|(at, _)| *at);
+        let first = |set: &BTreeSet<(u64, u64)>| set.iter().next().map(|(at, _)| *at);
         match (first(&state.schedule_priority), first(&state.schedule_normal)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -522,17 +688,33 @@ impl QueueHandle {
     /// Queues a message made on the control core (a bounce, `shardgate send`): writes and
     /// syncs its spool file (on a blocking thread), commits its record, returns its queue id.
     pub async fn submit(&self, message: NewMessage, content: Vec<u8>) -> Result<String, QueueError> {
+        self.submit_with_file(message, content, None).await
+    }
+
+    /// Like [`QueueHandle::submit`], with the content `head` followed by the content of
+    /// `file`, which is copied into the spool file by the kernel (`copy_file_range`) or in
+    /// small steps, never read whole into memory.
+    pub async fn submit_with_file(&self, message: NewMessage, head: Vec<u8>, file: Option<ContentFile>) -> Result<String, QueueError> {
         if message.recipients.is_empty() {
             return Err(QueueError::Invalid("a message needs at least one recipient".into()));
         }
+        let submitting = Submitting::enter(&self.shared)?;
         let counter = self.shared.local_ids.fetch_add(1, Ordering::Relaxed);
         let id = make_queue_id(counter, 0xFF);
         let path = self.shared.spool_dir.join(&id);
-        let size = content.len() as u64;
-        tokio::task::spawn_blocking(move || write_synced(&path, &content))
-            .await
-            .map_err(|e| QueueError::Storage(e.to_string()))?
-            .map_err(|e| QueueError::Storage(e.to_string()))?;
+        let written = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || write_synced(&path, &head, file.as_ref())
+        })
+        .await;
+        let size = match written.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                submitting.done();
+                return Err(QueueError::Storage(e));
+            }
+        };
         let queued = QueuedMessage {
             id: id.clone(),
             received_at_ms: now_ms(),
@@ -562,7 +744,13 @@ impl QueueHandle {
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = WriterRequest::Enqueue { message: Box::new(queued), reply: writer::EnqueueReply::Local(reply) };
-        self.shared.requests.send(request).map_err(|_| QueueError::Stopped)?;
+        if self.shared.requests.send(request).is_err() {
+            let _ = std::fs::remove_file(&path);
+            submitting.done();
+            return Err(QueueError::Stopped);
+        }
+        // Handed over: the writer commits it or deletes its spool file.
+        submitting.done();
         answer.await.map_err(|_| QueueError::Stopped)??;
         Ok(id)
     }
@@ -607,12 +795,33 @@ impl Read for MessageReader {
     }
 }
 
-/// Writes `content` to a new file at `path` and `fdatasync`s it.
-fn write_synced(path: &Path, content: &[u8]) -> std::io::Result<()> {
+/// A file whose content is appended to a submitted message ([`QueueHandle::submit_with_file`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentFile {
+    /// The file (read by the appliance).
+    pub path: PathBuf,
+    /// More than this many bytes refuses the message (the file may grow after a size check).
+    pub max_bytes: u64,
+}
+
+/// Writes `head` then the content of `file` to a new file at `path`, `fdatasync`s it and
+/// returns its size.
+fn write_synced(path: &Path, head: &[u8], file: Option<&ContentFile>) -> std::io::Result<u64> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(content)?;
-    file.sync_data()
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    out.write_all(head)?;
+    let mut size = head.len() as u64;
+    if let Some(file) = file {
+        let input = std::fs::File::open(&file.path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.path.display())))?;
+        // `io::copy` between two files is `copy_file_range` on Linux: no user-space buffer.
+        let copied = std::io::copy(&mut input.take(file.max_bytes.saturating_add(1)), &mut out)?;
+        if copied > file.max_bytes {
+            return Err(std::io::Error::other(format!("{} is larger than {} bytes", file.path.display(), file.max_bytes)));
+        }
+        size += copied;
+    }
+    out.sync_data()?;
+    Ok(size)
 }
 
 #[cfg(test)]

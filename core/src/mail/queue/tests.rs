@@ -207,3 +207,212 @@ fn a_postponed_recipient_waits_without_counting_an_attempt_and_survives_replay()
     let message = queue.handle().get(&id).expect("replayed");
     assert_eq!((message.recipients[0].attempts, message.recipients[0].next_attempt_ms), (0, later));
 }
+
+fn queued_message(n: u64) -> QueuedMessage {
+    QueuedMessage {
+        id: make_queue_id(0x1000 + n, 1),
+        received_at_ms: 1_700_000_000_000 + n,
+        sender: "bob@example.org".into(),
+        recipients: vec![QueuedRecipient {
+            address: format!("user{n}@example.com"),
+            route: "out".into(),
+            action: EmailAction::Process { queue: QueueClass::Normal },
+            state: RecipientState::Pending,
+            attempts: 0,
+            next_attempt_ms: 4_000_000_000_000,
+            last_error: None,
+        }],
+        size: 1,
+        trace_header: "Received: from test\r\n".into(),
+        helo: "client.example.org".into(),
+        client_ip: IpAddr::from([192, 0, 2, 1]),
+        authenticated_user: None,
+        tls: false,
+        smtputf8: false,
+        body_8bit: false,
+        correlation_id: None,
+    }
+}
+
+/// Writes journal `seq` with `magic` and `records` framed by `encode`, and a spool file for
+/// every message given.
+fn write_journal(dir: &Path, seq: u64, magic: &[u8], records: &[JournalRecord], encode: fn(&JournalRecord, &mut Vec<u8>)) {
+    std::fs::create_dir_all(dir.join("spool")).expect("spool");
+    let mut bytes = magic.to_vec();
+    for record in records {
+        encode(record, &mut bytes);
+        if let JournalRecord::Enqueued(message) = record {
+            std::fs::write(dir.join("spool").join(&message.id), b"content").expect("spool file");
+        }
+    }
+    std::fs::write(journal::journal_path(dir, seq), bytes).expect("journal");
+}
+
+#[test]
+fn a_format_one_json_journal_is_read_once_and_rewritten_in_format_two() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kept = queued_message(1);
+    let delivered = queued_message(2);
+    let removed = FinishedMessage {
+        id: delivered.id.clone(),
+        sender: delivered.sender.clone(),
+        finished_at_ms: 9,
+        deleted: false,
+        recipients: vec![(delivered.recipients[0].address.clone(), RecipientState::Delivered { reply: "250 ok".into() })],
+    };
+    let records = vec![
+        JournalRecord::Enqueued(Box::new(kept.clone())),
+        JournalRecord::Enqueued(Box::new(delivered.clone())),
+        JournalRecord::Outcomes { id: kept.id.clone(), outcomes: vec![(0, RecipientOutcome::Deferred { error: "451 later".into(), next_attempt_ms: 77 })] },
+        JournalRecord::Outcomes { id: delivered.id.clone(), outcomes: vec![(0, RecipientOutcome::Delivered { reply: "250 ok".into() })] },
+        JournalRecord::Removed(removed),
+    ];
+    write_journal(dir.path(), 3, journal::MAGIC_V1, &records, journal::encode_v1);
+    std::fs::remove_file(dir.path().join("spool").join(&delivered.id)).expect("delivered spool file gone");
+
+    let (queue, report) = open(dir.path());
+    assert!(report.upgraded_from_json && report.compacted);
+    assert_eq!((report.records, report.messages, report.orphan_spool_files, report.missing_spool_files), (5, 1, 0, 0));
+    assert!(!journal::journal_path(dir.path(), 3).exists(), "the JSON journal is gone");
+    let upgraded = std::fs::read(journal::journal_path(dir.path(), 4)).expect("format 2 journal");
+    assert_eq!(&upgraded[..8], journal::MAGIC);
+    let handle = queue.handle();
+    let message = handle.get(&kept.id).expect("kept");
+    assert_eq!(message.recipients[0].last_error.as_deref(), Some("451 later"));
+    assert_eq!(message.recipients[0].attempts, 1);
+    assert_eq!(handle.next_due_ms(), Some(77));
+    assert!(matches!(handle.status(&delivered.id), Some(MessageStatus::Finished(_))));
+    drop(queue);
+
+    // The next start reads format 2 and has nothing to upgrade.
+    let (queue, report) = open(dir.path());
+    assert!(!report.upgraded_from_json && !report.compacted);
+    assert_eq!(report.messages, 1);
+    assert_eq!(queue.handle().get(&kept.id).expect("kept").recipients[0].last_error.as_deref(), Some("451 later"));
+}
+
+#[test]
+fn a_torn_binary_tail_is_cut_wherever_the_crash_hit() {
+    let records: Vec<JournalRecord> = (0..3).map(|n| JournalRecord::Enqueued(Box::new(queued_message(n)))).collect();
+    let mut frame = Vec::new();
+    journal::encode(&JournalRecord::Enqueued(Box::new(queued_message(9))), &mut frame);
+    // Cut inside the header, right after it, and inside the payload; and a frame whose
+    // length field was torn (larger than what follows).
+    let mut bad_length = frame.clone();
+    bad_length[2] = 0x7F;
+    let tails: Vec<Vec<u8>> = vec![frame[..3].to_vec(), frame[..8].to_vec(), frame[..frame.len() - 1].to_vec(), bad_length];
+    for tail in tails {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_journal(dir.path(), 1, journal::MAGIC, &records, journal::encode);
+        let path = journal::journal_path(dir.path(), 1);
+        let good_len = std::fs::metadata(&path).expect("meta").len();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("append");
+        file.write_all(&tail).expect("tail");
+        drop(file);
+        // The torn record's spool file was written before the crash: an orphan.
+        std::fs::write(dir.path().join("spool").join(queued_message(9).id), b"x").expect("orphan");
+        let (queue, report) = open(dir.path());
+        assert!(report.truncated_tail, "tail of {} bytes", tail.len());
+        assert_eq!((report.messages, report.records, report.orphan_spool_files), (3, 3, 1));
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
+        drop(queue);
+        let (_, report) = open(dir.path());
+        assert!(!report.truncated_tail, "cut once, clean afterwards");
+    }
+}
+
+#[test]
+fn a_clean_stop_lets_the_next_start_skip_the_spool_listing_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let (mut queue, report) = open(dir.path());
+    assert!(report.spool_listed, "a new queue is listed (it is empty)");
+    let id = rt.block_on(queue.handle().submit(new_message(&["a@x.test"], QueueClass::Normal), b"x".to_vec())).expect("submit");
+    let path = journal::journal_path(dir.path(), 1);
+    let before = std::fs::metadata(&path).expect("meta").len();
+    queue.stop_clean();
+    drop(queue);
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), before + 17, "the marker is one 17-byte frame");
+
+    // A stray file: a start that lists the spool folder would delete it.
+    let stray = dir.path().join("spool").join("00000000000000AA");
+    std::fs::write(&stray, b"stray").expect("stray");
+    let (queue, report) = open(dir.path());
+    assert!(!report.spool_listed && !report.truncated_tail);
+    assert_eq!(report.messages, 1);
+    assert!(queue.handle().get(&id).is_some());
+    assert!(stray.exists(), "the spool folder was not listed");
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), before, "the marker is cut off at start");
+    // A crash now (no clean stop): the next start lists again.
+    drop(queue);
+    let (_, report) = open(dir.path());
+    assert!(report.spool_listed);
+    assert_eq!(report.orphan_spool_files, 1);
+    assert!(!stray.exists());
+}
+
+#[test]
+fn a_journal_mostly_made_of_history_is_compacted_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut records = Vec::new();
+    for n in 0..20_000u64 {
+        let message = queued_message(n);
+        records.push(JournalRecord::Removed(FinishedMessage {
+            id: message.id.clone(),
+            sender: message.sender.clone(),
+            finished_at_ms: n,
+            deleted: true,
+            recipients: Vec::new(),
+        }));
+        records.insert(records.len() - 1, JournalRecord::Enqueued(Box::new(message)));
+    }
+    records.push(JournalRecord::Enqueued(Box::new(queued_message(99_999))));
+    write_journal(dir.path(), 1, journal::MAGIC, &records, journal::encode);
+    for n in 0..20_000u64 {
+        std::fs::remove_file(dir.path().join("spool").join(queued_message(n).id)).expect("removed message's spool file");
+    }
+    let (queue, report) = open(dir.path());
+    assert!(report.compacted && !report.upgraded_from_json);
+    assert_eq!((report.records, report.messages), (40_001, 1));
+    assert!(!journal::journal_path(dir.path(), 1).exists());
+    drop(queue);
+    let (queue, report) = open(dir.path());
+    assert_eq!(report.records, 1 + FINISHED_KEPT as u64, "one record per live entry");
+    assert!(!report.compacted);
+    assert!(queue.handle().get(&queued_message(99_999).id).is_some());
+    assert!(matches!(queue.handle().status(&queued_message(19_999).id), Some(MessageStatus::Finished(_))));
+}
+
+#[test]
+fn a_submitted_file_is_copied_into_the_spool_not_read_into_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let (queue, _) = open(dir.path());
+    let handle = queue.handle();
+    // 24 MiB of lines, well above any buffer involved.
+    let source = dir.path().join("big.eml");
+    let mut file = std::fs::File::create(&source).expect("create");
+    file.write_all(b"Subject: big\r\n\r\n").expect("head");
+    let line = [b'x'; 1022];
+    for _ in 0..24 * 1024 {
+        file.write_all(&line).expect("line");
+        file.write_all(b"\r\n").expect("crlf");
+    }
+    drop(file);
+    let source_len = std::fs::metadata(&source).expect("meta").len();
+    let content = ContentFile { path: source.clone(), max_bytes: 50 << 20 };
+    let id = rt
+        .block_on(handle.submit_with_file(new_message(&["a@x.test"], QueueClass::Normal), b"Date: now\r\n".to_vec(), Some(content)))
+        .expect("submit");
+    let spooled = std::fs::read(handle.spool_path(&id).expect("path")).expect("spool");
+    assert_eq!(spooled.len() as u64, source_len + 11);
+    assert_eq!(handle.get(&id).expect("queued").size, source_len + 11);
+    assert!(spooled.starts_with(b"Date: now\r\nSubject: big\r\n\r\nxxx"));
+    assert!(spooled.ends_with(b"xx\r\n"));
+    // Too large: refused, no spool file left behind.
+    let small = ContentFile { path: source, max_bytes: 1 << 20 };
+    let refused = rt.block_on(handle.submit_with_file(new_message(&["a@x.test"], QueueClass::Normal), Vec::new(), Some(small)));
+    assert!(matches!(refused, Err(QueueError::Storage(_))), "{refused:?}");
+    let spool_files = std::fs::read_dir(dir.path().join("spool")).expect("list").count();
+    assert_eq!(spool_files, 1);
+}

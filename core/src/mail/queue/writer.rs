@@ -1,16 +1,17 @@
 //! The queue writer: the one thread that appends to the journal, group-committing whatever
 //! is waiting (enqueues from every shard, outcomes from the delivery engine) with one fsync.
 //!
-//! Owns: [`MailQueue`] (opening = recovery: replay, torn-tail cut, orphan spool files removed;
+//! Owns: [`MailQueue`] (opening = recovery: replay while the spool folder is listed on a
+//! second thread, torn-tail cut, orphan spool files removed, compaction or format 1 upgrade;
 //! then the writer thread), the request channel ([`WriterRequest`]), the shards' side of it
-//! ([`ShardQueueLink`]) and compaction. Does not own: the record format ([`super::journal`])
+//! ([`ShardQueueLink`]), compaction and the clean-shutdown marker at a clean stop. Does not own: the record format ([`super::journal`])
 //! or what shards do while they wait (`crate::smtp`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -18,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::journal::{self, JournalRecord};
 use super::{
-    is_queue_id, now_ms, queue_id_counter_start, FinishedMessage, QueueError, QueueHandle, QueueState, QueuedMessage,
+    id_key, is_queue_id, now_ms, queue_id_counter_start, FinishedMessage, QueueError, QueueHandle, QueueState, QueuedMessage,
     RecipientOutcome, RecipientState, Recorded, Shared, COMPACT_MIN_BYTES,
 };
 use crate::runtime::doorbell::Mailbox;
@@ -75,8 +76,12 @@ pub enum WriterRequest {
         /// Who waits.
         reply: oneshot::Sender<Result<(), QueueError>>,
     },
-    /// Commit what is pending, then end the thread.
-    Stop,
+    /// Commit what is pending, then end the thread; `clean`: also write the clean-shutdown
+    /// marker (see [`MailQueue::stop_clean`]).
+    Stop {
+        /// The caller vouches that every spool file belongs to a request already sent.
+        clean: bool,
+    },
 }
 
 /// A shard's way into the queue: where to write spool files and where to send records.
@@ -126,6 +131,38 @@ pub struct RecoveryReport {
     pub orphan_spool_files: usize,
     /// Records whose spool file was missing, dropped.
     pub missing_spool_files: usize,
+    /// The spool folder was listed (not after a clean shutdown).
+    pub spool_listed: bool,
+    /// The journal was in format 1 (JSON) and was rewritten in format 2.
+    pub upgraded_from_json: bool,
+    /// The journal was compacted at start.
+    pub compacted: bool,
+}
+
+/// The spool folder's entries, listed while the journal is replayed.
+#[derive(Debug, Default)]
+struct SpoolListing {
+    /// Entries named like a queue id, as [`id_key`]s.
+    ids: Vec<u64>,
+    /// Any other entry (never a committed message's file).
+    others: Vec<PathBuf>,
+}
+
+fn list_spool(spool_dir: &Path) -> std::io::Result<SpoolListing> {
+    let mut listing = SpoolListing::default();
+    for entry in std::fs::read_dir(spool_dir)? {
+        let entry = entry?;
+        match entry.file_name().to_str().and_then(id_key) {
+            Some(key) => listing.ids.push(key),
+            None => listing.others.push(entry.path()),
+        }
+    }
+    Ok(listing)
+}
+
+/// A spool file's name from its key (the inverse of [`id_key`]).
+fn spool_name(key: u64) -> String {
+    format!("{key:016X}")
 }
 
 impl MailQueue {
@@ -133,66 +170,132 @@ impl MailQueue {
     /// journal (cutting a torn tail), deletes older journals, `.tmp` files and spool files
     /// without a committed record, drops records without a spool file. Shards must not write
     /// spool files before this returns. The writer starts with [`MailQueue::start`].
+    ///
+    /// The spool folder is listed on a second thread while the journal is replayed, and not
+    /// at all when the journal ends with the clean-shutdown marker (then every spool file
+    /// belongs to a committed message). A format 1 (JSON) journal, or one with more than
+    /// twice as many records as live entries, is compacted into a new format 2 journal
+    /// before the writer starts.
     pub fn open(dir: &Path) -> std::io::Result<(MailQueue, RecoveryReport)> {
         let spool_dir = dir.join("spool");
         std::fs::create_dir_all(&spool_dir)?;
         let seqs = journal::existing_journals(dir)?;
-        let mut state = QueueState::default();
+        let newest = seqs.last().map(|seq| (*seq, journal::journal_path(dir, *seq)));
         let mut report = RecoveryReport {
             messages: 0,
             records: 0,
             truncated_tail: false,
             orphan_spool_files: 0,
             missing_spool_files: 0,
+            spool_listed: false,
+            upgraded_from_json: false,
+            compacted: false,
         };
-        let (mut file, seq, mut journal_len) = match seqs.last() {
-            Some(&seq) => {
-                let path = journal::journal_path(dir, seq);
-                let replayed = journal::replay(&path, &mut state)?;
+        // About 250 bytes per message record in format 2, 600 in format 1.
+        let (mut state, replayed, listing) = match &newest {
+            Some((_, path)) => {
+                let size = std::fs::metadata(path)?.len();
+                let per_record = match journal::read_format(path)? {
+                    journal::JournalFormat::BinaryV2 => 256,
+                    journal::JournalFormat::JsonV1 => 600,
+                };
+                let mut state = QueueState::with_capacity((size / per_record).min(64 << 20) as usize);
+                let list_now = !journal::ends_closed(path)?;
+                let (replayed, listing) = std::thread::scope(|scope| {
+                    let lister = list_now.then(|| {
+                        std::thread::Builder::new()
+                            .name("queue-spool-list".into())
+                            .spawn_scoped(scope, || list_spool(&spool_dir))
+                    });
+                    let replayed = journal::replay(path, &mut state);
+                    let listing = match lister {
+                        Some(Ok(thread)) => Some(thread.join().unwrap_or_else(|_| Err(std::io::Error::other("spool listing panicked")))),
+                        // No second thread (or none could start): list after the replay.
+                        Some(Err(_)) => Some(list_spool(&spool_dir)),
+                        None => None,
+                    };
+                    (replayed, listing)
+                });
+                let replayed = replayed?;
+                let listing = match listing {
+                    Some(listing) => Some(listing?),
+                    None if !replayed.closed_cleanly => Some(list_spool(&spool_dir)?),
+                    None => None,
+                };
+                (state, Some(replayed), listing)
+            }
+            None => (QueueState::default(), None, Some(list_spool(&spool_dir)?)),
+        };
+        let (mut file, seq, mut journal_len) = match (&newest, &replayed) {
+            (Some((seq, path)), Some(replayed)) => {
                 report.records = replayed.records;
                 report.truncated_tail = replayed.truncated_tail;
                 for old in &seqs[..seqs.len() - 1] {
                     let _ = std::fs::remove_file(journal::journal_path(dir, *old));
                 }
-                (journal::open_append(&path)?, seq, replayed.valid_bytes)
+                (journal::open_append(path)?, *seq, replayed.valid_bytes)
             }
-            None => {
+            _ => {
                 let path = journal::journal_path(dir, 1);
                 let file = journal::create_empty(&path)?;
                 journal::sync_dir(dir)?;
                 (file, 1, journal::MAGIC.len() as u64)
             }
         };
-        // Spool files and records must agree (one pass over the folder, no stat per message).
-        let mut present = std::collections::HashSet::with_capacity(state.messages.len());
-        for entry in std::fs::read_dir(&spool_dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if state.messages.contains_key(&name) {
-                present.insert(name);
-            } else {
-                let _ = std::fs::remove_file(entry.path());
+        // Spool files and records must agree (one listing, no stat per message).
+        if let Some(listing) = listing {
+            report.spool_listed = true;
+            let mut present = 0usize;
+            for key in &listing.ids {
+                if state.messages.contains_key(key) {
+                    present += 1;
+                } else {
+                    let _ = std::fs::remove_file(spool_dir.join(spool_name(*key)));
+                    report.orphan_spool_files += 1;
+                }
+            }
+            for other in &listing.others {
+                let _ = std::fs::remove_file(other);
                 report.orphan_spool_files += 1;
             }
-        }
-        let missing: Vec<String> = state.messages.keys().filter(|id| !present.contains(id.as_str())).cloned().collect();
-        if !missing.is_empty() {
-            let mut buf = Vec::new();
-            for id in &missing {
-                tracing::error!(id = %id, "mail queue: spool file missing, message dropped");
-                let finished = finished_of(&state.messages[id], true);
-                journal::encode(&JournalRecord::Removed(finished.clone()), &mut buf);
-                state.remove(id, finished);
+            if present < state.messages.len() {
+                let listed: std::collections::HashSet<u64> = listing.ids.iter().copied().collect();
+                let missing: Vec<u64> = state.messages.keys().filter(|key| !listed.contains(key)).copied().collect();
+                let mut buf = Vec::new();
+                for key in &missing {
+                    let Some(message) = state.messages.get(key) else { continue };
+                    tracing::error!(id = %message.id, "mail queue: spool file missing, message dropped");
+                    let finished = finished_of(message, true);
+                    let id = message.id.clone();
+                    journal::encode(&JournalRecord::Removed(finished.clone()), &mut buf);
+                    state.remove(&id, finished, true);
+                }
+                if replayed.is_some_and(|r| r.format == journal::JournalFormat::BinaryV2) {
+                    file.write_all(&buf)?;
+                    file.sync_data()?;
+                    journal_len += buf.len() as u64;
+                }
+                report.missing_spool_files = missing.len();
             }
-            file.write_all(&buf)?;
-            file.sync_data()?;
-            journal_len += buf.len() as u64;
-            report.missing_spool_files = missing.len();
-        }
-        if report.orphan_spool_files > 0 {
-            journal::sync_dir(&spool_dir)?;
+            if report.orphan_spool_files > 0 {
+                journal::sync_dir(&spool_dir)?;
+            }
         }
         report.messages = state.messages.len();
+        // Compaction at start: the JSON format is rewritten once (its records cannot be
+        // appended to), and a journal mostly made of history is cut down to the live state.
+        let live = (state.messages.len() + state.finished.len()) as u64;
+        let upgrade = replayed.is_some_and(|r| r.format == journal::JournalFormat::JsonV1);
+        let (file, journal_len, seq) = if upgrade || (report.records > 2 * live + 10_000) {
+            let (mut compacted, size) = journal::write_compacted(dir, seq + 1, &state)?;
+            compacted.seek(SeekFrom::End(0))?;
+            let _ = std::fs::remove_file(journal::journal_path(dir, seq));
+            report.upgraded_from_json = upgrade;
+            report.compacted = true;
+            (compacted, size, seq + 1)
+        } else {
+            (file, journal_len, seq)
+        };
         let (requests, receiver) = crossbeam_channel::unbounded();
         let (arrivals, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -201,25 +304,13 @@ impl MailQueue {
             arrivals,
             spool_dir: spool_dir.clone(),
             local_ids: AtomicU64::new(queue_id_counter_start()),
+            submitting: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         });
         let handle = QueueHandle { shared };
         let link = ShardQueueLink { requests, spool_dir: Arc::from(spool_dir.as_path()) };
-        let mut queue = MailQueue { handle, link, pending: None, dir: dir.to_path_buf(), thread: None };
-        let (file, journal_len, seq) = queue.compact_if_large(file, journal_len, seq)?;
-        queue.pending = Some((receiver, file, journal_len, seq));
+        let queue = MailQueue { handle, link, pending: Some((receiver, file, journal_len, seq)), dir: dir.to_path_buf(), thread: None };
         Ok((queue, report))
-    }
-
-    fn compact_if_large(&self, file: File, journal_len: u64, seq: u64) -> std::io::Result<(File, u64, u64)> {
-        let state = self.handle.shared.state.read().unwrap_or_else(|p| p.into_inner());
-        if journal_len < COMPACT_MIN_BYTES || journal_len < 4 * live_estimate(&state) {
-            return Ok((file, journal_len, seq));
-        }
-        let (compacted, size) = journal::write_compacted(&self.dir, seq + 1, &state)?;
-        let _ = std::fs::remove_file(journal::journal_path(&self.dir, seq));
-        let mut compacted = compacted;
-        compacted.seek(SeekFrom::End(0))?;
-        Ok((compacted, size, seq + 1))
     }
 
     /// The API for the control core.
@@ -251,9 +342,24 @@ impl MailQueue {
         Ok(())
     }
 
-    /// Commits what is pending and stops the writer thread.
+    /// Commits what is pending and stops the writer thread. The next start lists the spool
+    /// folder (as after a crash): use [`MailQueue::stop_clean`] when nothing can have left an
+    /// uncommitted spool file.
     pub fn stop(&mut self) {
-        let _ = self.handle.shared.requests.send(WriterRequest::Stop);
+        self.stop_with(false);
+    }
+
+    /// Commits what is pending, stops the writer thread and, if no control-core submission
+    /// is half done, ends the journal with the clean-shutdown marker so the next start trusts
+    /// it without listing the spool folder. Call it only once no shard can write a spool file
+    /// any more and every shard removed the spool files of the messages it did not hand over
+    /// (the runtime does, once every shard reported `ShardStopped`).
+    pub fn stop_clean(&mut self) {
+        self.stop_with(true);
+    }
+
+    fn stop_with(&mut self, clean: bool) {
+        let _ = self.handle.shared.requests.send(WriterRequest::Stop { clean });
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -275,11 +381,6 @@ fn finished_of(message: &QueuedMessage, deleted: bool) -> FinishedMessage {
         deleted,
         recipients: message.recipients.iter().map(|r| (r.address.clone(), r.state.clone())).collect(),
     }
-}
-
-/// Bytes the live state would take in a compacted journal, roughly.
-fn live_estimate(state: &QueueState) -> u64 {
-    state.messages.len() as u64 * 600 + state.finished.len() as u64 * 200 + 4096
 }
 
 struct Writer {
@@ -314,9 +415,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let stop = batch.iter().any(|r| matches!(r, WriterRequest::Stop));
+            let stop = batch.iter().find_map(|r| match r {
+                WriterRequest::Stop { clean } => Some(*clean),
+                _ => None,
+            });
             self.commit(batch);
-            if stop {
+            if let Some(clean) = stop {
+                self.finish(clean);
                 break;
             }
             if let Err(e) = self.compact_if_large() {
@@ -328,7 +433,7 @@ impl Writer {
     fn current(&self, overlay: &HashMap<String, Option<QueuedMessage>>, id: &str) -> Option<QueuedMessage> {
         match overlay.get(id) {
             Some(entry) => entry.clone(),
-            None => self.shared.state.read().unwrap_or_else(|p| p.into_inner()).messages.get(id).cloned(),
+            None => self.shared.state.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned(),
         }
     }
 
@@ -399,7 +504,7 @@ impl Writer {
                     removed.push(id);
                     held.push(Held::Unit(reply));
                 }
-                WriterRequest::Stop => {}
+                WriterRequest::Stop { .. } => {}
             }
         }
         if records.is_empty() {
@@ -444,7 +549,7 @@ impl Writer {
         {
             let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
             for record in records {
-                journal::apply(&mut state, record);
+                journal::apply(&mut state, record, true);
             }
         }
         if enqueued > 0 {
@@ -466,6 +571,25 @@ impl Writer {
             }
         }
         self.send_to_shards(to_shards);
+    }
+
+    /// The last step before the thread ends: commits whatever arrived behind the stop
+    /// request, then writes the clean-shutdown marker if `clean` and no submission is half
+    /// done (submissions after this point are refused: [`Shared::closed`]).
+    fn finish(&mut self, clean: bool) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let late: Vec<WriterRequest> = self.receiver.try_iter().collect();
+        if !late.is_empty() {
+            self.commit(late);
+        }
+        if !clean || self.shared.submitting.load(Ordering::SeqCst) > 0 || !self.receiver.is_empty() {
+            return;
+        }
+        let marked = journal::sync_dir(&self.spool_dir).and_then(|()| journal::append_closed(&mut self.journal, now_ms()));
+        match marked {
+            Ok(()) => tracing::info!("mail journal closed cleanly: the next start does not list the spool folder"),
+            Err(e) => tracing::warn!(error = %e, "mail journal: could not write the clean-shutdown marker"),
+        }
     }
 
     fn write_and_sync(&mut self, buf: &[u8], new_spool_files: bool) -> std::io::Result<()> {
