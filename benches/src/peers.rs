@@ -30,8 +30,22 @@ impl Peer {
 }
 
 impl Drop for Peer {
+    /// Stops the peer with SIGTERM and waits up to 5 s (nginx's master then stops its
+    /// workers; a SIGKILL to the master alone leaves them running, pinned to the proxy CPU,
+    /// where they would skew the next peer's run), then SIGKILL.
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: a signal to our own child process, which has not been reaped yet.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
