@@ -78,7 +78,8 @@ rate() { # port → messages/s
 pf=$(rate "$PF_PORT")
 sg=$(rate "$SG_PORT")
 pf_queued=$(find "$work/pf/spool/deferred" "$work/pf/spool/active" "$work/pf/spool/incoming" -type f 2>/dev/null | wc -l)
-sg_queued=$(find "$work/sg/mail/queue/spool" -type f | wc -l)
+# Queued or already delivered (the `deliver` route writes Maildirs while the load runs).
+sg_queued=$(( $(find "$work/sg/mail/queue/spool" -type f | wc -l) + $(find "$work/sg/mail/mailboxes" -path '*/new/*' -type f 2>/dev/null | wc -l) ))
 printf 'postfix:   %.0f messages/s (%s queued)\n' "$pf" "$pf_queued"
-printf 'shardgate: %.0f messages/s (%s queued)\n' "$sg" "$sg_queued"
+printf 'shardgate: %.0f messages/s (%s queued or delivered)\n' "$sg" "$sg_queued"
 printf 'smtp_intake_%sB postfix ratio=%.3f\n' "$SIZE" "$(echo "$sg / $pf" | bc -l)"
