@@ -26,6 +26,9 @@ struct Shared {
     client_writer: RefCell<Option<TcpStream>>,
     write_lock: Semaphore,
     last_activity: Cell<Instant>,
+    /// The backend has ended and our close_notify went to the client: from here a reset
+    /// from the client (one that closes with our alert still unread) is a normal end.
+    closed_to_client: Cell<bool>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ pub async fn relay_userspace(
         client_writer: RefCell::new(Some(client_writer)),
         write_lock: Semaphore::new(1),
         last_activity: Cell::new(Instant::now()),
+        closed_to_client: Cell::new(false),
     };
     let shared = &shared;
 
@@ -80,7 +84,11 @@ pub async fn relay_userspace(
         let mut decrypted = Vec::with_capacity(CHUNK);
         loop {
             if encrypted.is_empty() {
-                let n = client.read(&mut cipher).await?;
+                let n = match client.read(&mut cipher).await {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset && shared.closed_to_client.get() => 0,
+                    Err(e) => return Err(e),
+                };
                 if n == 0 {
                     break;
                 }
@@ -131,7 +139,12 @@ pub async fn relay_userspace(
             let n = target.read(&mut plain).await?;
             if n == 0 {
                 shared.conn.borrow_mut().send_close_notify();
-                shared.flush_to_client().await?;
+                shared.closed_to_client.set(true);
+                match shared.flush_to_client().await {
+                    // The client already went away: every byte of data reached it.
+                    Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {}
+                    other => other?,
+                }
                 let writer = shared.client_writer.borrow_mut().take();
                 if let Some(w) = writer {
                     let _ = w.shutdown(Shutdown::Write).await;
