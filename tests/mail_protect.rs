@@ -168,7 +168,7 @@ fn dnsbl_listed_client_gets_554_instead_of_the_banner_and_the_answer_is_cached()
 #[test]
 fn dnsbl_tag_action_serves_the_client_and_notes_the_listing() {
     let started = start("\"10.255.0.0/16\"", free_port(), |dns| {
-        format!("[email.dnsbl]\nzones = [\"bl.test\"]\naction = \"tag\"\nresolver = \"127.0.0.1:{dns}\"\n")
+        format!("[email.dnsbl]\nzones = [\"bl.test\"]\naction = \"tag\"\nresolver = \"127.0.0.1:{dns}\"\n[email.scan]\nspam_tag_score = 5\n\n[[email.routes]]\nname = \"scanned-local\"\npriority = 10\nmatch = {{ recipients = \"erin@example.test\" }}\naction = {{ type = \"process\", scan = true }}\n")
     });
     let (banner, mut session) = greeting_from("127.0.0.2", started.smtp);
     assert!(banner.starts_with("220 "), "{banner}");
@@ -176,6 +176,13 @@ fn dnsbl_tag_action_serves_the_client_and_notes_the_listing() {
     assert!(reply.starts_with("250"), "{reply}");
     let stored = wait_for_message(&maildir(&started.appliance, "bob@example.test"));
     assert!(stored.contains("X-Shardgate-DNSBL: 127.0.0.2 listed in bl.test (127.0.0.2)\r\n"), "{stored}");
+    // On a scanned route the listing scores RCVD_IN_DNSBL (3.0): with a script (2.5) it is spam.
+    assert!(command(&mut session, "RSET").starts_with("250"));
+    let scripted = html_message("d-1", "<p>hello</p><script>x()</script>");
+    let reply = send_message(&mut session, "service@client.test", "erin@example.test", &scripted);
+    assert!(reply.starts_with("250"), "{reply}");
+    let journal = journal_text(&started.appliance);
+    assert!(journal.contains("X-Spam-Status: Yes, score=5.5 required=5.0 tests=HTML_SCRIPT,RCVD_IN_DNSBL\r\n"), "{journal}");
     let stats = stats_when(&started.appliance, |s| s["smtp"]["dnsbl_listed"] == 1);
     assert_eq!((stats["smtp"]["dnsbl_listed"].as_u64(), stats["smtp"]["dnsbl_rejected"].as_u64()), (Some(1), Some(0)), "{stats:#}");
 }

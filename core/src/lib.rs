@@ -13,7 +13,8 @@
 //! - [`smtp`]: the SMTP gateway on the shards (listeners, sessions, spooling, STARTTLS/implicit TLS);
 //! - [`mail`]: email routes and the durable mail queue (journal, spool files, queue writer);
 //! - [`acme`]: automatic certificates over ACME on the control core (DNS-01, TLS-ALPN-01, HTTP-01);
-//! - [`correlation`]: the correlation id of each connection and message, as logs show it.
+//! - [`correlation`]: the correlation id of each connection and message, as logs show it;
+//! - [`security_log`]: security events logged with a per-shard rate limit (floods stay counted, not logged).
 //!
 //! Protocol rules (TLS ClientHello, DNS, SMTP, RADIUS) live in the sans-I/O crates under
 //! `protocols/`; this crate only moves their bytes.
@@ -36,3 +37,4 @@ pub mod acme;
 pub mod mail;
 pub mod smtp;
 pub mod correlation;
+pub mod security_log;

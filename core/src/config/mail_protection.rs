@@ -26,7 +26,7 @@ pub const DEFAULT_BLOCKED_MIME_TYPES: [&str; 4] =
     ["application/x-msdownload", "application/x-dosexec", "application/x-ms-installer", "application/hta"];
 
 /// The built-in spam rules: name, default weight in tenths of a point, what it means.
-pub const BUILTIN_SPAM_RULES: [(&str, i32, &str); 10] = [
+pub const BUILTIN_SPAM_RULES: [(&str, i32, &str); 11] = [
     ("MISSING_DATE", 10, "no Date header"),
     ("MISSING_MID", 10, "no Message-ID header"),
     ("MISSING_FROM", 20, "no From header"),
@@ -37,6 +37,7 @@ pub const BUILTIN_SPAM_RULES: [(&str, i32, &str); 10] = [
     ("HTML_EVENT_HANDLER", 20, "an on* event handler attribute in an HTML part"),
     ("EXE_DOUBLE_EXTENSION", 40, "an executable file name behind a harmless extension (invoice.pdf.exe)"),
     ("EXE_CONTENT_MISNAMED", 50, "executable content (MZ, ELF) under a name that is not an executable's"),
+    ("RCVD_IN_DNSBL", 30, "the connecting client is listed in an [email.dnsbl] zone (action = \"tag\")"),
 ];
 
 /// A spam score in tenths of a point (SpamAssassin prints one decimal): exact sums, `Eq`.

@@ -213,8 +213,8 @@ impl ShardDns {
                 true
             }
             RrlDecision::Drop => {
-                // Debug only: a flood must not turn into a log flood (counted in `rrl`).
-                tracing::debug!(target: "shardgate::security", shard = self.shard, %client, "DNS answer dropped by response rate limiting");
+                // Rate limited: a flood must not turn into a log flood (all counted in `rrl`).
+                crate::security_event!(INFO, "dns.rrl_drop", shard = self.shard, %client, "DNS answer dropped by response rate limiting");
                 false
             }
         }

@@ -42,12 +42,15 @@ pub async fn accept_loop(dns: Rc<ShardDns>, listener: TcpListener, addr: SocketA
             Ok(stream) => {
                 if dns.tcp_open.get() >= MAX_CONNECTIONS_PER_SHARD {
                     bump(&dns.io.tcp_refused, 1);
-                    tracing::debug!(target: "shardgate::security", shard = dns.shard, %addr, "DNS TCP connection refused: shard at its connection cap");
+                    crate::security_event!(WARN, "dns.tcp_refused", shard = dns.shard, %addr, "DNS TCP connection refused: shard at its connection cap");
                     drop(stream);
                     continue;
                 }
                 bump(&dns.io.tcp_connections, 1);
-                glommio::spawn_local(serve_connection(dns.clone(), stream)).detach();
+                use tracing::Instrument as _;
+                // Every line about the connection carries its correlation id (`crate::correlation`).
+                let span = tracing::info_span!("conn", id = %crate::correlation::next_on_shard(dns.shard));
+                glommio::spawn_local(serve_connection(dns.clone(), stream).instrument(span)).detach();
             }
             Err(e) => {
                 tracing::warn!(shard = dns.shard, %addr, error = %e, "DNS TCP accept failed");

@@ -435,7 +435,7 @@ async fn answer(
     bump(&counters.http_requests, 1);
     if !route.security.permits(info.peer.ip()) {
         bump(&counters.refused, 1);
-        tracing::info!(target: "shardgate::security", route = %route.name, peer = %info.peer, "request refused by ip rules");
+        crate::security_event!(INFO, "http.ip_refused", route = %route.name, peer = %info.peer, "request refused by ip rules");
         return local_reply(client, out, ErrorStatus::Forbidden, local_keep_alive, Some(counters)).await;
     }
     if let Some(limiter) = &runtime.http_limits.connections {
@@ -445,7 +445,7 @@ async fn answer(
                 Some(slot) => slots.push(HeldSlot { state: state.clone(), route: route_id, slot: Some(slot) }),
                 None => {
                     bump(&counters.http_rate_limited, 1);
-                    tracing::info!(target: "shardgate::security", route = %route.name, peer = %info.peer, "connection limit per client reached");
+                    crate::security_event!(INFO, "http.connection_limit", route = %route.name, peer = %info.peer, "connection limit per client reached");
                     out.clear();
                     reply::too_many_requests(1, false, out);
                     count_status(counters, 429);
@@ -462,7 +462,7 @@ async fn answer(
             RateDecision::Delay(wait) => glommio::timer::sleep(wait).await,
             RateDecision::Reject { retry_after_secs } => {
                 bump(&counters.http_rate_limited, 1);
-                tracing::info!(target: "shardgate::security", route = %route.name, peer = %info.peer, "request rate limit reached");
+                crate::security_event!(INFO, "http.rate_limited", route = %route.name, peer = %info.peer, "request rate limit reached");
                 out.clear();
                 let keep = reply::too_many_requests(retry_after_secs, local_keep_alive, out);
                 count_status(counters, 429);

@@ -16,6 +16,9 @@
 //!   `EXE_DOUBLE_EXTENSION` for an executable name behind a harmless one (`invoice.pdf.exe`,
 //!   or a right-to-left override in the name); `EXE_CONTENT_MISNAMED` for Windows (`MZ`) or
 //!   ELF content under a name that is not an executable's;
+//! - `RCVD_IN_DNSBL` when the connecting client is listed in an `[email.dnsbl]` zone whose
+//!   action is `tag` (added by the session with [`SpamVerdict::add_rule`], since only the
+//!   shard knows the listing);
 //! - `[[email.scan.bad_patterns]]`: regular expressions on the Subject and/or the text of
 //!   the text and HTML parts, each its own rule.
 //!
@@ -50,6 +53,18 @@ impl SpamVerdict {
     /// Whether the score reaches the refusal threshold.
     pub fn rejects(&self) -> bool {
         self.reject_score.is_some_and(|limit| self.score >= limit)
+    }
+
+    /// Adds built-in rule `name` at its weight in `policy` (nothing when it is switched off
+    /// or already fired).
+    pub fn add_rule(&mut self, name: &str, policy: &SpamPolicy) {
+        let weight = policy.weight(name);
+        if weight == SpamScore(0) || self.tests.iter().any(|t| t == name) {
+            return;
+        }
+        self.score.0 += weight.0;
+        self.tests.push(name.to_string());
+        self.tests.sort();
     }
 
     /// `X-Spam-Flag` (when spam), `X-Spam-Score` and `X-Spam-Status`, each with its CRLF.
@@ -297,6 +312,25 @@ mod tests {
         let v = verdict(&format!("{CLEAN_HEAD}\r\nSee you at noon.\r\n"), &[], &SpamPolicy::default());
         assert_eq!((v.score, v.tests.len()), (SpamScore(0), 0));
         assert_eq!(v.headers(), "X-Spam-Score: 0.0\r\nX-Spam-Status: No, score=0.0 required=5.0 tests=none\r\n");
+    }
+
+    #[test]
+    fn a_dnsbl_listing_adds_its_rule_once_and_can_tip_the_verdict() {
+        let mut policy = SpamPolicy::default();
+        let text = "From: Alice <alice@bank.example>\r\nReply-To: <collect@elsewhere.example>\r\n\r\nsend money\r\n";
+        let mut v = verdict(text, &[], &policy);
+        assert!(!v.is_spam(), "4.0 alone is under 5.0");
+        v.add_rule("RCVD_IN_DNSBL", &policy);
+        v.add_rule("RCVD_IN_DNSBL", &policy);
+        assert_eq!(v.score, SpamScore(40 + 30));
+        assert_eq!(v.tests, ["FROM_REPLYTO_DIFFER", "MISSING_DATE", "MISSING_MID", "MISSING_SUBJECT", "RCVD_IN_DNSBL"]);
+        assert!(v.is_spam());
+        // Weighted 0 by config: switched off.
+        policy.weights.retain(|(name, _)| *name != "RCVD_IN_DNSBL");
+        policy.weights.push(("RCVD_IN_DNSBL", SpamScore(0)));
+        let mut off = verdict(text, &[], &policy);
+        off.add_rule("RCVD_IN_DNSBL", &policy);
+        assert_eq!((off.score, off.tests.len()), (SpamScore(40), 4));
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, s
             Selection::Route(id) => break id,
             Selection::NoRoute => {
                 bump(&shard.unrouted, 1);
-                tracing::debug!(target: "shardgate::security", %peer, port = local.port(), "no route matches; closed");
+                crate::security_event!(INFO, "proxy.no_route", %peer, port = local.port(), "no route matches; closed");
                 return;
             }
             Selection::NeedServerName => match read_server_name(&mut client, &mut first_bytes).await {
@@ -224,7 +224,7 @@ pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, s
     }
     if !route.security.permits(peer.ip()) {
         bump(&counters.refused, 1);
-        tracing::info!(target: "shardgate::security", route = %route.name, %peer, "refused by ip rules");
+        crate::security_event!(INFO, "proxy.ip_refused", route = %route.name, %peer, "refused by ip rules");
         return;
     }
     let forward = match &route.action {

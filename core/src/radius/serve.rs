@@ -105,16 +105,16 @@ pub async fn serve_socket(radius: Rc<ShardRadius>, socket: UdpSocket, addr: Sock
 fn log_drop(shard: usize, local: SocketAddr, source: SocketAddr, reason: &DropReason) {
     match reason {
         DropReason::UnknownClient => {
-            tracing::debug!(target: "shardgate::security", shard, %local, %source, "RADIUS datagram from an unknown client dropped")
+            crate::security_event!(WARN, "radius.unknown_client", shard, %local, %source, "RADIUS datagram from an unknown client dropped")
         }
-        DropReason::BadMessageAuthenticator | DropReason::BadRequestAuthenticator => tracing::debug!(
-            target: "shardgate::security", shard, %local, %source, ?reason,
+        DropReason::BadMessageAuthenticator | DropReason::BadRequestAuthenticator => crate::security_event!(
+            WARN, "radius.bad_authenticator", shard, %local, %source, ?reason,
             "RADIUS datagram with a bad authenticator dropped (wrong shared secret or forgery)"
         ),
-        DropReason::MissingMessageAuthenticator => tracing::debug!(
-            target: "shardgate::security", shard, %local, %source,
+        DropReason::MissingMessageAuthenticator => crate::security_event!(
+            WARN, "radius.missing_message_authenticator", shard, %local, %source,
             "RADIUS request without Message-Authenticator dropped (required: BlastRADIUS mitigation)"
         ),
-        other => tracing::debug!(target: "shardgate::security", shard, %local, %source, reason = ?other, "RADIUS datagram dropped"),
+        other => crate::security_event!(INFO, "radius.dropped", shard, %local, %source, reason = ?other, "RADIUS datagram dropped"),
     }
 }

@@ -108,7 +108,7 @@ async fn serve_connection(
     // Rate limits hook (`[email.limits]`): blocked addresses (554) and connections per IP (421).
     let limited = smtp.limiter().connection_opened(ip, Instant::now());
     if let Err(refusal) = limited {
-        tracing::debug!(target: "shardgate::security", shard = smtp.shard, %ip, ?refusal, "SMTP session refused by [email.limits]");
+        crate::security_event!(INFO, "smtp.limits_refused", shard = smtp.shard, %ip, ?refusal, "SMTP session refused by [email.limits]");
         let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
         let _ = stream.write_all(&refusal.reply_bytes()).await;
         return;
@@ -378,7 +378,7 @@ impl Connection {
             },
             RcptRouting::NoRoute => {
                 // Postfix's "Relay access denied": mail for a recipient no route takes.
-                tracing::info!(target: "shardgate::security", client = %self.ip, from = ?sender, to = ?recipient, "SMTP relay attempt refused: no email route");
+                crate::security_event!(INFO, "smtp.relay_refused", client = %self.ip, from = ?sender, to = ?recipient, "SMTP relay attempt refused: no email route");
                 RcptDecision::Reject(reject_reply(550, &format!("<{recipient}>: Recipient address rejected: no email route for this recipient")))
             }
         }
@@ -517,7 +517,11 @@ impl Connection {
         }
         // Spam score hook (`crate::mail::spam`): headers on every scanned message, refusal
         // from `spam_reject_score` on.
-        if let (true, Some(spam)) = (scanned, &report.spam) {
+        let mut spam = report.spam.clone();
+        if let (Some(spam), Some(_), Some(policy)) = (spam.as_mut(), &self.dnsbl, &self.generation.scan) {
+            spam.add_rule("RCVD_IN_DNSBL", &policy.spam);
+        }
+        if let (true, Some(spam)) = (scanned, &spam) {
             if spam.rejects() {
                 let _ = file.remove().await;
                 let _ = file.close().await;
