@@ -95,6 +95,10 @@ bitflags::bitflags! {
         /// Completions do not interrupt a running thread with an IPI; they are delivered
         /// when it next enters the kernel (Linux 5.19; shardgate patch).
         const COOP_TASKRUN = 1 << 8;
+        /// With `COOP_TASKRUN`: the kernel sets `IORING_SQ_TASKRUN` in the SQ ring flags
+        /// while completions wait for the thread to enter the kernel (Linux 5.19; shardgate
+        /// patch).
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

@@ -893,26 +893,57 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// Set up with `COOP_TASKRUN | TASKRUN_FLAG` (shardgate patch).
+    cooperative: bool,
 }
 
-/// A sleepable ring, set up with `IORING_SETUP_COOP_TASKRUN` (Linux 5.19) when
-/// `SHARDGATE_URING_COOP_TASKRUN` is set in the environment and the kernel knows the flag
-/// (shardgate patch; see vendor/README.md). With the flag, a completion that arrives while the
-/// ring's thread is running does not interrupt it with an IPI; it is delivered the next time
-/// the thread enters the kernel. That roughly doubles proxied requests/s at saturation, but
-/// wakes an idle executor late (about +350 µs per request at low load, measured), so it is
-/// off by default.
-fn new_cooperative_ring(size: usize) -> io::Result<iou::IoUring> {
-    if std::env::var_os("SHARDGATE_URING_COOP_TASKRUN").is_none() {
-        return iou::IoUring::new(size as _);
+/// A sleepable ring, set up with `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG`
+/// (Linux 5.19) when the kernel knows the flags, unless `SHARDGATE_URING_NO_COOP_TASKRUN` is
+/// set in the environment (shardgate patch; see vendor/README.md). With the flags, a
+/// completion that arrives while the ring's thread is running does not interrupt it with an
+/// IPI; it is delivered the next time the thread enters the kernel, and the kernel says one is
+/// waiting with `IORING_SQ_TASKRUN` in the SQ ring flags, which the spin loop checks
+/// ([`SleepableRing::run_deferred_completions`]). Returns the ring and whether it is
+/// cooperative.
+fn new_cooperative_ring(size: usize) -> io::Result<(iou::IoUring, bool)> {
+    if std::env::var_os("SHARDGATE_URING_NO_COOP_TASKRUN").is_some() {
+        return Ok((iou::IoUring::new(size as _)?, false));
     }
-    match iou::IoUring::new_with_flags(size as _, iou::SetupFlags::COOP_TASKRUN, iou::SetupFeatures::empty()) {
-        Ok(ring) => Ok(ring),
-        Err(_) => iou::IoUring::new(size as _),
+    match iou::IoUring::new_with_flags(
+        size as _,
+        iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+        iou::SetupFeatures::empty(),
+    ) {
+        Ok(ring) => Ok((ring, true)),
+        Err(_) => Ok((iou::IoUring::new(size as _)?, false)),
     }
 }
 
 impl SleepableRing {
+    /// On a cooperative ring, completions the kernel holds back until this thread enters it
+    /// (`IORING_SQ_TASKRUN` set) are run now, so a spinning executor sees them at once
+    /// instead of when it parks (shardgate patch).
+    fn run_deferred_completions(&mut self) {
+        if !self.cooperative {
+            return;
+        }
+        let raw = self.ring.raw();
+        // SAFETY: `kflags` points into the SQ ring mapping, which lives as long as the ring.
+        let flags = unsafe { std::ptr::read_volatile(raw.sq.kflags) };
+        if flags & uring_sys::IORING_SQ_TASKRUN != 0 {
+            // With min_complete 0 this only runs the task work and returns.
+            unsafe {
+                uring_sys::syscalls::io_uring_enter(
+                    raw.ring_fd,
+                    0,
+                    0,
+                    uring_sys::IORING_ENTER_GETEVENTS,
+                    std::ptr::null(),
+                );
+            }
+        }
+    }
+
     fn new(
         size: usize,
         name: &'static str,
@@ -920,8 +951,17 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // Only the main ring (sockets, files) is cooperative: the latency ring carries the
+        // preempt timer, whose completion `need_preempt` reads from user space, so it must
+        // not wait for a kernel entry.
+        let (ring, cooperative) = if name == "main" {
+            new_cooperative_ring(size)?
+        } else {
+            (iou::IoUring::new(size as _)?, false)
+        };
         Ok(SleepableRing {
-            ring: new_cooperative_ring(size)?,
+            ring,
+            cooperative,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1755,6 +1795,8 @@ impl Reactor {
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
+        // Deferred completions of the main ring (shardgate patch).
+        self.main_ring.borrow_mut().run_deferred_completions();
         self.main_ring.borrow_mut().poll(woke)?;
         self.latency_ring.borrow_mut().poll(woke)?;
         *woke += self.flush_syscall_thread();
@@ -1828,7 +1870,8 @@ impl Reactor {
         let mut main_ring = self.main_ring.borrow_mut();
         let mut lat_ring = self.latency_ring.borrow_mut();
 
-        // consume all events from the rings
+        // consume all events from the rings (deferred ones included: shardgate patch)
+        main_ring.run_deferred_completions();
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // Cancel the old timer regardless of whether we can sleep:
