@@ -31,6 +31,16 @@ use balance::Balancer;
 /// How long a client may take to send its ClientHello when the route depends on SNI.
 pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The two addresses of an accepted connection, as the accept loop learned them (the peer
+/// from `accept4`, the local one from the listener unless it listens on a wildcard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionEnds {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address it connected to.
+    pub local: SocketAddr,
+}
+
 /// Shard-wide counters that belong to no route.
 #[derive(Debug, Default)]
 pub struct ShardCounters {
@@ -146,11 +156,15 @@ impl Drop for OpenGuard<'_> {
 }
 
 /// Serves one accepted connection start to finish on this shard.
-pub async fn serve_connection(state: Rc<RouteState>, shard: Rc<ShardCounters>, shard_http: Rc<crate::http::ShardHttp>, mut client: TcpStream) {
+pub async fn serve_connection(
+    state: Rc<RouteState>,
+    shard: Rc<ShardCounters>,
+    shard_http: Rc<crate::http::ShardHttp>,
+    mut client: TcpStream,
+    ends: ConnectionEnds,
+) {
     let _open = OpenGuard::new(&shard.open_connections);
-    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
-        return;
-    };
+    let ConnectionEnds { peer, local } = ends;
     // Route, reading the ClientHello only when a candidate route needs the SNI.
     let mut first_bytes: Vec<u8> = Vec::new();
     let mut server_name: Option<Option<String>> = None;

@@ -345,15 +345,24 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, listener_fd: std::
                 glommio::yield_if_needed().await;
                 result
             }
-            None => listener.accept().await.map_err(std::io::Error::from),
+            None => listener.accept().await.map_err(std::io::Error::from).and_then(|stream| {
+                let peer = stream.peer_addr()?;
+                Ok((stream, peer))
+            }),
         };
         match accepted {
-            Ok(stream) => {
+            Ok((stream, peer)) => {
                 use tracing::Instrument as _;
+                // The local address is the listener's unless it listens on a wildcard.
+                let local = if addr.ip().is_unspecified() { stream.local_addr() } else { Ok(addr) };
+                let Ok(local) = local else { continue };
+                let ends = crate::proxy::ConnectionEnds { peer, local };
                 let state = shard.state.borrow().clone();
                 let span = tracing::info_span!("conn", id = %crate::correlation::next_on_shard(shard.index));
-                glommio::spawn_local(serve_connection(state, shard.shard_counters.clone(), shard.http.clone(), stream).instrument(span))
-                    .detach();
+                glommio::spawn_local(
+                    serve_connection(state, shard.shard_counters.clone(), shard.http.clone(), stream, ends).instrument(span),
+                )
+                .detach();
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
@@ -364,18 +373,26 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, listener_fd: std::
     }
 }
 
-/// Takes one queued connection off a shard's listener (which is `O_NONBLOCK`) with
-/// `accept4`: `None` when the queue is empty (or the call was interrupted).
-fn accept_queued(listener_fd: std::os::fd::RawFd) -> Option<std::io::Result<glommio::net::TcpStream>> {
-    // SAFETY: accept4 on our listening socket without asking for the peer address.
-    let fd = unsafe { libc::accept4(listener_fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
-    if fd >= 0 {
-        // SAFETY: `fd` is a fresh connected socket whose ownership moves to the stream.
-        return Some(Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }));
-    }
-    let error = std::io::Error::last_os_error();
-    match error.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
-        _ => Some(Err(error)),
+/// Takes one queued connection off a shard's listener (which is `O_NONBLOCK`) with one
+/// `accept4` that also returns the peer's address: `None` when the queue is empty (or the
+/// call was interrupted).
+fn accept_queued(listener_fd: std::os::fd::RawFd) -> Option<std::io::Result<(glommio::net::TcpStream, SocketAddr)>> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the listener outlives this call, and ManuallyDrop keeps the borrowed descriptor
+    // open when the wrapper goes.
+    let listener = std::mem::ManuallyDrop::new(unsafe { socket2::Socket::from_raw_fd(listener_fd) });
+    match listener.accept() {
+        Ok((socket, peer)) => {
+            let Some(peer) = peer.as_socket() else {
+                return Some(Err(std::io::Error::other("accepted a connection that is not TCP/IP")));
+            };
+            // SAFETY: a fresh connected socket whose ownership moves to the stream.
+            let stream = unsafe { glommio::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+            Some(Ok((stream, peer)))
+        }
+        Err(error) => match error.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+            _ => Some(Err(error)),
+        },
     }
 }
