@@ -18,7 +18,11 @@ SG_PORT=${SG_PORT:-12625}
 bash tests/ensure-packages.sh --no-install-recommends postfix bc
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p shardgate-appliance --quiet
 
-work=$(mktemp -d /var/tmp/shardgate-smtp-bench.XXXXXX)
+# Both queues live under BENCH_DIR (the same file system for both; default /var/tmp). On a
+# file system without a journal, ext4 scans for inodes not recently deleted on every create,
+# which dominates both peers' CPU once many files were deleted there: use a fresh journaled
+# ext4 (e.g. a loop mount) for numbers that mean something.
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/shardgate-smtp-bench.XXXXXX")
 chmod 755 "$work"
 sg_pid=""
 cleanup() {

@@ -1453,6 +1453,7 @@ impl LocalExecutor {
             let cx = &mut Context::from_waker(&waker);
 
             let spin_before_park = self.spin_before_park().unwrap_or_default();
+            let mut spin_window = spin_before_park;
 
             let future = this
                 .spawn_into(future, TaskQueueHandle::default())
@@ -1494,11 +1495,22 @@ impl LocalExecutor {
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
                     } else {
+                        // shardgate patch: adaptive spin. A park whose sleep outlasted the
+                        // whole spin window means spinning would have been wasted: halve the
+                        // window (down to none). A short sleep means a spin would have caught
+                        // the event: restore the full window. A box that is busy keeps
+                        // spinning; one waiting on disks or idle clients stops burning CPU.
                         while !this.reactor.spin_poll_io().unwrap() {
-                            if pre_time.elapsed() > spin_before_park {
+                            if pre_time.elapsed() > spin_window {
+                                let parked_at = Instant::now();
                                 this.parker
                                     .park()
                                     .expect("Failed to park! This is actually pretty bad!");
+                                spin_window = if parked_at.elapsed() < spin_before_park {
+                                    spin_before_park
+                                } else {
+                                    spin_window / 2
+                                };
                                 break;
                             }
                         }
