@@ -108,7 +108,9 @@ pub struct RuntimeSettings {
     pub drain_timeout: Duration,
     /// How long an idle shard polls for new work before it sleeps in the kernel (Seastar
     /// polls always; zero sleeps at once). Polling briefly saves the wake-up latency of every
-    /// request/response turn on a busy shard.
+    /// request/response turn on a busy shard. The window is an upper bound: the patched
+    /// executor halves it after a sleep that outlasted it and restores it after a short one
+    /// (`vendor/README.md`).
     pub spin_before_park: Duration,
 }
 
