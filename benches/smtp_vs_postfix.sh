@@ -2,12 +2,13 @@
 # SMTP intake side by side: shardgate vs Postfix, the same load (Postfix's smtp-source: SESSIONS
 # parallel sessions, MESSAGES messages of SIZE bytes, one recipient each), both accepting for
 # example.test and queueing durably on the same disk (Postfix fsyncs its queue file before 250;
-# shardgate fdatasyncs the spool file and group-commits its journal). Postfix only queues: every
+# shardgate group-commits its journal and the batch's spool files with one syncfs). Postfix only queues: every
 # transport is deferred, so nothing is delivered while it runs; shardgate's route forwards to a
 # closed port on loopback, so its messages are deferred too (one refused connect per attempt)
 # instead of being written to Maildirs during the run. Prints messages/s for each and
 # `smtp_intake_<SIZE>B postfix ratio=<shardgate/postfix>`.
 # Usage: bash benches/smtp_vs_postfix.sh        (as root; installs postfix from Debian if missing)
+# Env: SESSIONS, MESSAGES, SIZE, BENCH_DIR (file system for both queues), SG_BIN (binary to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SESSIONS=${SESSIONS:-20}
@@ -67,7 +68,7 @@ name = "deferred"
 match = { recipients = "*@example.test" }
 action = { type = "forward", host = "127.0.0.1", port = ${DEFER_PORT:-9}, starttls = "none" }
 EOF
-target/release/shardgate run --config "$work/edge.toml" 2>"$work/sg.log" &
+"${SG_BIN:-target/release/shardgate}" run --config "$work/edge.toml" 2>"$work/sg.log" &
 sg_pid=$!
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$SG_PORT") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$PF_PORT") 2>/dev/null && break

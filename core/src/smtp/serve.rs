@@ -13,8 +13,9 @@
 //! - `MessageData` → appended to the message's spool file with glommio file I/O (chunks of
 //!   at most 64 KiB; the message is never held whole in memory) and fed to the
 //!   [`ContentScanner`].
-//! - `MessageComplete` → spool file `fdatasync`ed, content routes decided, the record handed to
-//!   the queue writer; the session is answered `250` only when the writer's commit arrives
+//! - `MessageComplete` → content routes decided, the record and the spool file's digest
+//!   (length, CRC32) handed to the queue writer, which syncs the file with its whole batch;
+//!   the session is answered `250` only when the writer's commit arrives
 //!   (`ToShard::MailQueued`), `451` if it failed.
 //! - `MessageAborted` → the spool file is deleted.
 //!
@@ -46,7 +47,7 @@ use shardgate_smtp::{
 use super::transport::Transport;
 use super::{ShardSmtp, SmtpGeneration};
 use crate::config::{canonical_ip, EmailAction};
-use crate::mail::queue::{now_ms, QueuedMessage, QueuedRecipient, RecipientState};
+use crate::mail::queue::{now_ms, QueuedMessage, QueuedRecipient, RecipientState, SpoolDigest};
 use crate::mail::routes::{resolve_candidates, route_recipient, ContentScanner, EnvelopeFacts, RcptRouting};
 
 /// How long a TLS handshake may take.
@@ -164,6 +165,8 @@ struct Spool {
     id: String,
     file: Option<BufferedFile>,
     written: u64,
+    /// CRC32 of what was written (the queue journals it: see `crate::mail::queue`).
+    crc: crc32fast::Hasher,
     failed: bool,
     scanner: ContentScanner,
 }
@@ -397,6 +400,7 @@ impl Connection {
         }
         let Some(file) = spool.file.as_ref() else { return };
         let len = chunk.len();
+        spool.crc.update(&chunk);
         // The chunk moves into the write (no copy). A short write to a regular file means the
         // disk is full: the message is failed (451 at its end) rather than retried.
         match file.write_at(chunk, spool.written).await {
@@ -422,7 +426,7 @@ impl Connection {
             None => None,
         };
         let failed = file.is_none();
-        Spool { id, file, written: 0, failed, scanner: ContentScanner::new() }
+        Spool { id, file, written: 0, crc: crc32fast::Hasher::new(), failed, scanner: ContentScanner::new() }
     }
 
     async fn discard_spool(&mut self) {
@@ -452,9 +456,11 @@ impl Connection {
     }
 
     async fn finish_spooled(&mut self, envelope: Envelope, spool: Spool) -> MessageOutcome {
-        let Spool { id, file, failed, scanner, .. } = spool;
+        let Spool { id, file, failed, scanner, written, crc } = spool;
         let Some(file) = file else { return MessageOutcome::TempFail };
-        if failed || file.fdatasync().await.is_err() {
+        // Not synced here: the queue writer syncs the file system once for its whole batch.
+        let digest = SpoolDigest { id: id.clone(), len: written, crc: crc.finalize() };
+        if failed {
             let _ = file.remove().await;
             let _ = file.close().await;
             return MessageOutcome::TempFail;
@@ -557,7 +563,7 @@ impl Connection {
         let (ticket, answer) = self.smtp.ticket();
         // From here the writer owns the spool file (commits it or deletes it).
         self.smtp.spool_done(&id);
-        if !link.enqueue(self.smtp.shard, ticket, message) {
+        if !link.enqueue(self.smtp.shard, ticket, message, digest) {
             self.smtp.forget(ticket);
             let _ = std::fs::remove_file(link.spool_path(&id));
             return MessageOutcome::TempFail;

@@ -27,6 +27,8 @@
 //! 5 finished   finished
 //! 6 closed     at_ms:u64 LE, fixed 8 bytes (clean shutdown marker, last record only: a fixed
 //!              17-byte frame, so start-up finds it by reading the file's last 17 bytes)
+//! 7 unsynced   list<(id:str, len:uint, crc:u32 LE)> (spool files of this batch not yet synced)
+//! 8 synced     (nothing: every record before it is durable)
 //!
 //! message   id:str received_at_ms:uint sender:str size:uint trace_header:str helo:str
 //!           client_ip:ip authenticated_user:opt<str> flags:u8 (1 tls, 2 smtputf8, 4 8bitmime)
@@ -49,7 +51,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::journal::JournalRecord;
+use super::journal::{JournalRecord, SpoolDigest};
 use super::{FinishedMessage, QueuedMessage, QueuedRecipient, RecipientOutcome, RecipientState};
 use crate::config::{EmailAction, ForwardAuth, MailForward, QueueClass, StartTlsPolicy};
 
@@ -84,6 +86,8 @@ const TAG_RETRY_NOW: u8 = 3;
 const TAG_REMOVED: u8 = 4;
 const TAG_FINISHED: u8 = 5;
 const TAG_CLOSED: u8 = 6;
+const TAG_UNSYNCED: u8 = 7;
+const TAG_SYNCED: u8 = 8;
 
 /// Appends the payload of `record` to `out`.
 pub fn encode_payload(record: &JournalRecord, out: &mut Vec<u8>) {
@@ -137,6 +141,16 @@ pub fn encode_payload(record: &JournalRecord, out: &mut Vec<u8>) {
             out.push(TAG_CLOSED);
             out.extend_from_slice(&at_ms.to_le_bytes());
         }
+        JournalRecord::Unsynced(digests) => {
+            out.push(TAG_UNSYNCED);
+            put_uint(out, digests.len() as u64);
+            for digest in digests {
+                put_str(out, &digest.id);
+                put_uint(out, digest.len);
+                out.extend_from_slice(&digest.crc.to_le_bytes());
+            }
+        }
+        JournalRecord::Synced => out.push(TAG_SYNCED),
     }
 }
 
@@ -170,6 +184,19 @@ pub fn decode_payload(payload: &[u8]) -> Result<JournalRecord, DecodeError> {
             at.copy_from_slice(d.take(8)?);
             JournalRecord::Closed { at_ms: u64::from_le_bytes(at) }
         }
+        TAG_UNSYNCED => {
+            let count = d.count()?;
+            let mut digests = Vec::with_capacity(count);
+            for _ in 0..count {
+                let id = d.string()?;
+                let len = d.uint()?;
+                let mut crc = [0u8; 4];
+                crc.copy_from_slice(d.take(4)?);
+                digests.push(SpoolDigest { id, len, crc: u32::from_le_bytes(crc) });
+            }
+            JournalRecord::Unsynced(digests)
+        }
+        TAG_SYNCED => JournalRecord::Synced,
         tag => return Err(DecodeError::UnknownTag { what: "record", tag }),
     };
     match payload.len() - d.pos {
@@ -566,6 +593,11 @@ mod tests {
             JournalRecord::Removed(finished.clone()),
             JournalRecord::Finished(finished),
             JournalRecord::Closed { at_ms: 17 },
+            JournalRecord::Unsynced(vec![
+                SpoolDigest { id: "0000000000000A01".into(), len: 10_240, crc: 0xDEAD_BEEF },
+                SpoolDigest { id: "0000000000000A03".into(), len: 0, crc: 0 },
+            ]),
+            JournalRecord::Synced,
         ]
     }
 

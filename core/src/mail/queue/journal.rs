@@ -57,6 +57,48 @@ pub enum JournalRecord {
         /// When (ms since the epoch).
         at_ms: u64,
     },
+    /// The spool files of the `enqueued` records that follow in the same batch were not yet
+    /// synced when this was written: the writer syncs the whole file system (spool files,
+    /// folder and journal) once after writing the batch. Until a [`JournalRecord::Synced`]
+    /// follows, recovery checks each listed file against its length and CRC and drops a
+    /// message whose file does not match (it was never acknowledged).
+    Unsynced(Vec<SpoolDigest>),
+    /// Everything before this record is durable (the previous batch's sync returned).
+    Synced,
+}
+
+/// What a spool file written without its own sync must contain: recovery's check for the
+/// messages of a batch whose file-system sync may not have completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolDigest {
+    /// The queue id (the spool file's name).
+    pub id: String,
+    /// The file's length in octets.
+    pub len: u64,
+    /// CRC32 (IEEE) of the file's content.
+    pub crc: u32,
+}
+
+impl SpoolDigest {
+    /// Does the spool file at `path` hold exactly what was written? Reads it whole (only the
+    /// files of the last batch before a crash are ever checked).
+    pub fn matches_file(&self, path: &Path) -> bool {
+        let Ok(mut file) = File::open(path) else { return false };
+        if file.metadata().map(|m| m.len()).ok() != Some(self.len) {
+            return false;
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        hasher.finalize() == self.crc
+    }
 }
 
 /// Which journal format a file is in.
@@ -127,7 +169,7 @@ pub(crate) fn apply(state: &mut QueueState, record: JournalRecord, schedule: boo
             state.remove(&id, finished, schedule);
         }
         JournalRecord::Finished(finished) => state.remember(finished),
-        JournalRecord::Closed { .. } => {}
+        JournalRecord::Closed { .. } | JournalRecord::Unsynced(_) | JournalRecord::Synced => {}
     }
 }
 
@@ -274,7 +316,9 @@ fn bad_magic(path: &Path) -> std::io::Error {
 
 /// Replays the journal at `path` into `state` (schedules are rebuilt at the end), truncating
 /// a torn tail and a trailing clean-shutdown marker (so a later crash never looks clean).
-pub(crate) fn replay(path: &Path, state: &mut QueueState) -> std::io::Result<ReplayReport> {
+/// `unsynced` receives the spool digests of the batch (at most one, the last) whose
+/// file-system sync is not known to have completed: the caller checks those files.
+pub(crate) fn replay(path: &Path, state: &mut QueueState, unsynced: &mut Vec<SpoolDigest>) -> std::io::Result<ReplayReport> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let total = file.metadata()?.len();
     let mut magic = [0u8; 8];
@@ -310,6 +354,16 @@ pub(crate) fn replay(path: &Path, state: &mut QueueState) -> std::io::Result<Rep
         match decoded {
             // The marker is not a record of the queue's history (and is cut off below).
             Ok(JournalRecord::Closed { .. }) => closed_at = Some(at),
+            Ok(JournalRecord::Unsynced(digests)) => {
+                report.records += 1;
+                closed_at = None;
+                unsynced.extend(digests);
+            }
+            Ok(JournalRecord::Synced) => {
+                report.records += 1;
+                closed_at = None;
+                unsynced.clear();
+            }
             Ok(record) => {
                 report.records += 1;
                 closed_at = None;

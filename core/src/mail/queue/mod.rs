@@ -4,17 +4,24 @@
 //!
 //! - **Shards** write the message content: each accepted message gets a spool file
 //!   `<data_dir>/mail/queue/spool/<id>`, written with glommio file I/O as `DATA`/`BDAT` chunks
-//!   arrive (never the whole message in memory), then `fdatasync`ed by the shard. The shard
+//!   arrive (never the whole message in memory), and not synced by the shard. The shard
 //!   then sends the message's record (envelope, per-recipient route and action, trace header)
-//!   to the queue writer ([`ShardQueueLink::enqueue`]) and waits for the answer
+//!   and the file's digest (length, CRC32: [`SpoolDigest`]) to the queue writer ([`ShardQueueLink::enqueue`]) and waits for the answer
 //!   (`ToShard::MailQueued`, matched by ticket; one mailbox message per shard per commit) before it sends `250`.
 //! - **The queue writer** ([`writer`], one thread, started by the runtime when `[email]` is
 //!   configured) is the only writer of the journal. It takes every request waiting on its
 //!   channel — enqueues from all shards, outcomes from the delivery engine — appends their
-//!   records to the journal in one `write`, fsyncs the spool folder once if the batch added
-//!   spool files, `fdatasync`s the journal once, and only then makes the batch visible
-//!   (in-memory state) and answers every request of the batch (group commit). Shards never
-//!   wait on a disk sync themselves except their own spool file's.
+//!   records to the journal in one `write` — for shard messages led by an `unsynced` record
+//!   listing their digests — then makes it all durable with **one `syncfs`** of the spool
+//!   file system (the spool files' data, the folder and the journal in one file-system
+//!   commit, instead of one commit per spool file, one for the folder and one for the
+//!   journal), and only then makes the batch visible (in-memory state) and answers every
+//!   request of the batch (group commit). A batch of only delivery outcomes (or of control
+//!   core submissions, whose files are synced when written) `fdatasync`s the journal instead
+//!   (after an fsync of the spool folder for new files). Shards never wait on a disk sync.
+//!   `syncfs` also writes back whatever else is dirty on that file system: keep `data_dir`
+//!   on a file system of its own (as for Postfix's queue) when other heavy writers share
+//!   the disk.
 //! - **The delivery engine and the admin socket** use a [`QueueHandle`] (cloneable, `Send`,
 //!   usable from the control core's tokio runtime): reads come from the in-memory state, every
 //!   change goes through the writer and is durable when the returned future resolves.
@@ -53,9 +60,14 @@
 //!
 //! # Crash safety and recovery
 //!
-//! - A message is acknowledged only after its spool file was `fdatasync`ed (by the shard), the
-//!   spool folder fsynced and its `enqueued` record `fdatasync`ed (by the writer, group
-//!   commit), in that order; only then does the shard send `250`.
+//! - A message is acknowledged only after the `syncfs` that covers its spool file, the spool
+//!   folder and its `enqueued` record returned (group commit); only then does the shard send
+//!   `250`. Because the record may reach the disk before the file's data (they are synced
+//!   together), the batch's `unsynced` record lists each file's length and CRC32; the next
+//!   batch starts with a `synced` record once the sync returned. At start, the digests of
+//!   an `unsynced` record not followed by `synced` (at most the last batch before a crash)
+//!   are checked against the files: a message whose file is short or holds other bytes was
+//!   never acknowledged and is dropped (`removed` journaled, file deleted).
 //! - A delivery outcome is journaled *before* the message is removed and before its spool file
 //!   is deleted, so a crash after a next hop accepted a message never delivers it again
 //!   (the delivery engine records `Delivered` before it moves on).
@@ -114,6 +126,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EmailAction, QueueClass};
 
+pub use journal::SpoolDigest;
 pub use writer::{MailQueue, ShardQueueLink, WriterRequest};
 
 /// The journal grows at least this large before it is compacted.
@@ -743,7 +756,7 @@ impl QueueHandle {
             correlation_id: message.correlation_id,
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = WriterRequest::Enqueue { message: Box::new(queued), reply: writer::EnqueueReply::Local(reply) };
+        let request = WriterRequest::Enqueue { message: Box::new(queued), unsynced: None, reply: writer::EnqueueReply::Local(reply) };
         if self.shared.requests.send(request).is_err() {
             let _ = std::fs::remove_file(&path);
             submitting.done();

@@ -416,3 +416,57 @@ fn a_submitted_file_is_copied_into_the_spool_not_read_into_memory() {
     let spool_files = std::fs::read_dir(dir.path().join("spool")).expect("list").count();
     assert_eq!(spool_files, 1);
 }
+
+#[test]
+fn a_batch_whose_file_system_sync_may_not_have_finished_keeps_only_messages_whose_spool_files_match() {
+    let content: &[u8] = b"content";
+    let good = SpoolDigest { id: queued_message(0).id, len: content.len() as u64, crc: crc32fast::hash(content) };
+    let wrong_bytes = SpoolDigest { id: queued_message(1).id, len: content.len() as u64, crc: crc32fast::hash(b"CONTENT") };
+    let wrong_length = SpoolDigest { id: queued_message(2).id, len: 4096, crc: crc32fast::hash(content) };
+    let mut records = vec![JournalRecord::Unsynced(vec![good.clone(), wrong_bytes.clone(), wrong_length.clone()])];
+    records.extend((0..3).map(|n| JournalRecord::Enqueued(Box::new(queued_message(n)))));
+
+    // No `synced` after the batch: its files are checked, the two that do not match go.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_journal(dir.path(), 1, journal::MAGIC, &records, journal::encode);
+    let (queue, report) = open(dir.path());
+    assert_eq!((report.messages, report.missing_spool_files), (1, 2));
+    let handle = queue.handle();
+    assert!(handle.get(&good.id).is_some());
+    assert!(handle.get(&wrong_bytes.id).is_none() && handle.get(&wrong_length.id).is_none());
+    assert!(!dir.path().join("spool").join(&wrong_bytes.id).exists(), "the torn file is removed");
+    drop(queue);
+    let (_, report) = open(dir.path());
+    assert_eq!((report.messages, report.missing_spool_files), (1, 0), "the drop was journaled");
+
+    // A `synced` after it: the batch is durable, nothing is checked.
+    let dir = tempfile::tempdir().expect("tempdir");
+    records.push(JournalRecord::Synced);
+    write_journal(dir.path(), 1, journal::MAGIC, &records, journal::encode);
+    let (_, report) = open(dir.path());
+    assert_eq!((report.messages, report.missing_spool_files), (3, 0));
+}
+
+#[test]
+fn a_shard_enqueue_with_an_unsynced_spool_file_is_committed_by_one_file_system_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut queue, _) = open(dir.path());
+    let link = queue.link();
+    let mut ids = Vec::new();
+    for n in 0..3u64 {
+        let message = queued_message(n);
+        let content = format!("Subject: {n}\r\n\r\nbody {n}\r\n");
+        std::fs::write(link.spool_path(&message.id), &content).expect("spool file");
+        let digest = SpoolDigest { id: message.id.clone(), len: content.len() as u64, crc: crc32fast::hash(content.as_bytes()) };
+        ids.push(message.id.clone());
+        assert!(link.enqueue(0, n, message, digest));
+    }
+    queue.stop();
+    drop(queue);
+    let journal_bytes = std::fs::read(journal::journal_path(dir.path(), 1)).expect("journal");
+    let (queue, report) = open(dir.path());
+    assert_eq!((report.messages, report.missing_spool_files), (3, 0), "{} journal bytes", journal_bytes.len());
+    for id in &ids {
+        assert!(queue.handle().get(id).is_some(), "{id} recovered");
+    }
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use super::journal::{self, JournalRecord};
+use super::journal::{self, JournalRecord, SpoolDigest};
 use super::{
     id_key, is_queue_id, now_ms, queue_id_counter_start, FinishedMessage, QueueError, QueueHandle, QueueState, QueuedMessage,
     RecipientOutcome, RecipientState, Recorded, Shared, COMPACT_MIN_BYTES,
@@ -45,11 +45,15 @@ pub enum EnqueueReply {
 /// A request to the queue writer.
 #[derive(Debug)]
 pub enum WriterRequest {
-    /// Commit a new message (its spool file is already written and synced). On failure the
-    /// writer deletes the spool file.
+    /// Commit a new message (its spool file is already written). On failure the writer
+    /// deletes the spool file.
     Enqueue {
         /// The message record.
         message: Box<QueuedMessage>,
+        /// `Some`: the spool file is written but not synced; the writer syncs the file system
+        /// once for the whole batch before it answers, and journals the digest so recovery
+        /// can tell a file the sync did not complete. `None`: the file is already synced.
+        unsynced: Option<SpoolDigest>,
         /// Who waits.
         reply: EnqueueReply,
     },
@@ -98,11 +102,13 @@ impl ShardQueueLink {
         self.spool_dir.join(id)
     }
 
-    /// Hands a message whose spool file is written and synced to the writer; the answer comes
+    /// Hands a message whose spool file is written (not synced: `digest` says what it holds)
+    /// to the writer, which makes it durable with the rest of its batch; the answer comes
     /// back to `shard` in `ToShard::MailQueued` under `ticket`. `false` when the writer has
     /// stopped (no answer will come: reply 451 at once).
-    pub fn enqueue(&self, shard: usize, ticket: u64, message: QueuedMessage) -> bool {
-        let request = WriterRequest::Enqueue { message: Box::new(message), reply: EnqueueReply::Shard { shard, ticket } };
+    pub fn enqueue(&self, shard: usize, ticket: u64, message: QueuedMessage, digest: SpoolDigest) -> bool {
+        let request =
+            WriterRequest::Enqueue { message: Box::new(message), unsynced: Some(digest), reply: EnqueueReply::Shard { shard, ticket } };
         self.requests.send(request).is_ok()
     }
 }
@@ -191,6 +197,8 @@ impl MailQueue {
             upgraded_from_json: false,
             compacted: false,
         };
+        // The last batch's spool digests, if its file-system sync is not known to be done.
+        let mut unsynced: Vec<SpoolDigest> = Vec::new();
         // About 250 bytes per message record in format 2, 600 in format 1.
         let (mut state, replayed, listing) = match &newest {
             Some((_, path)) => {
@@ -207,7 +215,7 @@ impl MailQueue {
                             .name("queue-spool-list".into())
                             .spawn_scoped(scope, || list_spool(&spool_dir))
                     });
-                    let replayed = journal::replay(path, &mut state);
+                    let replayed = journal::replay(path, &mut state, &mut unsynced);
                     let listing = match lister {
                         Some(Ok(thread)) => Some(thread.join().unwrap_or_else(|_| Err(std::io::Error::other("spool listing panicked")))),
                         // No second thread (or none could start): list after the replay.
@@ -281,6 +289,33 @@ impl MailQueue {
                 journal::sync_dir(&spool_dir)?;
             }
         }
+        // The last batch before a crash may have been written without its sync completing:
+        // its messages were never acknowledged, and a spool file that does not hold what was
+        // written (short, or blocks never written) drops its message.
+        let mut torn = Vec::new();
+        for digest in &unsynced {
+            let Some(message) = state.get(&digest.id) else { continue };
+            if digest.matches_file(&spool_dir.join(&digest.id)) {
+                continue;
+            }
+            tracing::warn!(id = %digest.id, "mail queue: spool file incomplete after a crash (never acknowledged), message dropped");
+            torn.push(finished_of(message, true));
+        }
+        if !torn.is_empty() {
+            let mut buf = Vec::new();
+            for finished in torn {
+                let _ = std::fs::remove_file(spool_dir.join(&finished.id));
+                journal::encode(&JournalRecord::Removed(finished.clone()), &mut buf);
+                let id = finished.id.clone();
+                state.remove(&id, finished, true);
+                report.missing_spool_files += 1;
+            }
+            if replayed.is_some_and(|r| r.format == journal::JournalFormat::BinaryV2) {
+                file.write_all(&buf)?;
+                file.sync_data()?;
+                journal_len += buf.len() as u64;
+            }
+        }
         report.messages = state.messages.len();
         // Compaction at start: the JSON format is rewritten once (its records cannot be
         // appended to), and a journal mostly made of history is cut down to the live state.
@@ -327,7 +362,16 @@ impl MailQueue {
     /// to enqueues go there). Requests sent before are kept and committed first.
     pub fn start(&mut self, shards: Vec<Mailbox<ToShard>>) -> std::io::Result<()> {
         let Some((receiver, journal, journal_len, seq)) = self.pending.take() else { return Ok(()) };
+        let spool_dir = &self.handle.shared.spool_dir;
+        let spool_fs = File::open(spool_dir)?;
+        let journal_on_spool_fs = {
+            use std::os::unix::fs::MetadataExt;
+            spool_fs.metadata()?.dev() == journal.metadata()?.dev()
+        };
         let mut writer = Writer {
+            spool_fs,
+            journal_on_spool_fs,
+            marker_owed: false,
             dir: self.dir.clone(),
             spool_dir: self.handle.shared.spool_dir.clone(),
             seq,
@@ -384,6 +428,13 @@ fn finished_of(message: &QueuedMessage, deleted: bool) -> FinishedMessage {
 }
 
 struct Writer {
+    /// The spool folder, open: `syncfs` target for batches with unsynced spool files.
+    spool_fs: File,
+    /// The journal is on the spool folder's file system (so `syncfs` covers it too).
+    journal_on_spool_fs: bool,
+    /// The last batch had unsynced spool files and its sync returned: the next write starts
+    /// with a [`JournalRecord::Synced`] so recovery need not check them.
+    marker_owed: bool,
     dir: PathBuf,
     spool_dir: PathBuf,
     seq: u64,
@@ -442,18 +493,22 @@ impl Writer {
         let mut records: Vec<JournalRecord> = Vec::new();
         let mut held: Vec<Held> = Vec::new();
         let mut new_spool_files = false;
+        let mut digests: Vec<SpoolDigest> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         let mut to_shards = ShardAnswers::new();
         for request in batch {
             match request {
-                WriterRequest::Enqueue { message, reply } => {
+                WriterRequest::Enqueue { message, unsynced, reply } => {
                     if !is_queue_id(&message.id) || message.recipients.is_empty() {
                         let _ = std::fs::remove_file(self.spool_dir.join(&message.id));
                         let error = QueueError::Invalid(format!("bad queue record {}", message.id));
                         self.answer_enqueue(reply, Err(error), &mut to_shards);
                         continue;
                     }
-                    new_spool_files = true;
+                    match unsynced {
+                        Some(digest) => digests.push(digest),
+                        None => new_spool_files = true,
+                    }
                     overlay.insert(message.id.clone(), Some((*message).clone()));
                     held.push(Held::Enqueue(reply, message.id.clone()));
                     records.push(JournalRecord::Enqueued(message));
@@ -511,7 +566,14 @@ impl Writer {
             self.send_to_shards(to_shards);
             return;
         }
-        let mut buf = Vec::with_capacity(records.len() * 600);
+        let mut buf = Vec::with_capacity(records.len() * 600 + digests.len() * 32);
+        if self.marker_owed {
+            journal::encode(&JournalRecord::Synced, &mut buf);
+        }
+        let sync_fs = !digests.is_empty();
+        if sync_fs {
+            journal::encode(&JournalRecord::Unsynced(digests), &mut buf);
+        }
         let mut enqueued = 0u64;
         for record in &records {
             let before = buf.len();
@@ -521,7 +583,7 @@ impl Writer {
                 self.average_record = (self.average_record * 7 + (buf.len() - before) as u64) / 8;
             }
         }
-        let written = self.write_and_sync(&buf, new_spool_files);
+        let written = self.write_and_sync(&buf, new_spool_files, sync_fs);
         if let Err(e) = written {
             tracing::error!(error = %e, "mail journal write failed: the batch is refused (clients get 451)");
             // Nothing of the batch counts: cut whatever part of it reached the file.
@@ -546,6 +608,7 @@ impl Writer {
             return;
         }
         self.journal_len += buf.len() as u64;
+        self.marker_owed = sync_fs;
         {
             let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
             for record in records {
@@ -592,8 +655,22 @@ impl Writer {
         }
     }
 
-    fn write_and_sync(&mut self, buf: &[u8], new_spool_files: bool) -> std::io::Result<()> {
+    /// Appends `buf` and makes it durable. `sync_fs`: the batch has spool files that were not
+    /// synced, so one `syncfs` of the spool file system writes them, the spool folder and the
+    /// journal in one go (one journal commit of the file system instead of one per file, then
+    /// the folder's, then the journal's); recovery checks that batch's files against their
+    /// digests until a later batch says it was synced.
+    fn write_and_sync(&mut self, buf: &[u8], new_spool_files: bool, sync_fs: bool) -> std::io::Result<()> {
         self.journal.write_all(buf)?;
+        if sync_fs {
+            use std::os::fd::AsRawFd;
+            // SAFETY: `syncfs` takes any open descriptor; `spool_fs` lives as long as `self`.
+            if unsafe { libc::syncfs(self.spool_fs.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The spool folder is on that file system, synced with it.
+            return if self.journal_on_spool_fs { Ok(()) } else { self.journal.sync_data() };
+        }
         if new_spool_files {
             journal::sync_dir(&self.spool_dir)?;
         }
