@@ -2,10 +2,10 @@
 # SMTP intake side by side: shardgate vs Postfix, the same load (Postfix's smtp-source: SESSIONS
 # parallel sessions, MESSAGES messages of SIZE bytes, one recipient each), both accepting for
 # example.test and queueing durably on the same disk (Postfix fsyncs its queue file before 250;
-# shardgate group-commits its journal and the batch's spool files with one syncfs). Postfix only queues: every
-# transport is deferred, so nothing is delivered while it runs; shardgate's route forwards to a
-# closed port on loopback, so its messages are deferred too (one refused connect per attempt)
-# instead of being written to Maildirs during the run. Prints messages/s for each and
+# shardgate group-commits its journal and the batch's spool files with one syncfs). Both only
+# queue: Postfix defers every transport (defer_transports), shardgate holds its delivery
+# ([email.delivery] hold = true; the route would forward to a closed loopback port anyway), so
+# nothing is delivered or attempted while the load runs. Prints messages/s for each and
 # `smtp_intake_<SIZE>B postfix ratio=<shardgate/postfix>`.
 # Usage: bash benches/smtp_vs_postfix.sh        (as root; installs postfix from Debian if missing)
 # Env: SESSIONS, MESSAGES, SIZE, BENCH_DIR (file system for both queues), SG_BIN (binary to run).
@@ -67,6 +67,8 @@ smtp = $SG_PORT
 name = "deferred"
 match = { recipients = "*@example.test" }
 action = { type = "forward", host = "127.0.0.1", port = ${DEFER_PORT:-9}, starttls = "none" }
+[email.delivery]
+hold = ${SG_HOLD:-true}
 EOF
 "${SG_BIN:-target/release/shardgate}" run --config "$work/edge.toml" 2>"$work/sg.log" &
 sg_pid=$!

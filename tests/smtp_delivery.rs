@@ -337,6 +337,32 @@ fn a_4xx_is_retried_until_the_next_hop_takes_it_and_the_queue_cli_shows_it() {
 }
 
 #[test]
+fn a_held_queue_keeps_messages_until_a_reload_releases_them() {
+    if !have_smtp_sink() {
+        eprintln!("skipped: smtp-sink (Debian package postfix) is not installed");
+        return;
+    }
+    let setup = Setup::new();
+    let sink = SmtpSink::start(&format!("127.0.0.1:{}", setup.forward), &[]);
+    let held = setup.config().replace("[email.delivery]\n", "[email.delivery]\nhold = true\n");
+    assert!(held.contains("hold = true"));
+    let appliance = Appliance::start(&held, setup.smtp);
+    let id = send(&appliance, &["--from", "alice@example.test", "--to", "bob@relay.test"], Some(b"Subject: held\r\n\r\nbody\r\n"));
+    // Held: queued, never attempted (not even deferred), nothing reaches the next hop.
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, status) = cli(&appliance, &["queue", "status", &id], None);
+    assert!(ok && status.lines().next().is_some_and(|l| l.ends_with(": queued")), "{status}");
+    assert!(sink.messages().is_empty(), "delivered while held");
+    assert!(appliance.log().contains("mail delivery held"), "{}", appliance.log());
+    // A reload without `hold` releases it.
+    appliance.rewrite_config(&setup.config());
+    appliance.reload();
+    wait_status(&appliance, &id, "delivered");
+    assert_eq!(sink.messages().len(), 1);
+    assert!(appliance.log().contains("mail delivery released"), "{}", appliance.log());
+}
+
+#[test]
 fn a_5xx_bounces_to_the_sender_and_suppresses_the_address() {
     if !have_smtp_sink() {
         eprintln!("skipped: smtp-sink (Debian package postfix) is not installed");

@@ -315,6 +315,9 @@ pub struct DeliverySettings {
     /// `[email.delivery.limits]`: sending limits; over them a message is deferred, never
     /// bounced.
     pub limits: DeliveryLimits,
+    /// Keep every message queued without attempting delivery (Postfix's `defer_transports`
+    /// for every transport, or its hold queue); changed by a reload.
+    pub hold: bool,
 }
 
 /// `[email.delivery.limits]`, checked (every limit optional).
@@ -398,6 +401,7 @@ impl DeliverySettings {
             connect_timeout: Duration::from_secs(30),
             source_ips: Vec::new(),
             limits: DeliveryLimits::default(),
+            hold: false,
         }
     }
 }
@@ -498,6 +502,7 @@ struct RawDelivery {
     connect_timeout: Option<String>,
     source_ips: Option<Vec<String>>,
     limits: Option<RawDeliveryLimits>,
+    hold: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -919,6 +924,7 @@ fn validate_delivery(problems: &mut ProblemList, raw: RawDelivery, hostname: &st
         connect_timeout,
         source_ips,
         limits,
+        hold: raw.hold.unwrap_or(false),
     }
 }
 

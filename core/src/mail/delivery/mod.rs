@@ -65,6 +65,9 @@ use suppression::SuppressionList;
 const DUE_BATCH: usize = 512;
 /// How often the queue is asked for due messages without a notification.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a held engine looks whether it was released.
+const HOLD_POLL: Duration = Duration::from_millis(200);
 /// How long a worker keeps its open connection when its destination has nothing more, in
 /// case more arrives (Postfix's `smtp_connection_cache_time_limit`).
 const IDLE_CONNECTION: Duration = Duration::from_secs(2);
@@ -406,6 +409,8 @@ struct Engine<Q: MailQueue> {
     counters: DeliveryCounters,
     /// Set by [`DeliveryEngine::stop`]: take no new job.
     stopping: std::sync::atomic::AtomicBool,
+    /// `[email.delivery] hold`: take no new job, messages stay queued (reloadable).
+    hold: std::sync::atomic::AtomicBool,
     /// DKIM keys of our sending domains (`crate::mail::dkim`); `process` and `forward`
     /// deliveries of their mail are signed.
     dkim: RwLock<Option<Arc<crate::mail::dkim::service::SignerTable>>>,
@@ -452,8 +457,10 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
             }
         };
         let throttle = Mutex::new(throttle::DeliveryThrottle::new(settings.limits.clone(), &settings.source_ips, SystemTime::now()));
+        let hold = std::sync::atomic::AtomicBool::new(settings.hold);
         let engine = Arc::new(Engine {
             queue,
+            hold,
             throttle,
             settings,
             hostname: hostname.to_string(),
@@ -501,6 +508,19 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
         let mut current = lock(&self.engine.throttle);
         if !current.is_configured_as(limits, source_ips) {
             *current = throttle::DeliveryThrottle::new(limits.clone(), source_ips, SystemTime::now());
+        }
+    }
+
+    /// Holds every message in the queue (`true`: no delivery is started; those under way
+    /// finish) or releases them (`false`: every due message is picked up at once).
+    pub fn set_hold(&self, hold: bool) {
+        let was = self.engine.hold.swap(hold, std::sync::atomic::Ordering::SeqCst);
+        if was != hold {
+            if hold {
+                tracing::warn!("mail delivery held ([email.delivery] hold): messages stay queued");
+            } else {
+                tracing::info!("mail delivery released: queued messages are delivered again");
+            }
         }
     }
 
@@ -554,7 +574,15 @@ impl<Q: MailQueue> DeliveryEngine<Q> {
 impl<Q: MailQueue> Engine<Q> {
     async fn schedule(self: Arc<Self>) {
         let mut arrivals = self.queue.arrivals();
+        if self.hold.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!("mail delivery held ([email.delivery] hold): messages stay queued");
+        }
         loop {
+            if self.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                // Nothing is leased while held: a release (reload) is seen within a poll.
+                tokio::time::sleep(HOLD_POLL).await;
+                continue;
+            }
             match self.queue.due(SystemTime::now(), DUE_BATCH).await {
                 Ok(messages) => {
                     for message in messages {

@@ -137,12 +137,13 @@ impl MailService {
         })
     }
 
-    /// Uses a reloaded config's routes, templates and `[email.delivery.limits]`. (Other
+    /// Uses a reloaded config's routes, templates, `[email.delivery.limits]` and `hold`. (Other
     /// delivery settings such as the resolver or concurrency take a restart.)
     pub fn reconfigure(&self, config: &Config) {
         if let Some(email) = &config.email {
             self.engine.set_router(queue_link::router(email.routes.clone()));
             self.engine.set_limits(&email.delivery.limits, &email.delivery.source_ips);
+            self.engine.set_hold(email.delivery.hold);
         }
         *self.templates.write().unwrap_or_else(|p| p.into_inner()) = config.mail_templates.clone();
     }

@@ -24,7 +24,9 @@
 //!   the disk.
 //! - **The delivery engine and the admin socket** use a [`QueueHandle`] (cloneable, `Send`,
 //!   usable from the control core's tokio runtime): reads come from the in-memory state, every
-//!   change goes through the writer and is durable when the returned future resolves.
+//!   change goes through the writer and is durable when the returned future resolves — except
+//!   a batch of only deferrals/postponements, which is written but synced with the next batch
+//!   that needs a sync (losing it in a crash only makes those recipients due again sooner).
 //!
 //! # On-disk format
 //!
@@ -676,7 +678,8 @@ impl QueueHandle {
     }
 
     /// Journals per-recipient outcomes `(recipient index, outcome)` of message `id`, durably,
-    /// before returning. Outcomes for recipients already final are ignored (idempotent).
+    /// before returning (only deferrals and postponements alone are written without waiting
+    /// for a sync: see the module doc). Outcomes for recipients already final are ignored (idempotent).
     /// When every recipient is final, the message is removed in the same commit (its final
     /// states kept for [`QueueHandle::status`]) and its spool file deleted afterwards.
     /// Record `Delivered` as soon as the next hop accepted — that is what prevents a second

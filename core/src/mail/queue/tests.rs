@@ -470,3 +470,25 @@ fn a_shard_enqueue_with_an_unsynced_spool_file_is_committed_by_one_file_system_s
         assert!(queue.handle().get(id).is_some(), "{id} recovered");
     }
 }
+
+#[test]
+fn a_deferral_is_journaled_without_a_sync_and_survives_a_restart_once_a_later_commit_synced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let (mut queue, _) = open(dir.path());
+    let handle = queue.handle();
+    let first = rt.block_on(handle.submit(new_message(&["a@x.test"], QueueClass::Normal), b"x".to_vec())).expect("submit");
+    let deferred = RecipientOutcome::Deferred { error: "451 try later".into(), next_attempt_ms: 4_100_000_000_000 };
+    let recorded = rt.block_on(handle.record(&first, vec![(0, deferred)])).expect("record");
+    assert!(!recorded.removed);
+    // A later commit that syncs (a new message) carries the deferral to disk with it.
+    rt.block_on(handle.submit(new_message(&["b@x.test"], QueueClass::Normal), b"y".to_vec())).expect("submit");
+    queue.stop();
+    drop(queue);
+    let (queue, report) = open(dir.path());
+    assert_eq!(report.messages, 2);
+    let message = queue.handle().get(&first).expect("recovered");
+    assert_eq!(message.recipients[0].attempts, 1);
+    assert_eq!(message.recipients[0].last_error.as_deref(), Some("451 try later"));
+    assert_eq!(message.recipients[0].next_attempt_ms, 4_100_000_000_000);
+}

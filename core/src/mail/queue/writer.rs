@@ -494,6 +494,8 @@ impl Writer {
         let mut held: Vec<Held> = Vec::new();
         let mut new_spool_files = false;
         let mut digests: Vec<SpoolDigest> = Vec::new();
+        // Anything but deferrals must be durable before it is answered (see `lazy` below).
+        let mut needs_sync = false;
         let mut removed: Vec<String> = Vec::new();
         let mut to_shards = ShardAnswers::new();
         for request in batch {
@@ -505,6 +507,7 @@ impl Writer {
                         self.answer_enqueue(reply, Err(error), &mut to_shards);
                         continue;
                     }
+                    needs_sync = true;
                     match unsynced {
                         Some(digest) => digests.push(digest),
                         None => new_spool_files = true,
@@ -522,9 +525,13 @@ impl Writer {
                         let _ = reply.send(Err(QueueError::UnknownRecipient { id, index: *index }));
                         continue;
                     }
+                    needs_sync |= outcomes
+                        .iter()
+                        .any(|(_, outcome)| matches!(outcome, RecipientOutcome::Delivered { .. } | RecipientOutcome::Failed { .. }));
                     journal::apply_outcomes(&mut message, &outcomes);
                     records.push(JournalRecord::Outcomes { id: id.clone(), outcomes });
                     let done = message.is_final();
+                    needs_sync |= done;
                     if done {
                         records.push(JournalRecord::Removed(finished_of(&message, false)));
                         overlay.insert(id.clone(), None);
@@ -545,6 +552,7 @@ impl Writer {
                             recipient.next_attempt_ms = recipient.next_attempt_ms.min(at_ms);
                         }
                     }
+                    needs_sync = true;
                     records.push(JournalRecord::RetryNow { id: id.clone(), at_ms });
                     overlay.insert(id, Some(message));
                     held.push(Held::Unit(reply));
@@ -554,6 +562,7 @@ impl Writer {
                         let _ = reply.send(Err(QueueError::UnknownMessage(id)));
                         continue;
                     };
+                    needs_sync = true;
                     records.push(JournalRecord::Removed(finished_of(&message, true)));
                     overlay.insert(id.clone(), None);
                     removed.push(id);
@@ -583,7 +592,11 @@ impl Writer {
                 self.average_record = (self.average_record * 7 + (buf.len() - before) as u64) / 8;
             }
         }
-        let written = self.write_and_sync(&buf, new_spool_files, sync_fs);
+        // A batch of only deferrals (and postponements) is written but not synced: losing it
+        // in a crash only makes those recipients due again sooner (an attempt too many, never
+        // a message lost or delivered twice); the next synced batch makes it durable. This
+        // keeps a busy delivery engine's retries from costing the intake a disk commit each.
+        let written = if needs_sync { self.write_and_sync(&buf, new_spool_files, sync_fs) } else { self.journal.write_all(&buf) };
         if let Err(e) = written {
             tracing::error!(error = %e, "mail journal write failed: the batch is refused (clients get 451)");
             // Nothing of the batch counts: cut whatever part of it reached the file.
