@@ -88,10 +88,13 @@ pub fn spawn_shardgate(dir: &std::path::Path, body: &str) -> Option<Child> {
         eprintln!("{} missing: build it with `cargo build --release -p shardgate-appliance`", bin.display());
         return None;
     }
+    // BENCH_SHARDGATE_RUNTIME: extra `[runtime]` lines for experiments, e.g.
+    // `spin_before_park = "1ms"`.
     let config = format!(
-        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n\n{body}",
+        "[runtime]\nshards = [{cpus}]\ncontrol_cpu = \"none\"\ndata_dir = \"{data}\"\n{extra}\n\n{body}",
         cpus = cpu_list(&proxy_cpus()),
-        data = dir.join("data").display()
+        data = dir.join("data").display(),
+        extra = std::env::var("BENCH_SHARDGATE_RUNTIME").unwrap_or_default().replace(';', "\n"),
     );
     let path = dir.join("bench.toml");
     std::fs::write(&path, config).ok()?;
