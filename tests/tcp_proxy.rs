@@ -148,3 +148,40 @@ fn max_connections_and_idle_timeout() {
     assert_eq!(limited, 6 - relayed as u64, "{stats}");
     assert_eq!(stats["routes"]["limited"]["idle_timeouts"].as_u64(), Some(relayed as u64), "{stats}");
 }
+
+#[test]
+fn a_client_reset_reaches_the_target_as_a_reset() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend_port = listener.local_addr().expect("addr").port();
+    let port = free_port();
+    let _app = Appliance::start(&forward_route("abort", port, &[backend_port], "", ""), port);
+    let mut outcomes = Vec::new();
+    for close_abortively in [false, true] {
+        let mut client = connect_from("127.0.0.1", port).expect("connect");
+        client.write_all(b"ping").expect("write");
+        let (mut served, _) = listener.accept().expect("accept");
+        served.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 4];
+        served.read_exact(&mut buf).expect("relayed bytes");
+        served.write_all(b"pong").expect("answer");
+        client.read_exact(&mut buf).expect("answer relayed");
+        if close_abortively {
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: setsockopt with a live linger struct on an open socket.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                libc::setsockopt(
+                    client.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+        }
+        drop(client);
+        outcomes.push(served.read(&mut buf).map_err(|e| e.kind()));
+    }
+    // An orderly close arrives as EOF, a reset as a reset (HAProxy passes aborts on the same way).
+    assert_eq!(outcomes, vec![Ok(0), Err(std::io::ErrorKind::ConnectionReset)]);
+}

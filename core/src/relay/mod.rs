@@ -4,6 +4,13 @@
 //! and ends when both have seen EOF (each half-close is forwarded as it comes), when either
 //! fails (reset, broken pipe — then both sockets are closed), or when no byte moved either way
 //! for the idle timeout.
+//!
+//! An abort is passed on as an abort, as HAProxy does: when the relay fails because the
+//! client reset its connection, the target's socket is closed with `SO_LINGER` 0, so the
+//! target sees a reset too (not an orderly EOF) and this side keeps no `TIME_WAIT` entry for
+//! the connection — under churn of aborted clients those would pile up by the ten thousand
+//! and slow every new `connect` to a target. A failing target is not passed on that way: the
+//! client socket is closed normally, so bytes already relayed to it are still delivered.
 
 pub mod splice;
 
@@ -58,7 +65,12 @@ pub async fn relay(
         // Either direction failing ends the relay at once: `try_zip` drops the other.
         match future::try_zip(up, down).await {
             Ok(_) => RelayEnd::Closed,
-            Err(e) => RelayEnd::Failed(e),
+            Err(e) => {
+                if was_reset(client.as_raw_fd()) {
+                    abort_on_close(target.as_raw_fd());
+                }
+                RelayEnd::Failed(e)
+            }
         }
     };
     let watchdog = async {
@@ -72,6 +84,36 @@ pub async fn relay(
         }
     };
     future::or(both, watchdog).await
+}
+
+/// The connection on `fd` was reset by its peer (the kernel moved it to `TCP_CLOSE`; one
+/// `getsockopt`, only on a failed relay).
+fn was_reset(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: all-zero bytes are a valid `tcp_info` (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: TCP_INFO into `info` with its size; the kernel writes at most `len` bytes.
+    let ok = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) } == 0;
+    ok && info.tcpi_state == TCP_CLOSE
+}
+
+/// `TCP_CLOSE` of the kernel's `enum tcp_state` (include/net/tcp_states.h; not in libc).
+const TCP_CLOSE: u8 = 7;
+
+/// Makes the close of `fd` an abort: `SO_LINGER` on with 0 seconds, so the kernel sends a
+/// reset and drops unsent bytes instead of an orderly FIN.
+fn abort_on_close(fd: std::os::fd::RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt with a live `linger` of the size passed, on a socket the caller holds.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A second glommio handle on the same socket, so one direction can wait for writability on
