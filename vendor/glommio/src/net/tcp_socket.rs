@@ -652,6 +652,12 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// shardgate patch: waits until the socket is writable (io_uring `POLLOUT`) without
+    /// writing anything, for callers that write with their own syscalls (`splice`).
+    pub async fn writable(&mut self) -> Result<()> {
+        futures_lite::future::poll_fn(|cx| self.stream.poll_writable(cx)).await.map_err(Into::into)
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples
