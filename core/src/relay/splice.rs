@@ -46,7 +46,10 @@ use glommio::net::TcpStream;
 use crate::tls::ktls::{self, ControlRecord};
 
 /// How much one pipe holds (the kernel may grant less; the default 64 KiB is then used).
-pub const PIPE_BYTES: usize = 256 * 1024;
+/// 64 KiB, not more: with 256 KiB pipes, 16 parallel streams ran at 1.67 GiB/s against
+/// 2.8–3.6 GiB/s with 64 KiB on the same box (one stream the same either way); the larger
+/// batches left the shard waiting between bursts (benches/RESULTS.md, 16:44–16:49).
+pub const PIPE_BYTES: usize = 64 * 1024;
 
 /// A fill shorter than this (and than the room in the pipe) ends the filling: the socket's
 /// queue was empty, and the next look at it is the wait for readability (see
