@@ -136,6 +136,11 @@ fn sigterm_drain_deadline_closes_stuck_connections() {
     let mut app = Appliance::start(&route("stuck", port, backend.port), port);
     let mut open = connect_from("127.0.0.1", port).expect("connect");
     open.write_all(b"x").expect("write");
+    // The echo proves the connection was accepted and is being relayed before the signal
+    // (on a busy machine it could otherwise still sit in the listen queue and never count).
+    open.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = [0u8; 8];
+    assert!(matches!(open.read(&mut buf), Ok(1)), "no echo through the proxy");
     let started = Instant::now();
     app.signal(libc::SIGTERM);
     // drain_timeout is 5s in test configs.
@@ -143,8 +148,6 @@ fn sigterm_drain_deadline_closes_stuck_connections() {
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(8), "drain took {took:?}");
     open.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let mut buf = [0u8; 8];
-    let _ = open.read(&mut buf); // the echo of "x"
     assert!(matches!(open.read(&mut buf), Ok(0) | Err(_)), "connection survived the deadline");
 }
 
