@@ -27,6 +27,11 @@ impl Peer {
     pub fn new(name: &'static str, port: u16, child: Child, dir: tempfile::TempDir) -> Peer {
         Peer { name, port, child: Some(child), _dir: Some(dir) }
     }
+
+    /// The peer's main process id (`None` for `direct`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for Peer {

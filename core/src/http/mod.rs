@@ -909,8 +909,8 @@ async fn tunnel(client: &mut ClientStream, upstream: &mut TcpStream, idle: Durat
     let up = |n| bump(&counters.bytes_upstream, n);
     let down = |n| bump(&counters.bytes_downstream, n);
     let end = match client {
-        ClientStream::Plain(tcp) => relay(tcp, false, upstream, idle, up, down).await,
-        ClientStream::Ktls(tcp) => relay(tcp, true, upstream, idle, up, down).await,
+        ClientStream::Plain(tcp) => relay(tcp, false, upstream, false, idle, up, down).await,
+        ClientStream::Ktls(tcp) => relay(tcp, true, upstream, false, idle, up, down).await,
         ClientStream::Rustls(_) => {
             let Ok(placeholder) = placeholder_stream() else { return };
             let ClientStream::Rustls(mut session) = std::mem::replace(client, ClientStream::Plain(placeholder)) else {

@@ -135,14 +135,13 @@ pub async fn acquire(forward: &Forward, runtime: &RouteRuntime, pool: &UpstreamP
         }
         tried += 1;
         let connect_started = std::time::Instant::now();
-        match TcpStream::connect_timeout(addr, forward.connect_timeout).await {
+        match crate::net::connect_tcp(addr, forward.connect_timeout).await {
             Ok(stream) => {
                 crate::latency::record_since(crate::latency::Operation::TcpConnect, connect_started);
-                let _ = stream.set_nodelay(true);
                 return Ok(Upstream { stream, addr, target: index, reused: false, reusable: false });
             }
             Err(e) => {
-                if matches!(e, glommio::GlommioError::TimedOut(_)) {
+                if matches!(e, crate::net::ConnectError::TimedOut { .. }) {
                     timed_out += 1;
                 }
                 tracing::info!(%addr, error = %e, "backend connect failed; trying the next");

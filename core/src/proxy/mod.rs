@@ -197,7 +197,6 @@ pub async fn serve_connection(
     bump(&counters.accepted, 1);
     if route.is_http() {
         // Requests are routed (and checked against `security` and `limits`) one by one.
-        let _ = client.set_nodelay(true);
         let stream = match route.tls() {
             TlsMode::Terminate { .. } => {
                 let Some(config) = runtime.tls.clone() else { return };
@@ -285,8 +284,7 @@ pub async fn serve_connection(
         return;
     };
     runtime.balancer.opened(target_index);
-    let _ = client.set_nodelay(true);
-    let _ = target.set_nodelay(true);
+    // Both sockets are O_NONBLOCK and TCP_NODELAY already (see `net`).
     let mut preamble = match forward.proxy_protocol {
         Some(version) => proxy_header::encode(version, peer, local),
         None => Vec::new(),
@@ -301,14 +299,14 @@ pub async fn serve_connection(
         let up = |n| bump(&counters.bytes_upstream, n);
         let down = |n| bump(&counters.bytes_downstream, n);
         match session {
-            None => relay(&client, false, &target, forward.idle_timeout, up, down).await,
+            None => relay(&client, false, &target, true, forward.idle_timeout, up, down).await,
             Some(established) if state.ktls && established.leftover.is_empty() => {
                 use std::os::fd::AsRawFd;
                 match ktls::offload(client.as_raw_fd(), established.conn) {
                     Ok(()) => {
                         // The socket now carries plaintext on our side: the zero-copy relay.
                         bump(&counters.ktls_sessions, 1);
-                        relay(&client, true, &target, forward.idle_timeout, up, down).await
+                        relay(&client, true, &target, true, forward.idle_timeout, up, down).await
                     }
                     Err(e) => {
                         bump(&counters.tls_failures, 1);
@@ -382,7 +380,7 @@ async fn connect_target(forward: &Forward, runtime: &RouteRuntime, local_port: u
             bump(&runtime.counters.failovers, 1);
         }
         let connect_started = std::time::Instant::now();
-        match TcpStream::connect_timeout(addr, forward.connect_timeout).await {
+        match crate::net::connect_tcp(addr, forward.connect_timeout).await {
             Ok(stream) => {
                 crate::latency::record_since(crate::latency::Operation::TcpConnect, connect_started);
                 return Some((index, stream));

@@ -15,13 +15,13 @@
 pub mod splice;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use futures_lite::future;
 use glommio::net::TcpStream;
 
-use splice::{set_nonblocking, splice_direction, KtlsEnds, RelayClock};
+use splice::{splice_direction, KtlsEnds, RelayClock};
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -45,23 +45,26 @@ pub struct RelayBytes {
 
 /// Relays `client` ⇄ `target` until both finish, one fails, or `idle` passes with no traffic.
 /// `client_ktls`: the client socket carries a TLS session in the kernel (its `close_notify`
-/// is its EOF, and EOF from the target reaches it as `close_notify`).
+/// is its EOF, and EOF from the target reaches it as `close_notify`). `target_fresh`: the
+/// target was just connected and has had no reason to send yet (its direction starts by
+/// waiting for it; see [`splice_direction`]).
 /// `on_upstream`/`on_downstream` are told of every batch delivered (for live byte counters).
 pub async fn relay(
     client: &TcpStream,
     client_ktls: bool,
     target: &TcpStream,
+    target_fresh: bool,
     idle: Duration,
     on_upstream: impl FnMut(u64),
     on_downstream: impl FnMut(u64),
 ) -> RelayEnd {
-    if let Err(e) = set_nonblocking(client.as_raw_fd()).and_then(|_| set_nonblocking(target.as_raw_fd())) {
-        return RelayEnd::Failed(e);
-    }
+    // Every socket a shard relays on is O_NONBLOCK from its creation (see `net`); a blocking
+    // one would let a `splice` stall the whole shard.
+    debug_assert!(is_nonblocking(client.as_raw_fd()) && is_nonblocking(target.as_raw_fd()), "relay on a blocking socket");
     let clock = RelayClock::new();
     let both = async {
-        let up = splice_direction(client, target, KtlsEnds { source: client_ktls, sink: false }, &clock, on_upstream);
-        let down = splice_direction(target, client, KtlsEnds { source: false, sink: client_ktls }, &clock, on_downstream);
+        let up = splice_direction(client, target, KtlsEnds { source: client_ktls, sink: false }, false, &clock, on_upstream);
+        let down = splice_direction(target, client, KtlsEnds { source: false, sink: client_ktls }, target_fresh, &clock, on_downstream);
         // Either direction failing ends the relay at once: `try_zip` drops the other.
         match future::try_zip(up, down).await {
             Ok(_) => RelayEnd::Closed,
@@ -84,6 +87,13 @@ pub async fn relay(
         }
     };
     future::or(both, watchdog).await
+}
+
+/// Whether `fd` is `O_NONBLOCK` (one `fcntl`; for debug assertions).
+fn is_nonblocking(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_GETFL on a descriptor the caller keeps open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
 }
 
 /// The connection on `fd` was reset by its peer (the kernel moved it to `TCP_CLOSE`; one
@@ -114,18 +124,4 @@ fn abort_on_close(fd: std::os::fd::RawFd) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
     }
-}
-
-/// A second glommio handle on the same socket, so one direction can wait for writability on
-/// it while the other waits for readability on the original. The splice relay makes one only
-/// when a sink first pushes back (a short connection never needs one: no `dup`, no extra
-/// poll registration, no extra close).
-pub(crate) fn writer_of(stream: &TcpStream) -> io::Result<TcpStream> {
-    // SAFETY: dup of an open socket; checked; the duplicate is owned by the new stream.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor for a connected TCP socket.
-    Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }

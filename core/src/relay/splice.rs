@@ -6,16 +6,18 @@
 //! (socket → pipe, then pipe → socket, both `SPLICE_F_NONBLOCK | SPLICE_F_MOVE` on sockets
 //! set `O_NONBLOCK`), and readiness comes from glommio's own io_uring operations:
 //!
-//! - **readable**: `TcpStream::peek` of one byte — an io_uring `recv(MSG_PEEK)` that completes
-//!   when data (or EOF, or an error) is there, and consumes nothing;
+//! - **readable**: `TcpStream::readable` — an io_uring `POLLIN` poll that completes when
+//!   data, EOF or an error is there and reads nothing (a small patch to the vendored glommio,
+//!   see `vendor/README.md`). It is only asked after a `splice` found the socket empty (or a
+//!   small short fill showed it drained), so there is no synchronous try first. (Before, a
+//!   one-byte `recv(MSG_PEEK)` did this: a synchronous try that said `EAGAIN`, then an
+//!   io_uring recv with its own poll arming and retry.)
 //! - **writable**: when `splice` into the destination says `EAGAIN`, an io_uring `POLLOUT`
-//!   poll on it (`TcpStream::writable`, a small patch to the vendored glommio, see
-//!   `vendor/README.md`), then `splice` again: no byte crosses userspace. (Before that patch
-//!   one byte went through glommio's `AsyncWrite` per back-pressure event — a 1-byte TCP
-//!   segment each time, which cost the receiver a wake-up and halved 16-stream throughput.)
-//!   The poll needs a second glommio handle on the destination socket (a `dup`, since the
-//!   other direction holds the socket for its own reads); it is made the first time the
-//!   destination pushes back, so a short connection never pays for it.
+//!   poll on it (`TcpStream::writable_shared`, same patch), then `splice` again: no byte
+//!   crosses userspace. (Before that patch one byte went through glommio's `AsyncWrite` per
+//!   back-pressure event — a 1-byte TCP segment each time, which cost the receiver a wake-up
+//!   and halved 16-stream throughput.) Each wait is a poll request of its own, so one
+//!   direction can wait to write on a socket while the other waits to read from it.
 //!
 //! The pipe is enlarged to [`PIPE_BYTES`] when the kernel allows, so one wake-up moves up to
 //! that much. Pipes are reused: each shard thread keeps up to [`PIPE_POOL`] empty pipes
@@ -245,26 +247,26 @@ pub(crate) async fn send_close_notify(sink_fd: RawFd) -> io::Result<()> {
 }
 
 /// Moves bytes from `source` to `sink` until EOF on `source` (then half-closes `sink`) or an
-/// error. Waiting for the sink's writability takes a second glommio handle on its socket
-/// (`writer_of`), made the first time the sink pushes back (see the module doc). `ktls` says
-/// which ends are kTLS sockets. `on_bytes` is told of each batch delivered.
+/// error; both sockets must be `O_NONBLOCK`. `ktls` says which ends are kTLS sockets.
+/// `source_quiet`: the source is not expected to have sent anything yet (a target that was
+/// just connected), so the first look at it is the readiness wait, not a `splice` that would
+/// only say `EAGAIN`. `on_bytes` is told of each batch delivered.
 pub async fn splice_direction(
     source: &TcpStream,
     sink: &TcpStream,
     ktls: KtlsEnds,
+    source_quiet: bool,
     clock: &RelayClock,
     mut on_bytes: impl FnMut(u64),
 ) -> io::Result<u64> {
     let mut pipe = PooledPipe::take()?;
     let source_fd = source.as_raw_fd();
     let sink_fd = sink.as_raw_fd();
-    let mut sink_writer: Option<TcpStream> = None;
     let mut total = 0u64;
-    let mut probe = [0u8; 1];
     // The last fill ended on a small short splice: the socket had nothing more queued then,
     // so the next look at it is the wait below (whose first, synchronous try sees anything that came
     // since) rather than one more `splice` that would only say `EAGAIN`.
-    let mut source_drained = false;
+    let mut source_drained = source_quiet;
     loop {
         // Fill: socket → pipe.
         let mut eof = false;
@@ -291,17 +293,11 @@ pub async fn splice_direction(
             }
         }
         if pipe.held == 0 && !eof {
-            // Nothing buffered and nothing readable: wait for the source.
+            // Nothing buffered and nothing readable: wait for the source (data, EOF or an
+            // error; the next `splice` tells which).
             source_drained = false;
-            match source.peek(&mut probe).await.map_err(io::Error::from) {
-                Ok(0) => eof = true,
-                Ok(_) => continue,
-                Err(e) if ktls.source && ktls::is_control_record_error(&e) => {
-                    take_close_notify(source_fd)?;
-                    eof = true;
-                }
-                Err(e) => return Err(e),
-            }
+            source.readable().await.map_err(io::Error::from)?;
+            continue;
         }
         // Drain: pipe → socket.
         while pipe.held > 0 {
@@ -315,12 +311,8 @@ pub async fn splice_direction(
                 }
                 None => {
                     // Back-pressure: wait for POLLOUT in io_uring (vendored glommio's
-                    // `writable`), then splice again. Nothing crosses userspace.
-                    let writer = match &mut sink_writer {
-                        Some(writer) => writer,
-                        None => sink_writer.insert(crate::relay::writer_of(sink)?),
-                    };
-                    writer.writable().await?;
+                    // `writable_shared`), then splice again. Nothing crosses userspace.
+                    sink.writable_shared().await.map_err(io::Error::from)?;
                 }
             }
         }
@@ -388,10 +380,10 @@ mod tests {
                 let clock = RelayClock::new();
                 let forward_bytes = Cell::new(0u64);
                 let (a, b) = futures_lite::future::zip(
-                    splice_direction(&accepted, &upstream, KtlsEnds::default(), &clock, |n| {
+                    splice_direction(&accepted, &upstream, KtlsEnds::default(), false, &clock, |n| {
                         forward_bytes.set(forward_bytes.get() + n)
                     }),
-                    splice_direction(&upstream, &accepted, KtlsEnds::default(), &clock, |_| {}),
+                    splice_direction(&upstream, &accepted, KtlsEnds::default(), true, &clock, |_| {}),
                 )
                 .await;
                 assert_eq!(a.expect("forward"), expected.len() as u64);

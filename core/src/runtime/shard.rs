@@ -346,6 +346,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, listener_fd: std::
                 result
             }
             None => listener.accept().await.map_err(std::io::Error::from).and_then(|stream| {
+                // glommio's accept leaves the socket blocking; the relay needs O_NONBLOCK
+                // (see `net`), which `accept_queued` gets from `accept4` itself.
+                use std::os::fd::AsRawFd as _;
+                crate::relay::splice::set_nonblocking(stream.as_raw_fd())?;
                 let peer = stream.peer_addr()?;
                 Ok((stream, peer))
             }),
@@ -377,22 +381,29 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, listener_fd: std::
 /// `accept4` that also returns the peer's address: `None` when the queue is empty (or the
 /// call was interrupted).
 fn accept_queued(listener_fd: std::os::fd::RawFd) -> Option<std::io::Result<(glommio::net::TcpStream, SocketAddr)>> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    // SAFETY: the listener outlives this call, and ManuallyDrop keeps the borrowed descriptor
-    // open when the wrapper goes.
-    let listener = std::mem::ManuallyDrop::new(unsafe { socket2::Socket::from_raw_fd(listener_fd) });
-    match listener.accept() {
-        Ok((socket, peer)) => {
-            let Some(peer) = peer.as_socket() else {
-                return Some(Err(std::io::Error::other("accepted a connection that is not TCP/IP")));
+    use std::os::fd::FromRawFd;
+    // SAFETY: accept4 on the live listener, writing the peer's address into the storage and
+    // length socket2 passes. The new socket is O_NONBLOCK (the relay splices on it) and
+    // inherits TCP_NODELAY from the listener (see `net`).
+    let accepted = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(listener_fd, storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            if fd < 0 { Err(std::io::Error::last_os_error()) } else { Ok(fd) }
+        })
+    };
+    let (fd, address) = match accepted {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            return match error.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+                _ => Some(Err(error)),
             };
-            // SAFETY: a fresh connected socket whose ownership moves to the stream.
-            let stream = unsafe { glommio::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-            Some(Ok((stream, peer)))
         }
-        Err(error) => match error.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
-            _ => Some(Err(error)),
-        },
+    };
+    // SAFETY: a fresh connected socket whose ownership moves to the stream.
+    let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+    match address.as_socket() {
+        Some(peer) => Some(Ok((stream, peer))),
+        None => Some(Err(std::io::Error::other("accepted a connection that is not TCP/IP"))),
     }
 }

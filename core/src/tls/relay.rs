@@ -16,7 +16,7 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use rustls::ServerConnection;
 
-use crate::relay::{writer_of, RelayEnd};
+use crate::relay::RelayEnd;
 
 /// Bytes read per socket read on either side.
 const CHUNK: usize = 64 * 1024;
@@ -175,4 +175,17 @@ pub async fn relay_userspace(
         }
     };
     future::or(both, watchdog).await
+}
+
+/// A second glommio handle on the same socket, so one task can write on it (glommio's
+/// `AsyncWrite` needs `&mut`) while another reads from the original.
+fn writer_of(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of an open socket; checked; the duplicate is owned by the new stream.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor for a connected TCP socket.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }

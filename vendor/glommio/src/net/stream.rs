@@ -236,6 +236,16 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
 
+    /// shardgate patch: one io_uring poll for `POLLOUT` (`write`) or `POLLIN` on the socket,
+    /// on a source of its own (not the stream's `source_rx`/`source_tx`), with no synchronous
+    /// try first. Dropping the future cancels the poll.
+    pub(crate) async fn ready(&self, write: bool) -> io::Result<()> {
+        let reactor = self.reactor.upgrade().ok_or_else(|| io::Error::other("the executor is gone"))?;
+        let fd = self.stream.as_raw_fd();
+        let source = if write { reactor.poll_write_ready(fd) } else { reactor.poll_read_ready(fd) };
+        source.collect_rw().await.map(|_| ())
+    }
+
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
@@ -481,6 +491,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn poll_writable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
         self.stream.poll_writable(cx)
+    }
+
+    /// shardgate patch: see `NonBufferedStream::ready`.
+    pub(crate) async fn ready(&self, write: bool) -> io::Result<()> {
+        self.stream.ready(write).await
     }
 
     pub(crate) fn poll_flush(&self, _cx: &Context<'_>) -> Poll<io::Result<()>> {

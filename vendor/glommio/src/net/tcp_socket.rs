@@ -652,6 +652,21 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// shardgate patch: waits until the socket is readable (data, EOF or an error is there;
+    /// io_uring `POLLIN`) without reading anything and without a synchronous try first, for
+    /// callers that read with their own syscalls (`splice`) and already know the socket had
+    /// nothing queued. Takes `&self`: each call is a poll request of its own, so one task may
+    /// wait for reading while another waits for writing on the same socket.
+    pub async fn readable(&self) -> Result<()> {
+        self.stream.ready(false).await.map_err(Into::into)
+    }
+
+    /// shardgate patch: like [`TcpStream::readable`], for `POLLOUT`; unlike
+    /// [`TcpStream::writable`] it needs no `&mut` (a poll request of its own).
+    pub async fn writable_shared(&self) -> Result<()> {
+        self.stream.ready(true).await.map_err(Into::into)
+    }
+
     /// shardgate patch: waits until the socket is writable (io_uring `POLLOUT`) without
     /// writing anything, for callers that write with their own syscalls (`splice`).
     pub async fn writable(&mut self) -> Result<()> {
