@@ -1,7 +1,9 @@
 //! `peer-load WORKLOAD PEER [ROUNDS]`: one side-by-side workload against one peer, outside
 //! criterion, printing per round the rate and the **CPU time the proxy spent per operation**
 //! (user + system of the peer's process and its children, from `/proc`). CPU per operation
-//! is the number to compare on a noisy host: it moves far less than the rate does. The
+//! is the number to compare on a noisy host: it moves far less than the rate does. `load`
+//! is the same for this process (clients and backend), which is what limits a run in which
+//! the proxy's CPU is not saturated. The
 //! peer stays up for the whole run, so `perf record -p PID` can be pointed at it (the pid is
 //! printed first).
 //!
@@ -66,24 +68,29 @@ fn main() {
     println!("peer {} pid {}", peer.name, pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
     for _ in 0..rounds {
         let cpu_before = pid.map(tree_cpu_seconds).unwrap_or(0.0);
+        // This process's threads only (the peer is a child, counted above).
+        let load_before = tree_cpu_seconds(std::process::id()) - pid.map(tree_cpu_seconds).unwrap_or(0.0);
         let (elapsed, ops, unit) = run(peer.port);
         let cpu = pid.map(tree_cpu_seconds).unwrap_or(0.0) - cpu_before;
+        let load = tree_cpu_seconds(std::process::id()) - pid.map(tree_cpu_seconds).unwrap_or(0.0) - load_before;
         let rate = ops / elapsed.as_secs_f64();
         if unit == "byte" {
             println!(
-                "{workload} {} {:.2} GiB/s  cpu {:.1} µs/MiB  ({:.0}% of a core)",
+                "{workload} {} {:.2} GiB/s  cpu {:.1} µs/MiB  ({:.0}% of a core)  load {:.1} µs/MiB",
                 peer.name,
                 rate / (1u64 << 30) as f64,
                 cpu * 1e6 / (ops / (1u64 << 20) as f64),
-                100.0 * cpu / elapsed.as_secs_f64()
+                100.0 * cpu / elapsed.as_secs_f64(),
+                load * 1e6 / (ops / (1u64 << 20) as f64)
             );
         } else {
             println!(
-                "{workload} {} {:.0} {unit}/s  cpu {:.1} µs/{unit}  ({:.0}% of a core)",
+                "{workload} {} {:.0} {unit}/s  cpu {:.1} µs/{unit}  ({:.0}% of a core)  load {:.1} µs/{unit}",
                 peer.name,
                 rate,
                 cpu * 1e6 / ops,
-                100.0 * cpu / elapsed.as_secs_f64()
+                100.0 * cpu / elapsed.as_secs_f64(),
+                load * 1e6 / ops
             );
         }
     }
