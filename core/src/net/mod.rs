@@ -227,6 +227,31 @@ mod tests {
     }
 
     #[test]
+    fn connect_tcp_gives_up_after_its_timeout_when_no_answer_comes() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(|| async move {
+                // A listener that never accepts, with its accept queue full: the kernel drops
+                // further SYNs, so a connect gets no answer at all.
+                let listener = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+                listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+                listener.listen(0).expect("listen");
+                let addr = listener.local_addr().expect("addr").as_socket().expect("inet");
+                let fillers: Vec<_> =
+                    (0..3).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok()).collect();
+                assert!(!fillers.is_empty(), "the accept queue could not be filled");
+                let started = std::time::Instant::now();
+                match connect_tcp(addr, std::time::Duration::from_millis(300)).await {
+                    Err(ConnectError::TimedOut { .. }) => {}
+                    other => panic!("expected a timeout, got {other:?}"),
+                }
+                assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
     fn a_udp_group_shares_one_port_and_every_member_receives() {
         let first = open_reuseport_udp("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = first.local_addr().expect("addr").as_socket().expect("inet");
