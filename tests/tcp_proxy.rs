@@ -1,5 +1,5 @@
 //! Plain TCP forwarding through the real binary: echo, bulk bytes with half-close, IP rules,
-//! round-robin spread, failover, PROXY v2, reject and unrouted ports, max_connections.
+//! round-robin spread, failover, PROXY v1 and v2, reject and unrouted ports, max_connections.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -91,6 +91,20 @@ fn proxy_v2_header_carries_the_real_client() {
     let client = stream.local_addr().expect("local");
     let reply = echo_roundtrip(stream, b"after header").expect("roundtrip");
     assert_eq!(reply, b"after header");
+    let sources = backend.sources.lock().expect("lock").clone();
+    assert_eq!(sources, vec![client]);
+}
+
+#[test]
+fn proxy_v1_header_carries_the_real_client() {
+    let backend = ProxyHeaderBackend::start();
+    let port = free_port();
+    let _app = Appliance::start(&forward_route("pp1", port, &[backend.port], "proxy_protocol = \"v1\"", ""), port);
+    let stream = connect_from("127.0.0.6", port).expect("connect");
+    let client = stream.local_addr().expect("local");
+    // The client's bytes follow the text line directly.
+    let reply = echo_roundtrip(stream, b"after the v1 line").expect("roundtrip");
+    assert_eq!(reply, b"after the v1 line");
     let sources = backend.sources.lock().expect("lock").clone();
     assert_eq!(sources, vec![client]);
 }

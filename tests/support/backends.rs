@@ -116,9 +116,35 @@ impl ProxyHeaderBackend {
                 let record = record.clone();
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    // v2: 16-byte fixed part, then `len` bytes of addresses.
                     let mut fixed = [0u8; 16];
-                    if stream.read_exact(&mut fixed).is_err() {
+                    if stream.read_exact(&mut fixed[..5]).is_err() {
+                        return;
+                    }
+                    if &fixed[..5] == b"PROXY" {
+                        // v1: one text line ending in CRLF (at most 107 bytes).
+                        let mut line = b"PROXY".to_vec();
+                        let mut byte = [0u8; 1];
+                        while !line.ends_with(b"\r\n") && line.len() <= 107 {
+                            if stream.read_exact(&mut byte).is_err() {
+                                return;
+                            }
+                            line.push(byte[0]);
+                        }
+                        let Ok(text) = std::str::from_utf8(&line) else { return };
+                        let Ok(header) = ppp::v1::Header::try_from(text) else { return };
+                        let source = match header.addresses {
+                            ppp::v1::Addresses::Tcp4(a) => SocketAddr::from((a.source_address, a.source_port)),
+                            ppp::v1::Addresses::Tcp6(a) => SocketAddr::from((a.source_address, a.source_port)),
+                            _ => return,
+                        };
+                        if let Ok(mut s) = record.lock() {
+                            s.push(source);
+                        }
+                        echo(stream, None);
+                        return;
+                    }
+                    // v2: 16-byte fixed part, then `len` bytes of addresses.
+                    if stream.read_exact(&mut fixed[5..]).is_err() {
                         return;
                     }
                     let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
