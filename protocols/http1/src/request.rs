@@ -203,8 +203,36 @@ impl RequestParser {
     }
 }
 
-/// Parses a complete head (`head` ends with the empty line).
+/// Parses a complete head (`head` ends with the empty line). A later HTTP/1.x minor version
+/// (`HTTP/1.2` … `HTTP/1.9`) is taken as HTTP/1.1, the highest 1.x we implement (RFC 9112
+/// §2.3; nginx and HAProxy answer such requests too). Other versions are refused with 505.
 fn parse_complete_head(head: &[u8], limits: &Limits) -> Result<RequestHead, Http1Error> {
+    match parse_head_as_written(head, limits) {
+        Err(Http1Error::UnsupportedVersion) => match later_minor_version_at(head) {
+            Some(at) => {
+                // Same length, same offsets: the spans in the result fit `head` as well.
+                let mut as_http11 = head.to_vec();
+                as_http11[at] = b'1';
+                parse_head_as_written(&as_http11, limits)
+            }
+            None => Err(Http1Error::UnsupportedVersion),
+        },
+        other => other,
+    }
+}
+
+/// Where the minor digit of an `HTTP/1.<2-9>` request-line version is, if the line has one.
+fn later_minor_version_at(head: &[u8]) -> Option<usize> {
+    let line_end = head.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let line = &head[..line_end];
+    // " HTTP/1.d": the separator, then 8 bytes of version.
+    let version = line.get(line.len().checked_sub(9)?..)?;
+    version.starts_with(b" HTTP/1.").then_some(())?;
+    let digit = *version.get(8)?;
+    (b'2'..=b'9').contains(&digit).then_some(line_end - 1)
+}
+
+fn parse_head_as_written(head: &[u8], limits: &Limits) -> Result<RequestHead, Http1Error> {
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
     let mut scratch = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut []);

@@ -304,6 +304,8 @@ fn header_syntax_rules() {
         Err(Http1Error::InvalidMethod)
     );
     assert_eq!(status_of(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+    assert_eq!(status_of(b"GET / HTTP/1.10\r\nHost: a\r\n\r\n"), 400);
+    assert_eq!(status_of(b"GET / HTTP/0.9\r\nHost: a\r\n\r\n"), 505);
     assert_eq!(status_of(b"GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n"), 400);
 }
 
@@ -550,4 +552,18 @@ fn mutation_run_never_panics() {
     assert!(requests_accepted > 2_000, "{requests_accepted}");
     assert!(bodies_completed > 1_000, "{bodies_completed}");
     assert!(responses_accepted > 2_000, "{responses_accepted}");
+}
+
+#[test]
+fn a_later_http1_minor_version_is_served_as_http11() {
+    let raw = b"GET /p?q=1 HTTP/1.2\r\nHost: example.test\r\nX-A: b\r\n\r\n";
+    let mut parser = RequestParser::new(Limits::default());
+    let Ok(ParseStatus::Complete { head, consumed }) = parser.parse(raw) else {
+        panic!("HTTP/1.2 was not accepted");
+    };
+    assert_eq!(consumed, raw.len());
+    assert_eq!(head.version, Version::Http11);
+    // The spans still point at the right bytes of the original buffer.
+    assert_eq!(head.path(), b"/p?q=1");
+    assert_eq!(head.host_name().as_deref(), Some("example.test"));
 }
