@@ -368,6 +368,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, listener_fd: std::
                 )
                 .detach();
             }
+            // The client was gone before we could look at it (reset in the queue, or before
+            // `getpeername`): nothing to back off from.
+            Err(e) if is_transient_accept_error(&e) || e.raw_os_error() == Some(libc::ENOTCONN) => {
+                tracing::debug!(shard = shard.index, %addr, error = %e, "a queued connection was gone before it was served");
+            }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
                 tracing::warn!(shard = shard.index, %addr, error = %e, "accept failed");
@@ -377,27 +382,42 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, listener_fd: std::
     }
 }
 
+/// Errors `accept4` reports for one queued connection rather than for the listener (the
+/// connection was reset while queued, or a network error was pending on it); see accept(2).
+fn is_transient_accept_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::ENETDOWN | libc::ENOPROTOOPT | libc::EHOSTDOWN | libc::ENONET | libc::EHOSTUNREACH | libc::EOPNOTSUPP | libc::ENETUNREACH)
+    )
+}
+
 /// Takes one queued connection off a shard's listener (which is `O_NONBLOCK`) with one
 /// `accept4` that also returns the peer's address: `None` when the queue is empty (or the
 /// call was interrupted).
 fn accept_queued(listener_fd: std::os::fd::RawFd) -> Option<std::io::Result<(glommio::net::TcpStream, SocketAddr)>> {
     use std::os::fd::FromRawFd;
-    // SAFETY: accept4 on the live listener, writing the peer's address into the storage and
-    // length socket2 passes. The new socket is O_NONBLOCK (the relay splices on it) and
-    // inherits TCP_NODELAY from the listener (see `net`).
-    let accepted = unsafe {
-        socket2::SockAddr::try_init(|storage, len| {
-            let fd = libc::accept4(listener_fd, storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-            if fd < 0 { Err(std::io::Error::last_os_error()) } else { Ok(fd) }
-        })
-    };
-    let (fd, address) = match accepted {
-        Ok(accepted) => accepted,
-        Err(error) => {
-            return match error.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
-                _ => Some(Err(error)),
-            };
+    // The new socket is O_NONBLOCK (the relay splices on it) and inherits TCP_NODELAY from the
+    // listener (see `net`).
+    let (fd, address) = loop {
+        // SAFETY: accept4 on the live listener, writing the peer's address into the storage
+        // and length socket2 passes.
+        let accepted = unsafe {
+            socket2::SockAddr::try_init(|storage, len| {
+                let fd = libc::accept4(listener_fd, storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+                if fd < 0 { Err(std::io::Error::last_os_error()) } else { Ok(fd) }
+            })
+        };
+        match accepted {
+            Ok(accepted) => break accepted,
+            // A connection that died in the queue (reset before we took it) or a pending
+            // network error: accept(2) says to retry at once, like EAGAIN, not to back off.
+            Err(error) if is_transient_accept_error(&error) => continue,
+            Err(error) => {
+                return match error.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+                    _ => Some(Err(error)),
+                };
+            }
         }
     };
     // SAFETY: a fresh connected socket whose ownership moves to the stream.
