@@ -83,30 +83,19 @@ fn all_targets_down_closes_the_client() {
 }
 
 #[test]
-fn proxy_v2_header_carries_the_real_client() {
-    let backend = ProxyHeaderBackend::start();
-    let port = free_port();
-    let _app = Appliance::start(&forward_route("pp", port, &[backend.port], "proxy_protocol = \"v2\"", ""), port);
-    let stream = connect_from("127.0.0.5", port).expect("connect");
-    let client = stream.local_addr().expect("local");
-    let reply = echo_roundtrip(stream, b"after header").expect("roundtrip");
-    assert_eq!(reply, b"after header");
-    let sources = backend.sources.lock().expect("lock").clone();
-    assert_eq!(sources, vec![client]);
-}
-
-#[test]
-fn proxy_v1_header_carries_the_real_client() {
-    let backend = ProxyHeaderBackend::start();
-    let port = free_port();
-    let _app = Appliance::start(&forward_route("pp1", port, &[backend.port], "proxy_protocol = \"v1\"", ""), port);
-    let stream = connect_from("127.0.0.6", port).expect("connect");
-    let client = stream.local_addr().expect("local");
-    // The client's bytes follow the text line directly.
-    let reply = echo_roundtrip(stream, b"after the v1 line").expect("roundtrip");
-    assert_eq!(reply, b"after the v1 line");
-    let sources = backend.sources.lock().expect("lock").clone();
-    assert_eq!(sources, vec![client]);
+fn proxy_v1_and_v2_headers_carry_the_real_client() {
+    for (version, source) in [("v2", "127.0.0.5"), ("v1", "127.0.0.6")] {
+        let backend = ProxyHeaderBackend::start();
+        let port = free_port();
+        let _app = Appliance::start(&forward_route("pp", port, &[backend.port], &format!("proxy_protocol = \"{version}\""), ""), port);
+        let stream = connect_from(source, port).expect("connect");
+        let client = stream.local_addr().expect("local");
+        // The client's bytes follow the header directly.
+        let reply = echo_roundtrip(stream, b"after header").expect("roundtrip");
+        assert_eq!(reply, b"after header", "PROXY {version}");
+        let sources = backend.sources.lock().expect("lock").clone();
+        assert_eq!(sources, vec![client], "PROXY {version}");
+    }
 }
 
 #[test]

@@ -116,52 +116,7 @@ impl ProxyHeaderBackend {
                 let record = record.clone();
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut fixed = [0u8; 16];
-                    if stream.read_exact(&mut fixed[..5]).is_err() {
-                        return;
-                    }
-                    if &fixed[..5] == b"PROXY" {
-                        // v1: one text line ending in CRLF (at most 107 bytes).
-                        let mut line = b"PROXY".to_vec();
-                        let mut byte = [0u8; 1];
-                        while !line.ends_with(b"\r\n") && line.len() <= 107 {
-                            if stream.read_exact(&mut byte).is_err() {
-                                return;
-                            }
-                            line.push(byte[0]);
-                        }
-                        let Ok(text) = std::str::from_utf8(&line) else { return };
-                        let Ok(header) = ppp::v1::Header::try_from(text) else { return };
-                        let source = match header.addresses {
-                            ppp::v1::Addresses::Tcp4(a) => SocketAddr::from((a.source_address, a.source_port)),
-                            ppp::v1::Addresses::Tcp6(a) => SocketAddr::from((a.source_address, a.source_port)),
-                            _ => return,
-                        };
-                        if let Ok(mut s) = record.lock() {
-                            s.push(source);
-                        }
-                        echo(stream, None);
-                        return;
-                    }
-                    // v2: 16-byte fixed part, then `len` bytes of addresses.
-                    if stream.read_exact(&mut fixed[5..]).is_err() {
-                        return;
-                    }
-                    let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
-                    let mut rest = vec![0u8; len];
-                    if stream.read_exact(&mut rest).is_err() {
-                        return;
-                    }
-                    let mut whole = fixed.to_vec();
-                    whole.extend_from_slice(&rest);
-                    let Ok(header) = ppp::v2::Header::try_from(whole.as_slice()) else {
-                        return;
-                    };
-                    let source = match header.addresses {
-                        ppp::v2::Addresses::IPv4(a) => SocketAddr::from((a.source_address, a.source_port)),
-                        ppp::v2::Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
-                        _ => return,
-                    };
+                    let Some(source) = read_proxy_header_source(&mut stream) else { return };
                     if let Ok(mut s) = record.lock() {
                         s.push(source);
                     }
@@ -170,6 +125,40 @@ impl ProxyHeaderBackend {
             }
         });
         ProxyHeaderBackend { port, sources }
+    }
+}
+
+/// Reads a PROXY header (v1 text line or v2 binary block) off `stream`; the client's source
+/// address, or `None` when it is missing or malformed.
+fn read_proxy_header_source(stream: &mut TcpStream) -> Option<SocketAddr> {
+    let mut fixed = [0u8; 16];
+    stream.read_exact(&mut fixed[..5]).ok()?;
+    if &fixed[..5] == b"PROXY" {
+        // v1: one text line ending in CRLF (at most 107 bytes).
+        let mut line = b"PROXY".to_vec();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") && line.len() <= 107 {
+            stream.read_exact(&mut byte).ok()?;
+            line.push(byte[0]);
+        }
+        let header = ppp::v1::Header::try_from(std::str::from_utf8(&line).ok()?).ok()?;
+        return match header.addresses {
+            ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+            ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+            _ => None,
+        };
+    }
+    // v2: 16-byte fixed part, then `len` bytes of addresses.
+    stream.read_exact(&mut fixed[5..]).ok()?;
+    let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
+    let mut whole = fixed.to_vec();
+    whole.resize(16 + len, 0);
+    stream.read_exact(&mut whole[16..]).ok()?;
+    let header = ppp::v2::Header::try_from(whole.as_slice()).ok()?;
+    match header.addresses {
+        ppp::v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        ppp::v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        _ => None,
     }
 }
 
