@@ -18,6 +18,10 @@ use shardgate_benches::http_peers::{haproxy_http, nginx_http, shardgate_http};
 use shardgate_benches::load::{bulk, short_connections, Backend, BackendKind};
 use shardgate_benches::peers::{direct, haproxy_tcp, shardgate_tcp, Peer};
 
+/// One round of a workload against a port: wall time, operations done, and their unit
+/// (`"byte"` for bulk, else per-operation).
+type Round = Box<dyn Fn(u16) -> (Duration, f64, &'static str)>;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(workload), Some(peer_name)) = (args.first(), args.get(1)) else {
@@ -26,7 +30,7 @@ fn main() {
     };
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     // Backends live as long as the run.
-    let (peer, run): (Option<Peer>, Box<dyn Fn(u16) -> (Duration, f64, &'static str)>) = match workload.as_str() {
+    let (peer, run): (Option<Peer>, Round) = match workload.as_str() {
         "tcp-short" | "tcp-bulk-1" | "tcp-bulk-16" => {
             let kind = if workload == "tcp-short" { BackendKind::Echo1k } else { BackendKind::Sink };
             let backend = match Backend::start(kind, 32) {
@@ -39,7 +43,7 @@ fn main() {
                 "direct" => Some(direct(backend.port)),
                 other => fail(&format!("no TCP peer {other}")),
             };
-            let run: Box<dyn Fn(u16) -> (Duration, f64, &'static str)> = match workload.as_str() {
+            let run: Round = match workload.as_str() {
                 "tcp-short" => Box::new(|port| (short_connections(port, 16, 500), 8000.0, "conn")),
                 "tcp-bulk-1" => Box::new(|port| (bulk(port, 1, 256 << 20), (256u64 << 20) as f64, "byte")),
                 _ => Box::new(|port| (bulk(port, 16, 16 << 20), (256u64 << 20) as f64, "byte")),
