@@ -26,6 +26,15 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The head carries one `Date` (RFC 9110 §6.6.1) within a minute of now.
+fn assert_dated_now(head: &str) {
+    let dates: Vec<&str> = head.lines().filter_map(|l| l.strip_prefix("Date: ")).map(str::trim).collect();
+    assert_eq!(dates.len(), 1, "one Date field: {head}");
+    let date = httpdate::parse_http_date(dates[0]).unwrap_or_else(|e| panic!("{e}: {head}"));
+    let skew = std::time::SystemTime::now().duration_since(date).unwrap_or_else(|e| e.duration());
+    assert!(skew < Duration::from_secs(60), "{head}");
+}
+
 fn forward_route(name: &str, port: u16, target: u16, extra_match: &str) -> String {
     format!(
         "[[routes]]\nname = \"{name}\"\nmatch = {{ ports = {port}{extra_match} }}\naction = {{ type = \"forward\", protocol = \"http\", targets = [{{ host = \"127.0.0.1\", port = {target} }}] }}\n"
@@ -189,6 +198,7 @@ fn redirect_action_sends_the_classic_https_redirect() {
     let head = curl(&["-I", "-H", "Host: shop.example.test:80", &format!("http://127.0.0.1:{port}/cart?id=7")]);
     assert!(head.starts_with("HTTP/1.1 301 Moved Permanently"), "{head}");
     assert!(head.contains("Location: https://shop.example.test/cart?id=7"), "{head}");
+    assert_dated_now(&head);
     // A request body we never read must not destroy the answer (lingering close).
     let dir = tempfile::tempdir().expect("tempdir");
     let body = dir.path().join("body.bin");
@@ -221,6 +231,7 @@ fn serve_action_serves_files_with_etags_ranges_and_no_escape() {
     assert_eq!(curl(&[&format!("{base}/")]), "<h1>home</h1>\n");
     let head = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/docs/app.css")]);
     assert!(head.contains("Content-Type: text/css"), "{head}");
+    assert_dated_now(&head);
     let etag = head
         .lines()
         .find_map(|l| l.strip_prefix("ETag: "))

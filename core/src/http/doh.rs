@@ -19,7 +19,7 @@ use shardgate_http1::request::{Method, RequestHead};
 use shardgate_http1::BodyFraming;
 
 use super::stream::ClientStream;
-use super::{fill_client, InBuf, ReadEnd};
+use super::{date_now, fill_client, InBuf, ReadEnd};
 use crate::dns::ShardDns;
 
 /// Whether `head` is a DoH request for `doh_domain`.
@@ -84,7 +84,7 @@ pub(crate) async fn answer(dns: &ShardDns, head: &RequestHead, client_ip: IpAddr
         }
         _ => {
             out.clear();
-            let keep = reply::method_not_allowed(if json { "GET, HEAD" } else { "GET, HEAD, POST" }, keep_alive && matches!(head.framing, BodyFraming::None), out);
+            let keep = reply::method_not_allowed(if json { "GET, HEAD" } else { "GET, HEAD, POST" }, keep_alive && matches!(head.framing, BodyFraming::None), &date_now(), out);
             client.write_all(out).await?;
             return Ok(keep);
         }
@@ -95,14 +95,14 @@ pub(crate) async fn answer(dns: &ShardDns, head: &RequestHead, client_ip: IpAddr
     let query = match query {
         Ok(q) => q,
         Err(status) => {
-            let keep = reply::error(status, keep_alive, out);
+            let keep = reply::error(status, keep_alive, &date_now(), out);
             client.write_all(out).await?;
             return Ok(keep);
         }
     };
     let mut response = Vec::with_capacity(512);
     if !dns.respond_doh(&query, client_ip, &mut response) {
-        let keep = reply::error(ErrorStatus::BadRequest, keep_alive, out);
+        let keep = reply::error(ErrorStatus::BadRequest, keep_alive, &date_now(), out);
         client.write_all(out).await?;
         return Ok(keep);
     }
@@ -110,7 +110,7 @@ pub(crate) async fn answer(dns: &ShardDns, head: &RequestHead, client_ip: IpAddr
         match doh::render_json(&response) {
             Ok(text) => text.into_bytes(),
             Err(_) => {
-                let keep = reply::error(ErrorStatus::InternalServerError, keep_alive, out);
+                let keep = reply::error(ErrorStatus::InternalServerError, keep_alive, &date_now(), out);
                 client.write_all(out).await?;
                 return Ok(keep);
             }
@@ -119,7 +119,9 @@ pub(crate) async fn answer(dns: &ShardDns, head: &RequestHead, client_ip: IpAddr
         response.clone()
     };
     let content_type = if json { doh::DNS_JSON_CONTENT_TYPE } else { doh::DNS_MESSAGE_CONTENT_TYPE };
-    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    date_now().write_field(out);
+    let _ = write!(out, "Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
     if let Some(age) = doh::response_max_age(&response) {
         let _ = write!(out, "Cache-Control: max-age={age}\r\n");
     }

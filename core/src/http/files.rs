@@ -21,6 +21,7 @@ use shardgate_http1::reply::{self, ErrorStatus};
 use shardgate_http1::request::RequestHead;
 use shardgate_http1::static_files::{self, FileMeta, FileRefusal};
 
+use super::date_now;
 use super::stream::ClientStream;
 use crate::config::Serve;
 use crate::relay::splice::set_nonblocking;
@@ -39,19 +40,19 @@ pub struct Served {
 /// Answers `head` from `serve.root`. `out` is scratch space for the head.
 pub async fn serve_file(serve: &Serve, head: &RequestHead, keep_alive: bool, client: &mut ClientStream, out: &mut Vec<u8>) -> io::Result<Served> {
     out.clear();
-    let error = |status: ErrorStatus, out: &mut Vec<u8>| Served { status: status.code(), keep_alive: reply::error(status, keep_alive, out) };
+    let error = |status: ErrorStatus, out: &mut Vec<u8>| Served { status: status.code(), keep_alive: reply::error(status, keep_alive, &date_now(), out) };
     let served = match locate(&serve.root, head.path()) {
         Located::Missing => error(ErrorStatus::NotFound, out),
         Located::Redirect(location) => {
-            let _ = reply::redirect(301, &location, keep_alive, out);
+            let _ = reply::redirect(301, &location, keep_alive, &date_now(), out);
             Served { status: 301, keep_alive }
         }
         Located::File(path, file, meta) => match static_files::plan_file_response(head, &path, &meta) {
             Err(FileRefusal::MethodNotAllowed) => {
-                Served { status: 405, keep_alive: reply::method_not_allowed("GET, HEAD", keep_alive, out) }
+                Served { status: 405, keep_alive: reply::method_not_allowed("GET, HEAD", keep_alive, &date_now(), out) }
             }
             Ok(plan) => {
-                plan.write_head(keep_alive, out);
+                plan.write_head(keep_alive, &date_now(), out);
                 match plan.body {
                     None => {}
                     Some(range) if range.len <= INLINE_BODY_MAX || !matches!(client, ClientStream::Plain(_) | ClientStream::Ktls(_)) => {

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shardgate_http1::chunked::{self, ChunkedDecoder};
+use shardgate_http1::date::HttpDate;
 use shardgate_http1::ratelimit::{ConnectionLimiter, ConnectionSlot, RateDecision, RateLimiter};
 use shardgate_http1::reply::{self, ErrorStatus};
 use shardgate_http1::request::{RequestHead, RequestParser, Scheme};
@@ -74,6 +75,28 @@ impl ShardHttp {
     pub fn new(dns: Rc<crate::dns::ShardDns>) -> ShardHttp {
         ShardHttp { pool: UpstreamPool::default(), dns, draining: std::cell::Cell::new(false) }
     }
+}
+
+thread_local! {
+    /// This shard's `Date` for the current second, formatted once per second (as nginx
+    /// caches its time strings).
+    static DATE: std::cell::Cell<HttpDate> = std::cell::Cell::new(HttpDate::from_unix_secs(0));
+}
+
+/// The `Date` of a response made or forwarded now.
+pub(crate) fn date_now() -> HttpDate {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    DATE.with(|cached| {
+        let date = cached.get();
+        if date.unix_secs() == secs {
+            return date;
+        }
+        let date = HttpDate::from_unix_secs(secs);
+        cached.set(date);
+        date
+    })
 }
 
 /// How often an idle keep-alive connection looks at the drain flag.
@@ -287,7 +310,7 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
                     Err(e) => {
                         tracing::debug!(peer = %info.peer, error = %e, "bad request head");
                         out.clear();
-                        reply::error(e.status(), false, &mut out);
+                        reply::error(e.status(), false, &date_now(), &mut out);
                         let _ = client.write_all(&out).await;
                         close_lingering(&mut client).await;
                         return;
@@ -310,7 +333,7 @@ pub async fn serve(state: Rc<RouteState>, shard_http: Rc<ShardHttp>, info: Conne
                 Err(ReadEnd::Timeout) if inbuf.is_empty() && head_deadline.is_none() => {}
                 Err(ReadEnd::Timeout) if !inbuf.is_empty() => {
                     out.clear();
-                    reply::error(ErrorStatus::RequestTimeout, false, &mut out);
+                    reply::error(ErrorStatus::RequestTimeout, false, &date_now(), &mut out);
                     let _ = client.write_all(&out).await;
                     close_lingering(&mut client).await;
                     return;
@@ -402,9 +425,11 @@ async fn answer(
         let path = String::from_utf8_lossy(head.path()).into_owned();
         if let Some(key_authorization) = crate::acme::http01::answer(&path) {
             out.clear();
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            date_now().write_field(out);
             let _ = write!(
                 out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{}\r\n",
+                "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n{}\r\n",
                 key_authorization.len(),
                 if local_keep_alive { "" } else { "Connection: close\r\n" }
             );
@@ -447,7 +472,7 @@ async fn answer(
                     bump(&counters.http_rate_limited, 1);
                     crate::security_event!(INFO, "http.connection_limit", route = %route.name, peer = %info.peer, "connection limit per client reached");
                     out.clear();
-                    reply::too_many_requests(1, false, out);
+                    reply::too_many_requests(1, false, &date_now(), out);
                     count_status(counters, 429);
                     client.write_all(out).await?;
                     return Ok(Next::Close);
@@ -464,7 +489,7 @@ async fn answer(
                 bump(&counters.http_rate_limited, 1);
                 crate::security_event!(INFO, "http.rate_limited", route = %route.name, peer = %info.peer, "request rate limit reached");
                 out.clear();
-                let keep = reply::too_many_requests(retry_after_secs, local_keep_alive, out);
+                let keep = reply::too_many_requests(retry_after_secs, local_keep_alive, &date_now(), out);
                 count_status(counters, 429);
                 client.write_all(out).await?;
                 return Ok(if keep { Next::KeepAlive } else { Next::Close });
@@ -479,7 +504,7 @@ async fn answer(
         RouteAction::Redirect(redirect) => {
             out.clear();
             let location = redirect.to.expand(&head);
-            if reply::redirect(redirect.status, &location, local_keep_alive, out).is_err() {
+            if reply::redirect(redirect.status, &location, local_keep_alive, &date_now(), out).is_err() {
                 return local_reply(client, out, ErrorStatus::BadRequest, false, Some(counters)).await;
             }
             count_status(counters, redirect.status);
@@ -499,7 +524,7 @@ async fn answer(
 
 async fn local_reply(client: &mut ClientStream, out: &mut Vec<u8>, status: ErrorStatus, keep_alive: bool, counters: Option<&RouteCounters>) -> io::Result<Next> {
     out.clear();
-    let keep = reply::error(status, keep_alive, out);
+    let keep = reply::error(status, keep_alive, &date_now(), out);
     if let Some(c) = counters {
         count_status(c, status.code());
     }
@@ -680,7 +705,7 @@ async fn exchange_response(
         upbuf.consume(consumed);
         parser.reset();
         out.clear();
-        let plan = rewrite::write_client_response(&response, head, server_keep_alive, out);
+        let plan = rewrite::write_client_response(&response, head, server_keep_alive, &date_now(), out);
         match response.class {
             ResponseClass::Interim => {
                 if plan.head_written {

@@ -13,7 +13,8 @@
 //!   (keep-alive decided by us, re-chunking for HTTP/1.1 clients).
 //! - **answers of our own** — [`reply`] (canned errors, 429 with Retry-After, redirects) and
 //!   [`static_files`] (path resolution, MIME, ETag, conditionals, ranges — pure functions; the
-//!   caller stats and sends the file).
+//!   caller stats and sends the file). Every head of our own, and every forwarded response
+//!   that lacks one, carries a `Date` ([`date::HttpDate`], made from the caller's clock).
 //! - **admission** — [`ratelimit`]: nginx `limit_req` token buckets and `limit_conn` counters
 //!   per client IP, with bounded memory and time passed in.
 //!
@@ -33,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod chunked;
+pub mod date;
 mod error;
 mod head;
 pub mod ratelimit;

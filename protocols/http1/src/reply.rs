@@ -2,12 +2,13 @@
 //! redirects.
 //!
 //! Owns: the bytes of every response that does not come from a backend — status line,
-//! `Content-Type: text/plain`, `Content-Length`, `Connection: close` when the connection
+//! `Date` (from the caller's [`HttpDate`]), `Content-Type: text/plain`, `Content-Length`, `Connection: close` when the connection
 //! cannot continue, and a one-line body. Does not own the decision to send them: that is the
 //! proxy loop, helped by [`crate::Http1Error::status`].
 
 use std::io::Write;
 
+use crate::date::HttpDate;
 use crate::Http1Error;
 
 /// The interim response sent before reading a body announced with `Expect: 100-continue`.
@@ -124,27 +125,28 @@ impl ErrorStatus {
 /// Appends a complete error response for `status` to `out`. The connection is marked
 /// `Connection: close` when `keep_alive` is false or the status forces it; returns whether
 /// the connection may stay open afterwards.
-pub fn error(status: ErrorStatus, keep_alive: bool, out: &mut Vec<u8>) -> bool {
-    write_error(status, keep_alive, &[], out)
+pub fn error(status: ErrorStatus, keep_alive: bool, date: &HttpDate, out: &mut Vec<u8>) -> bool {
+    write_error(status, keep_alive, date, &[], out)
 }
 
 /// Appends a `429 Too Many Requests` with `Retry-After: retry_after_secs` (at least 1).
-pub fn too_many_requests(retry_after_secs: u64, keep_alive: bool, out: &mut Vec<u8>) -> bool {
+pub fn too_many_requests(retry_after_secs: u64, keep_alive: bool, date: &HttpDate, out: &mut Vec<u8>) -> bool {
     let mut extra = Vec::with_capacity(24);
     let _ = write!(extra, "Retry-After: {}\r\n", retry_after_secs.max(1));
-    write_error(ErrorStatus::TooManyRequests, keep_alive, &extra, out)
+    write_error(ErrorStatus::TooManyRequests, keep_alive, date, &extra, out)
 }
 
 /// Appends a `405 Method Not Allowed` with an `Allow` list, e.g. `"GET, HEAD"`.
-pub fn method_not_allowed(allow: &str, keep_alive: bool, out: &mut Vec<u8>) -> bool {
+pub fn method_not_allowed(allow: &str, keep_alive: bool, date: &HttpDate, out: &mut Vec<u8>) -> bool {
     let mut extra = Vec::with_capacity(16 + allow.len());
     let _ = write!(extra, "Allow: {allow}\r\n");
-    write_error(ErrorStatus::MethodNotAllowed, keep_alive, &extra, out)
+    write_error(ErrorStatus::MethodNotAllowed, keep_alive, date, &extra, out)
 }
 
 fn write_error(
     status: ErrorStatus,
     keep_alive: bool,
+    date: &HttpDate,
     extra_fields: &[u8],
     out: &mut Vec<u8>,
 ) -> bool {
@@ -152,11 +154,12 @@ fn write_error(
     let body_len = status.reason().len() + 1;
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {} {}\r\n",
         status.code(),
         status.reason(),
-        body_len
     );
+    date.write_field(out);
+    let _ = write!(out, "Content-Type: text/plain\r\nContent-Length: {body_len}\r\n");
     out.extend_from_slice(extra_fields);
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -173,6 +176,7 @@ pub fn redirect(
     status: u16,
     location: &[u8],
     keep_alive: bool,
+    date: &HttpDate,
     out: &mut Vec<u8>,
 ) -> Result<(), Http1Error> {
     let reason = match status {
@@ -185,7 +189,9 @@ pub fn redirect(
     if location.is_empty() || location.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(Http1Error::InvalidRedirectLocation);
     }
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\nLocation: ");
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    date.write_field(out);
+    out.extend_from_slice(b"Location: ");
     out.extend_from_slice(location);
     out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
     if !keep_alive {
@@ -282,6 +288,12 @@ impl RedirectTarget {
 mod tests {
     use super::*;
 
+    const DATE_LINE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+
+    fn date() -> HttpDate {
+        HttpDate::from_unix_secs(784_111_777)
+    }
+
     fn text(bytes: &[u8]) -> &str {
         std::str::from_utf8(bytes).unwrap()
     }
@@ -321,9 +333,10 @@ mod tests {
             HttpVersionNotSupported,
         ] {
             let mut out = Vec::new();
-            let kept = error(status, true, &mut out);
+            let kept = error(status, true, &date(), &mut out);
             assert!(text(&out).starts_with(&format!("HTTP/1.1 {} ", status.code())));
             assert_framed(&out);
+            assert!(text(&out).contains(DATE_LINE));
             assert_eq!(kept, !status.forces_close());
             assert_eq!(
                 text(&out).contains("Connection: close\r\n"),
@@ -335,17 +348,17 @@ mod tests {
     #[test]
     fn bad_request_closes() {
         let mut out = Vec::new();
-        assert!(!error(ErrorStatus::BadRequest, true, &mut out));
+        assert!(!error(ErrorStatus::BadRequest, true, &date(), &mut out));
         assert_eq!(
             text(&out),
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nBad Request\n"
+            "HTTP/1.1 400 Bad Request\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nBad Request\n"
         );
     }
 
     #[test]
     fn rate_limited_reply_has_retry_after() {
         let mut out = Vec::new();
-        assert!(too_many_requests(0, true, &mut out));
+        assert!(too_many_requests(0, true, &date(), &mut out));
         assert!(text(&out).starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
         assert!(text(&out).contains("\r\nRetry-After: 1\r\n"));
         assert_framed(&out);
@@ -354,17 +367,17 @@ mod tests {
     #[test]
     fn redirects() {
         let mut out = Vec::new();
-        redirect(308, b"https://example.com/a?b", false, &mut out).unwrap();
+        redirect(308, b"https://example.com/a?b", false, &date(), &mut out).unwrap();
         assert_eq!(
             text(&out),
-            "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://example.com/a?b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 308 Permanent Redirect\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nLocation: https://example.com/a?b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         assert_eq!(
-            redirect(303, b"/x", true, &mut out),
+            redirect(303, b"/x", true, &date(), &mut out),
             Err(Http1Error::InvalidRedirectStatus { status: 303 })
         );
         assert_eq!(
-            redirect(302, b"/x\r\nSet-Cookie: a", true, &mut out),
+            redirect(302, b"/x\r\nSet-Cookie: a", true, &date(), &mut out),
             Err(Http1Error::InvalidRedirectLocation)
         );
     }
@@ -372,7 +385,7 @@ mod tests {
     #[test]
     fn method_not_allowed_lists_allow() {
         let mut out = Vec::new();
-        method_not_allowed("GET, HEAD", true, &mut out);
+        method_not_allowed("GET, HEAD", true, &date(), &mut out);
         assert!(text(&out).contains("\r\nAllow: GET, HEAD\r\n"));
         assert_framed(&out);
     }
@@ -388,7 +401,7 @@ mod tests {
         let fixed = RedirectTarget::parse("https://new.example/").unwrap();
         assert_eq!(fixed.expand(&req), b"https://new.example/");
         let mut out = Vec::new();
-        redirect(301, &https.expand(&req), true, &mut out).unwrap();
+        redirect(301, &https.expand(&req), true, &date(), &mut out).unwrap();
         assert!(text(&out).contains("\r\nLocation: https://www.example.com/a/b?c=1\r\n"));
         for bad in [
             "",

@@ -18,6 +18,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use crate::date::HttpDate;
 use crate::head::{comma_tokens, is_tchar};
 use crate::request::{RequestHead, Scheme};
 use crate::response::{ResponseClass, ResponseHead};
@@ -169,11 +170,13 @@ pub struct DownstreamPlan {
 
 /// Appends the head to send to the client for `response`, the backend's answer to `request`.
 /// `server_keep_alive` is false when this side wants to close anyway (draining, request
-/// count limit, an unread request body).
+/// count limit, an unread request body). `received` is when the head arrived: a final
+/// response without a `Date` gets it (RFC 9110 §6.6.1).
 pub fn write_client_response(
     response: &ResponseHead,
     request: &RequestHead,
     server_keep_alive: bool,
+    received: &HttpDate,
     out: &mut Vec<u8>,
 ) -> DownstreamPlan {
     let client_http11 = request.version == Version::Http11;
@@ -221,6 +224,9 @@ pub fn write_client_response(
             continue;
         }
         write_field(out, name, value);
+    }
+    if response.class == ResponseClass::Final && response.headers.get("date").is_none() {
+        received.write_field(out);
     }
     match framing {
         BodyFraming::ContentLength(n) => {
@@ -421,8 +427,32 @@ Forwarded: for=10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n";
         let req = request(req);
         let resp = response(resp, &req);
         let mut out = Vec::new();
-        let plan = write_client_response(&resp, &req, server_keep_alive, &mut out);
-        (String::from_utf8(out).unwrap(), plan)
+        let plan = write_client_response(&resp, &req, server_keep_alive, &HttpDate::from_unix_secs(784_111_777), &mut out);
+        // The added Date is checked in its own test; the others compare the rest.
+        let out = String::from_utf8(out).unwrap().replacen(ADDED_DATE, "", 1);
+        (out, plan)
+    }
+
+    const ADDED_DATE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+
+    #[test]
+    fn a_final_response_without_date_gets_one_and_a_dated_one_keeps_its_own() {
+        let req = request(GET11);
+        let mut out = Vec::new();
+        let received = HttpDate::from_unix_secs(784_111_777);
+        let undated = response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &req);
+        write_client_response(&undated, &req, true, &received, &mut out);
+        assert_eq!(String::from_utf8_lossy(&out), format!("HTTP/1.1 200 OK\r\n{ADDED_DATE}Content-Length: 0\r\n\r\n"));
+        out.clear();
+        let dated = response(b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n", &req);
+        write_client_response(&dated, &req, true, &received, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("Date: ").count(), 1, "{text}");
+        assert!(text.contains("Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n"));
+        out.clear();
+        let interim = response(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n", &req);
+        write_client_response(&interim, &req, true, &received, &mut out);
+        assert!(!String::from_utf8_lossy(&out).contains("Date: "));
     }
 
     const GET11: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";

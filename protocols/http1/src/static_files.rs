@@ -2,7 +2,7 @@
 //!
 //! Owns: turning a request path into a file path that cannot leave the root
 //! ([`resolve_path`]), the MIME type by extension ([`mime_type`], from `mime_guess`), a strong
-//! ETag from (inode, size, mtime) ([`strong_etag`]), HTTP dates, `If-None-Match` /
+//! ETag from (inode, size, mtime) ([`strong_etag`]), `If-None-Match` /
 //! `If-Modified-Since` / `If-Range` evaluation, single `Range: bytes=` parsing, and the
 //! response head for the result ([`plan_file_response`] → [`FileResponse::write_head`]).
 //!
@@ -15,6 +15,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+pub use crate::date::{http_date, parse_http_date};
+use crate::date::HttpDate;
 use crate::request::{Method, RequestHead};
 use crate::{Http1Error, Version};
 
@@ -144,81 +146,6 @@ pub fn strong_etag(meta: &FileMeta) -> String {
         "\"{:x}-{:x}-{:x}.{:x}\"",
         meta.inode, meta.size, meta.mtime_secs, meta.mtime_nanos
     )
-}
-
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Days since 1970-01-01 → (year, month 1-12, day 1-31) (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// (year, month 1-12, day) → days since 1970-01-01.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = year - i64::from(month <= 2);
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Formats Unix seconds as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-pub fn http_date(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let secs = unix_secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Parses an IMF-fixdate into Unix seconds. The obsolete RFC 850 and asctime forms are not
-/// recognised: a conditional with one is ignored, which only costs a full response.
-pub fn parse_http_date(value: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(crate::head::trim_ows(value)).ok()?;
-    let mut parts = text.split(' ');
-    let weekday = parts.next()?.strip_suffix(',')?;
-    let day: u32 = parts.next().filter(|d| d.len() == 2)?.parse().ok()?;
-    let month_name = parts.next()?;
-    let month = MONTHS.iter().position(|m| *m == month_name)? as u32 + 1;
-    let year: i64 = parts.next().filter(|y| y.len() == 4)?.parse().ok()?;
-    let time = parts.next()?;
-    if parts.next()? != "GMT" || parts.next().is_some() || !DAYS.contains(&weekday) {
-        return None;
-    }
-    let mut hms = time.split(':').map(|p| {
-        if p.len() == 2 {
-            p.parse::<i64>().ok()
-        } else {
-            None
-        }
-    });
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
 }
 
 /// Whether an `If-None-Match` value matches `etag` (weak comparison, RFC 9110 §13.1.2):
@@ -410,9 +337,9 @@ pub fn plan_file_response(
 }
 
 impl FileResponse {
-    /// Appends the response head. `keep_alive` is the proxy loop's decision for the client
-    /// connection.
-    pub fn write_head(&self, keep_alive: bool, out: &mut Vec<u8>) {
+    /// Appends the response head, with `Date: date`. `keep_alive` is the proxy loop's
+    /// decision for the client connection.
+    pub fn write_head(&self, keep_alive: bool, date: &HttpDate, out: &mut Vec<u8>) {
         let reason = match self.status {
             200 => "OK",
             206 => "Partial Content",
@@ -420,6 +347,7 @@ impl FileResponse {
             _ => "Range Not Satisfiable",
         };
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason);
+        date.write_field(out);
         let _ = write!(
             out,
             "ETag: {}\r\nLast-Modified: {}\r\n",
@@ -546,22 +474,6 @@ mod tests {
     }
 
     #[test]
-    fn http_dates_round_trip() {
-        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(
-            parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
-            assert_eq!(parse_http_date(http_date(secs).as_bytes()), Some(secs));
-        }
-        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 25:49:37 GMT"), None);
-        assert_eq!(parse_http_date(b"garbage"), None);
-    }
-
-    #[test]
     fn range_parsing() {
         let p = |s: &str| parse_range(s.as_bytes(), 1000);
         assert_eq!(
@@ -631,10 +543,10 @@ mod tests {
             )
         );
         let mut out = Vec::new();
-        r.write_head(true, &mut out);
+        r.write_head(true, &HttpDate::from_unix_secs(784_111_777), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nETag: \"1234-3e8-2ebc98a1.5\"\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nETag: \"1234-3e8-2ebc98a1.5\"\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
 Content-Type: text/css\r\nAccept-Ranges: bytes\r\nContent-Length: 1000\r\n\r\n"
         );
     }
@@ -669,7 +581,7 @@ Content-Type: text/css\r\nAccept-Ranges: bytes\r\nContent-Length: 1000\r\n\r\n"
         let r = plan(&format!("If-None-Match: {etag}\r\n"));
         assert_eq!(r.body, None);
         let mut out = Vec::new();
-        r.write_head(true, &mut out);
+        r.write_head(true, &HttpDate::from_unix_secs(784_111_777), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\n"));
         assert!(!text.contains("Content-Length"));
@@ -689,7 +601,7 @@ Content-Type: text/css\r\nAccept-Ranges: bytes\r\nContent-Length: 1000\r\n\r\n"
             )
         );
         let mut out = Vec::new();
-        r.write_head(false, &mut out);
+        r.write_head(false, &HttpDate::from_unix_secs(784_111_777), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("\r\nContent-Range: bytes 10-19/1000\r\nConnection: close\r\n\r\n"),
@@ -699,7 +611,7 @@ Content-Type: text/css\r\nAccept-Ranges: bytes\r\nContent-Length: 1000\r\n\r\n"
         let r = plan("Range: bytes=2000-\r\n");
         assert_eq!((r.status, r.body), (416, None));
         let mut out = Vec::new();
-        r.write_head(true, &mut out);
+        r.write_head(true, &HttpDate::from_unix_secs(784_111_777), &mut out);
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("\r\nContent-Range: bytes */1000\r\nContent-Length: 0\r\n"));
@@ -726,7 +638,7 @@ Content-Type: text/css\r\nAccept-Ranges: bytes\r\nContent-Length: 1000\r\n\r\n"
         let r = plan_file_response(&head, Path::new("f.txt"), &META).unwrap();
         assert_eq!((r.status, r.body, r.content_length), (200, None, 1000));
         let mut out = Vec::new();
-        r.write_head(true, &mut out);
+        r.write_head(true, &HttpDate::from_unix_secs(784_111_777), &mut out);
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("Connection: keep-alive\r\n\r\n"));
