@@ -10,6 +10,8 @@
 //! - [`tls_load`] / [`tls_peers`]: TLS handshake and bulk workloads, and shardgate/HAProxy
 //!   terminating TLS with the same certificate.
 //! - [`dns_peers`]: shardgate, Knot DNS and NSD serving the same zone, and the `dnsperf` load.
+//! - [`floor_relay`]: the least work a proxy can do (an epoll byte relay), the lower bound
+//!   `peer-load ... floor` measures;
 //! - [`ab`]: one build with a feature on and off (medians, noise, a verdict against a goal).
 //!
 //! The criterion benches in `benches/` use these; `ratio-report` reads criterion's results
@@ -18,6 +20,7 @@
 pub mod ab;
 pub mod cpus;
 pub mod dns_peers;
+pub mod floor_relay;
 pub mod http_load;
 pub mod http_peers;
 pub mod load;

@@ -8,15 +8,20 @@
 //! printed first).
 //!
 //! WORKLOAD: `tcp-short` (16 clients × 500 connections, 1 KiB each way), `tcp-bulk-1`
-//! (256 MiB), `tcp-bulk-16` (16 × 16 MiB), `http-keepalive` (32 connections × 2,000 GETs).
-//! PEER: `shardgate`, `haproxy`, `nginx` (HTTP only), `direct` (TCP only).
+//! (256 MiB), `tcp-bulk-16` (16 × 16 MiB), `http-keepalive` (32 connections × 2,000 GETs),
+//! `http-latency` (the criterion bench's open loop: 32 connections sharing 5,000 requests/s
+//! for 5 s; prints p50/p99/p99.9/max in µs, measured from each request's scheduled time).
+//! PEER: `shardgate`, `haproxy`, `nginx` (HTTP only), `direct` (TCP only), `floor` (the
+//! least work a proxy can do: an epoll byte relay, `shardgate_benches::floor_relay`, run as
+//! a child of this binary on the proxy CPU; a lower bound for every proxy's CPU per op).
 
 use std::time::Duration;
 
-use shardgate_benches::http_load::{keepalive_requests, HttpBackend};
+use shardgate_benches::http_load::{fixed_rate_latency, keepalive_requests, HttpBackend};
 use shardgate_benches::http_peers::{haproxy_http, nginx_http, shardgate_http};
 use shardgate_benches::load::{bulk, short_connections, Backend, BackendKind};
-use shardgate_benches::peers::{direct, haproxy_tcp, shardgate_tcp, Peer};
+use shardgate_benches::cpus::{pin_current_thread, proxy_cpus};
+use shardgate_benches::peers::{direct, free_port, haproxy_tcp, shardgate_tcp, wait_listening, Peer};
 
 /// One round of a workload against a port: wall time, operations done, and their unit
 /// (`"byte"` for bulk, else per-operation).
@@ -24,8 +29,11 @@ type Round = Box<dyn Fn(u16) -> (Duration, f64, &'static str)>;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(FLOOR_CHILD) {
+        run_floor_child(&args[1..]);
+    }
     let (Some(workload), Some(peer_name)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: peer-load tcp-short|tcp-bulk-1|tcp-bulk-16|http-keepalive shardgate|haproxy|nginx|direct [ROUNDS]");
+        eprintln!("usage: peer-load tcp-short|tcp-bulk-1|tcp-bulk-16|http-keepalive|http-latency shardgate|haproxy|nginx|direct|floor [ROUNDS]");
         std::process::exit(2);
     };
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
@@ -41,6 +49,7 @@ fn main() {
                 "shardgate" => shardgate_tcp(backend.port),
                 "haproxy" => haproxy_tcp(backend.port),
                 "direct" => Some(direct(backend.port)),
+                "floor" => floor(backend.port),
                 other => fail(&format!("no TCP peer {other}")),
             };
             let run: Round = match workload.as_str() {
@@ -50,7 +59,7 @@ fn main() {
             };
             (peer, run)
         }
-        "http-keepalive" => {
+        "http-keepalive" | "http-latency" => {
             let backend = match HttpBackend::start() {
                 Ok(b) => b,
                 Err(e) => fail(&format!("backend: {e}")),
@@ -61,9 +70,28 @@ fn main() {
                 "shardgate" => shardgate_http(port),
                 "haproxy" => haproxy_http(port),
                 "nginx" => nginx_http(port),
+                "floor" => floor(port),
                 other => fail(&format!("no HTTP peer {other}")),
             };
-            (peer, Box::new(|port| (keepalive_requests(port, 32, 2000), 64_000.0, "req")))
+            let run: Round = if workload == "http-latency" {
+                Box::new(|port| {
+                    let started = std::time::Instant::now();
+                    let result = fixed_rate_latency(port, 32, 5000, Duration::from_secs(5));
+                    let h = &result.latency;
+                    println!(
+                        "latency µs p50 {} p99 {} p99.9 {} max {} (failed clients {})",
+                        h.value_at_quantile(0.5),
+                        h.value_at_quantile(0.99),
+                        h.value_at_quantile(0.999),
+                        h.max(),
+                        result.failed_clients
+                    );
+                    (started.elapsed(), h.len() as f64, "req")
+                })
+            } else {
+                Box::new(|port| (keepalive_requests(port, 32, 2000), 64_000.0, "req"))
+            };
+            (peer, run)
         }
         other => fail(&format!("unknown workload {other}")),
     };
@@ -97,6 +125,33 @@ fn main() {
                 load * 1e6 / ops
             );
         }
+    }
+}
+
+/// The first argument that makes this binary the floor relay instead of the load.
+const FLOOR_CHILD: &str = "--floor-relay";
+
+/// Starts this binary again as the floor relay towards `target_port`.
+fn floor(target_port: u16) -> Option<Peer> {
+    let port = free_port();
+    let exe = std::env::current_exe().ok()?;
+    let child = std::process::Command::new(exe)
+        .args([FLOOR_CHILD, &port.to_string(), &target_port.to_string()])
+        .spawn()
+        .ok()?;
+    let peer = Peer::new("floor", port, child, tempfile::tempdir().ok()?);
+    wait_listening(port).then_some(peer)
+}
+
+/// The child side of [`floor`]: `LISTEN_PORT TARGET_PORT`, pinned to the proxy CPU.
+fn run_floor_child(args: &[String]) -> ! {
+    let ports: Vec<u16> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let [listen, target] = ports[..] else { fail("--floor-relay LISTEN_PORT TARGET_PORT") };
+    pin_current_thread(&proxy_cpus());
+    let listener = std::net::TcpListener::bind(("127.0.0.1", listen)).unwrap_or_else(|e| fail(&format!("bind {listen}: {e}")));
+    match shardgate_benches::floor_relay::run(listener, ([127, 0, 0, 1], target).into()) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => fail(&format!("floor relay: {e}")),
     }
 }
 

@@ -897,6 +897,14 @@ struct SleepableRing {
     cooperative: bool,
 }
 
+/// Whether the throughput preemption timer is armed: only with
+/// `SHARDGATE_URING_THROUGHPUT_TIMER` in the environment (shardgate patch; see
+/// vendor/README.md, sixth change). Read once.
+fn throughput_timer_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var_os("SHARDGATE_URING_THROUGHPUT_TIMER").is_some())
+}
+
 /// A sleepable ring, set up with `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG`
 /// (Linux 5.19) when the kernel knows the flags, unless `SHARDGATE_URING_NO_COOP_TASKRUN` is
 /// set in the environment (shardgate patch; see vendor/README.md). With the flags, a
@@ -1882,8 +1890,11 @@ impl Reactor {
         // call (each executor loop), which costs two or three `io_uring_enter` calls and
         // five SQEs per loop. Here an armed preempt timer is kept while it still expires in
         // the second half of a fresh time slice (so a task queue is preempted after between
-        // half and all of its slice), and the throughput timer is re-armed only after it
-        // fired. Both only ever make a task queue yield early, never late.
+        // half and all of its slice); it only ever makes a task queue yield early, never
+        // late. The throughput timer (a count timeout linked to an eventfd write) is not
+        // armed at all: kept armed it fired every `ring_depth` completions, and each firing
+        // punted its eventfd write to an io-wq worker on the shard's CPU, two context
+        // switches in the middle of requests (see vendor/README.md, sixth change).
         let now = std::time::Instant::now();
         let preempt_wanted = preempt_timer();
         let keep_latency_timer = match (preempt_wanted, self.latency_preempt_deadline.get()) {
@@ -1909,22 +1920,24 @@ impl Reactor {
             self.latency_preempt_deadline.set(None);
         }
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping. (Kept while it has not fired: shardgate patch.)
-        let throughput_armed = match self.throughput_preemption_timeout_src.take() {
-            Some(src) if src.result().is_none() => {
-                self.throughput_preemption_timeout_src.set(Some(src));
-                true
+        // shardgate patch: upstream schedules the throughput-based timeout here, on every
+        // call. It is off unless SHARDGATE_URING_THROUGHPUT_TIMER is set (see above).
+        if throughput_timer_wanted() {
+            let throughput_armed = match self.throughput_preemption_timeout_src.take() {
+                Some(src) if src.result().is_none() => {
+                    self.throughput_preemption_timeout_src.set(Some(src));
+                    true
+                }
+                _ => false,
+            };
+            if !throughput_armed {
+                self.throughput_preemption_timeout_src.replace(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
             }
-            _ => false,
-        };
-        if !throughput_armed {
-            self.throughput_preemption_timeout_src.replace(Some(
-                main_ring.prepare_throughput_preemption_timer(
-                    self.ring_depth() as u32,
-                    self.eventfd_src.raw(),
-                ),
-            ));
         }
 
         // This will only dispatch if we run out of sqes. Which means until
