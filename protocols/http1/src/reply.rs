@@ -202,8 +202,9 @@ pub fn redirect(
 }
 
 /// A redirect target from the config, with `{host}` (the request's host name without port,
-/// like nginx `$host`) and `{path}` (path and query, like `$request_uri`) placeholders, e.g.
-/// `https://{host}{path}` for the classic HTTP→HTTPS redirect. Checked once at config load.
+/// lower-cased, like nginx `$host`) and `{path}` (path and query, like `$request_uri`)
+/// placeholders, e.g. `https://{host}{path}` for the classic HTTP→HTTPS redirect. Checked
+/// once at config load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectTarget {
     parts: Vec<TargetPart>,
@@ -266,7 +267,8 @@ impl RedirectTarget {
                 TargetPart::Literal(text) => out.extend_from_slice(text.as_bytes()),
                 TargetPart::Host => {
                     if let Some(host) = request.host() {
-                        out.extend_from_slice(crate::request::split_host_port(host).0);
+                        let name = crate::request::split_host_port(host).0;
+                        out.extend(name.iter().map(u8::to_ascii_lowercase));
                     }
                 }
                 TargetPart::Path => {
@@ -396,6 +398,8 @@ mod tests {
         let https = RedirectTarget::parse("https://{host}{path}").unwrap();
         let req = head(b"GET /a/b?c=1 HTTP/1.1\r\nHost: www.example.com:8080\r\n\r\n");
         assert_eq!(https.expand(&req), b"https://www.example.com/a/b?c=1");
+        let upper = head(b"GET /A HTTP/1.1\r\nHost: WWW.Example.COM\r\n\r\n");
+        assert_eq!(https.expand(&upper), b"https://www.example.com/A", "nginx $host is lower-case; the path is not");
         let v6 = head(b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n");
         assert_eq!(https.expand(&v6), b"https://[2001:db8::1]/");
         let fixed = RedirectTarget::parse("https://new.example/").unwrap();
