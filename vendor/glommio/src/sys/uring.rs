@@ -899,7 +899,7 @@ struct SleepableRing {
 
 /// Whether the throughput preemption timer is armed: only with
 /// `SHARDGATE_URING_THROUGHPUT_TIMER` in the environment (shardgate patch; see
-/// vendor/README.md, sixth change). Read once.
+/// vendor/README.md, fifth change). Read once.
 fn throughput_timer_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WANTED.get_or_init(|| std::env::var_os("SHARDGATE_URING_THROUGHPUT_TIMER").is_some())
@@ -1894,7 +1894,7 @@ impl Reactor {
         // late. The throughput timer (a count timeout linked to an eventfd write) is not
         // armed at all: kept armed it fired every `ring_depth` completions, and each firing
         // punted its eventfd write to an io-wq worker on the shard's CPU, two context
-        // switches in the middle of requests (see vendor/README.md, sixth change).
+        // switches in the middle of requests (see vendor/README.md, fifth change).
         let now = std::time::Instant::now();
         let preempt_wanted = preempt_timer();
         let keep_latency_timer = match (preempt_wanted, self.latency_preempt_deadline.get()) {
