@@ -7,7 +7,8 @@
 //! apply the route's `security` (403) and `limits` (429 with `Retry-After`), then answer:
 //! `forward` (one exchange with a backend, see below), `redirect`, `serve` ([`files`]) or
 //! `reject` (403). Keep-alive on both sides; the backend side uses a per-shard pool of idle
-//! connections ([`upstream`]).
+//! connections ([`upstream`]). Every head written here carries the shard's `Date`, formatted
+//! once a second ([`date_now`]).
 //!
 //! One forwarded exchange: the request head is rewritten (hop-by-hop fields out,
 //! `X-Forwarded-*` and `Forwarded` in) and the body streamed with its framing re-made
