@@ -697,6 +697,13 @@ fn validate_route(problems: &mut ProblemList, label: &str, raw: RawRoute) -> Opt
         if f.protocol == Protocol::Http && f.tls == TlsMode::Passthrough {
             problems.route(label, "action.tls.mode", "HTTP routes see requests, so they cannot pass TLS through: use \"terminate\"");
         }
+        if f.protocol == Protocol::Http && f.proxy_protocol.is_some() {
+            problems.route(
+                label,
+                "action.proxy_protocol",
+                "not for HTTP routes: pooled backend connections carry many clients' requests, which `X-Forwarded-For` and `Forwarded` name (as nginx's http proxy, which has no PROXY header either)",
+            );
+        }
     }
     if limits != RouteLimits::default() && !matches!(&action, Some(a) if route_action_is_http(a, matcher.as_ref())) {
         problems.route(label, "limits", "request and connection limits apply to HTTP routes (protocol = \"http\", redirect or serve)");

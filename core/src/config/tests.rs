@@ -292,6 +292,10 @@ fn http_routes_are_checked_with_file_route_and_field() {
         match = { ports = 8005 }
         action = { type = "forward", protocol = "http", targets = [{ host = "127.0.0.1", port = 1 }] }
         limits = { requests = "fast" }
+        [[routes]]
+        name = "http-with-proxy-header"
+        match = { ports = 8006, path = "/" }
+        action = { type = "forward", targets = [{ host = "127.0.0.1", port = 1 }], proxy_protocol = "v2" }
         "#,
     );
     for needle in [
@@ -305,6 +309,7 @@ fn http_routes_are_checked_with_file_route_and_field() {
         "port 8003 would carry both the HTTP route `mixed-http` and the TCP route `mixed-tcp`",
         "route `limited-http`: limits.requests: `fast` is not a rate",
         "route `limited-tcp`: limits: request and connection limits apply to HTTP routes",
+        "route `http-with-proxy-header`: action.proxy_protocol: not for HTTP routes",
     ] {
         assert!(has(&problems, needle), "missing {needle:?} in {problems:#?}");
     }
