@@ -19,6 +19,18 @@
 //!   and halved 16-stream throughput.) Each wait is a poll request of its own, so one
 //!   direction can wait to write on a socket while the other waits to read from it.
 //!
+//! **Unsent bytes are capped** ([`SINK_NOTSENT_LOWAT`], `TCP_NOTSENT_LOWAT` on each sink): a
+//! sink socket reports writable, and takes more from a `splice`, only while less than that is
+//! queued in the kernel and not yet sent. Without the cap the relay filled the sink's whole
+//! send buffer, and what the window did not let out at once was sent later by the kernel
+//! from ACK processing, on whichever CPU took the ACK: on loopback that is the receiver's
+//! CPU, with a NIC the one its interrupt lands on. The stream was then sent from two CPUs
+//! at once, its segments arrived out of order (SACK recovery, D-SACK undo, retransmits), and
+//! that other CPU did the shard's sending. With the cap, the shard's own `splice` sends
+//! nearly every segment, on the shard's CPU, in order; unsent memory per connection stays
+//! bounded. One stream through a 2-CPU loopback bench went from 2.4 to 2.8 GiB/s, HAProxy
+//! (which has no such cap) 2.4 (benches/RESULTS.md, 2026-12-03 06:05–07:10).
+//!
 //! The pipe is enlarged to [`PIPE_BYTES`] when the kernel allows, so one wake-up moves up to
 //! that much. Pipes are reused: each shard thread keeps up to [`PIPE_POOL`] empty pipes
 //! ([`PooledPipe`]), so a short connection costs no `pipe2`/`F_SETPIPE_SZ`/`close` calls in the
@@ -47,11 +59,16 @@ use glommio::net::TcpStream;
 
 use crate::tls::ktls::{self, ControlRecord};
 
-/// How much one pipe holds (the kernel may grant less; the default 64 KiB is then used).
-/// 64 KiB, not more: with 256 KiB pipes, 16 parallel streams ran at 1.67 GiB/s against
-/// 2.8–3.6 GiB/s with 64 KiB on the same box (one stream the same either way); the larger
-/// batches left the shard waiting between bursts (benches/RESULTS.md, 16:44–16:49).
-pub const PIPE_BYTES: usize = 64 * 1024;
+/// How much one pipe holds (the kernel may grant less; see [`SplicePipe::new`]).
+/// 128 KiB, with [`SINK_NOTSENT_LOWAT`] of the same size: one stream then ran at 2.7–2.8
+/// GiB/s and 16 streams at 3.3–6.4 GiB/s, against 2.4–2.5 and 1.9–2.0 with 64 KiB pipes and
+/// no cap, and 2.9 and 2.7 with 256 KiB pipes (benches/RESULTS.md, 2026-12-03). Without the
+/// cap, 64 KiB had been the best size (16:44–16:49 and 20:40 on 2026-12-02).
+pub const PIPE_BYTES: usize = 128 * 1024;
+
+/// `TCP_NOTSENT_LOWAT` of every sink socket: most bytes the kernel holds for it that are not
+/// sent yet before `splice` into it says `EAGAIN` (see the module doc).
+pub const SINK_NOTSENT_LOWAT: usize = 128 * 1024;
 
 /// A fill shorter than this (and than the room in the pipe) ends the filling: the socket's
 /// queue was empty, and the next look at it is the wait for readability (see
@@ -78,16 +95,23 @@ impl SplicePipe {
         }
         // SAFETY: both descriptors were just created and are owned from here on.
         let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ on our own pipe; failure (limits) keeps the default size.
-        let granted = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) };
-        let capacity = if granted > 0 { granted as usize } else { 64 * 1024 };
+        // SAFETY: F_SETPIPE_SZ on our own pipe. It fails for a user over
+        // `pipe-user-pages-soft` without CAP_SYS_RESOURCE; the pipe keeps the size it was made
+        // with (which the kernel shrinks to two pages for such a user), so ask for it.
+        let mut granted = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) };
+        if granted <= 0 {
+            // SAFETY: F_GETPIPE_SZ on our own pipe.
+            granted = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        }
+        let capacity = if granted > 0 { granted as usize } else { 4096 };
         Ok(SplicePipe { read_end, write_end, capacity, held: 0 })
     }
 }
 
 /// Most empty pipes one shard thread keeps for reuse. Enlarged pipes count against the
-/// kernel's `pipe-user-pages-soft` (16384 pages per user by default, i.e. 64 pipes of 256 KiB
-/// for an unprivileged user before new pipes stay at 64 KiB), so the pool stays modest.
+/// kernel's `pipe-user-pages-soft` (16384 pages per user by default, i.e. 128 pipes of 128 KiB
+/// for a user without CAP_SYS_RESOURCE, after which new pipes get two pages), so the pool
+/// stays modest.
 pub const PIPE_POOL: usize = 64;
 
 thread_local! {
@@ -154,6 +178,23 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Caps the bytes the kernel queues unsent on `fd` at [`SINK_NOTSENT_LOWAT`]. A kernel
+/// without `TCP_NOTSENT_LOWAT` (before 3.12) refuses it; the relay then works as before,
+/// with the whole send buffer as its queue, so the refusal is not an error.
+pub fn cap_unsent(fd: RawFd) {
+    let lowat = SINK_NOTSENT_LOWAT as libc::c_int;
+    // SAFETY: setsockopt with a live int of the size passed, on a socket the caller holds.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&lowat as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// One non-blocking `splice` call; `Ok(None)` means `EAGAIN`.
@@ -262,6 +303,7 @@ pub async fn splice_direction(
     let mut pipe = PooledPipe::take()?;
     let source_fd = source.as_raw_fd();
     let sink_fd = sink.as_raw_fd();
+    cap_unsent(sink_fd);
     let mut total = 0u64;
     // The last fill ended on a small short splice: the socket had nothing more queued then,
     // so the next look at it is the wait below (whose first, synchronous try sees anything that came
@@ -334,6 +376,16 @@ mod tests {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     use glommio::{LocalExecutorBuilder, Placement};
 
+    /// `TCP_NOTSENT_LOWAT` of a socket.
+    fn notsent_lowat(fd: RawFd) -> usize {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live int of the size passed.
+        let ok = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, (&mut value as *mut libc::c_int).cast(), &mut len) };
+        assert_eq!(ok, 0, "getsockopt TCP_NOTSENT_LOWAT");
+        value as usize
+    }
+
     #[test]
     fn relays_bulk_bytes_in_order_with_back_pressure_and_half_close() {
         LocalExecutorBuilder::new(Placement::Unbound)
@@ -389,6 +441,9 @@ mod tests {
                 assert_eq!(a.expect("forward"), expected.len() as u64);
                 assert_eq!(b.expect("backward"), 4);
                 assert_eq!(forward_bytes.get(), expected.len() as u64);
+                // Each direction capped the unsent queue of its sink.
+                assert_eq!(notsent_lowat(upstream.as_raw_fd()), SINK_NOTSENT_LOWAT);
+                assert_eq!(notsent_lowat(accepted.as_raw_fd()), SINK_NOTSENT_LOWAT);
                 assert_eq!(backend.await, expected);
                 assert_eq!(client.await, b"done");
                 // Both pipes were empty at the end: they wait in this thread's pool.
