@@ -29,7 +29,7 @@
 //! that other CPU did the shard's sending. With the cap, the shard's own `splice` sends
 //! nearly every segment, on the shard's CPU, in order; unsent memory per connection stays
 //! bounded. One stream through a 2-CPU loopback bench went from 2.4 to 2.8 GiB/s, HAProxy
-//! (which has no such cap) 2.4 (benches/RESULTS.md, 2026-12-03 06:05–07:10).
+//! (which has no such cap) 2.4 (benches/RESULTS.md, 2026-12-03 06:05–06:55).
 //!
 //! The pipe is enlarged to [`PIPE_BYTES`] when the kernel allows, so one wake-up moves up to
 //! that much. Pipes are reused: each shard thread keeps up to [`PIPE_POOL`] empty pipes
