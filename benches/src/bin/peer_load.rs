@@ -8,7 +8,7 @@
 //! printed first).
 //!
 //! WORKLOAD: `tcp-short` (16 clients × 500 connections, 1 KiB each way), `tcp-bulk-1`
-//! (256 MiB), `tcp-bulk-16` (16 × 16 MiB), `http-keepalive` (32 connections × 2,000 GETs),
+//! (256 MiB), `tcp-bulk-16` (16 × 64 MiB), `http-keepalive` (32 connections × 2,000 GETs),
 //! `http-latency` (the criterion bench's open loop: 32 connections sharing 5,000 requests/s
 //! for 5 s; prints p50/p99/p99.9/max in µs, measured from each request's scheduled time).
 //! PEER: `shardgate`, `haproxy`, `nginx` (HTTP only), `direct` (TCP only), `floor` (the
@@ -55,7 +55,7 @@ fn main() {
             let run: Round = match workload.as_str() {
                 "tcp-short" => Box::new(|port| (short_connections(port, 16, 500), 8000.0, "conn")),
                 "tcp-bulk-1" => Box::new(|port| (bulk(port, 1, 256 << 20), (256u64 << 20) as f64, "byte")),
-                _ => Box::new(|port| (bulk(port, 16, 16 << 20), (256u64 << 20) as f64, "byte")),
+                _ => Box::new(|port| (bulk(port, 16, 64 << 20), (1024u64 << 20) as f64, "byte")),
             };
             (peer, run)
         }
