@@ -113,15 +113,7 @@ const TCP_CLOSE: u8 = 7;
 /// Makes the close of `fd` an abort: `SO_LINGER` on with 0 seconds, so the kernel sends a
 /// reset and drops unsent bytes instead of an orderly FIN.
 fn abort_on_close(fd: std::os::fd::RawFd) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt with a live `linger` of the size passed, on a socket the caller holds.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    // SAFETY: the caller holds the socket open for the duration of this call.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
 }

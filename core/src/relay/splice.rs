@@ -195,17 +195,9 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// without `TCP_NOTSENT_LOWAT` (before 3.12) refuses it; the relay then works as before,
 /// with the whole send buffer as its queue, so the refusal is not an error.
 pub fn cap_unsent(fd: RawFd) {
-    let lowat = SINK_NOTSENT_LOWAT as libc::c_int;
-    // SAFETY: setsockopt with a live int of the size passed, on a socket the caller holds.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&lowat as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // SAFETY: the caller keeps `fd` open for the duration of this call.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(SINK_NOTSENT_LOWAT as u32);
 }
 
 /// One non-blocking `splice` call; `Ok(None)` means `EAGAIN`.
@@ -400,12 +392,9 @@ mod tests {
 
     /// `TCP_NOTSENT_LOWAT` of a socket.
     fn notsent_lowat(fd: RawFd) -> usize {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt into a live int of the size passed.
-        let ok = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, (&mut value as *mut libc::c_int).cast(), &mut len) };
-        assert_eq!(ok, 0, "getsockopt TCP_NOTSENT_LOWAT");
-        value as usize
+        // SAFETY: the test keeps the socket open.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        socket2::SockRef::from(&socket).tcp_notsent_lowat().expect("getsockopt TCP_NOTSENT_LOWAT") as usize
     }
 
     #[test]
