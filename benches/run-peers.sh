@@ -20,6 +20,8 @@ if ((${#need[@]})); then
 fi
 cargo build --release -p shardgate-appliance
 cargo bench -p shardgate-benches --bench tcp_relay_vs_haproxy -- "${1:-}"
+# The same TCP workloads in alternating rounds (median of per-round ratios; see the bench's doc).
+cargo bench -p shardgate-benches --bench tcp_relay_alternating -- "${1:-}"
 cargo bench -p shardgate-benches --bench tls_vs_haproxy -- "${1:-}"
 cargo bench -p shardgate-benches --bench http_vs_nginx_haproxy -- "${1:-}"
 cargo bench -p shardgate-benches --bench dns_vs_knot -- "${1:-}"

@@ -13,11 +13,15 @@
 //! - [`floor_relay`]: the least work a proxy can do (an epoll byte relay), the lower bound
 //!   `peer-load ... floor` measures;
 //! - [`ab`]: one build with a feature on and off (medians, noise, a verdict against a goal).
+//! - [`alternating`]: peers measured in alternating rounds, compared by the median of the
+//!   per-round ratios (`--bench tcp_relay_alternating`).
 //!
 //! The criterion benches in `benches/` use these; `ratio-report` reads criterion's results
-//! and prints one `<group> <peer> ratio=<shardgate/peer>` line per comparison.
+//! (and the alternating runs' `.ratios` files) and prints one `<group> <peer>
+//! ratio=<shardgate/peer>` line per comparison.
 
 pub mod ab;
+pub mod alternating;
 pub mod cpus;
 pub mod dns_peers;
 pub mod floor_relay;

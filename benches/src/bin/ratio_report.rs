@@ -8,6 +8,10 @@
 //! Latency runs that write `<group>.txt` files of `<group> <peer> ... p99_us=N ...` lines
 //! (the HTTP open-loop run does) add `<group>_p99 <peer> ratio=<peer p99 / shardgate p99>`:
 //! above 1.0 shardgate's p99 is lower (better).
+//!
+//! Runs measured in alternating rounds write `<name>.ratios` files of `<group> <peer>
+//! ratio=<x> ...` lines (`shardgate_benches::alternating`); each is printed as `<group> <peer>
+//! ratio=<x>`.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +53,7 @@ fn main() {
         }
     }
     printed += print_latency_ratios(&root);
+    printed += print_alternating_ratios(&root);
     if printed == 0 {
         eprintln!("no side-by-side groups (with a `shardgate` function) under {}", root.display());
         std::process::exit(1);
@@ -67,6 +72,22 @@ fn print_latency_ratios(root: &Path) -> usize {
         let Some(ours) = rows.iter().find(|(_, peer, _)| peer == "shardgate").map(|r| r.2) else { continue };
         for (group, peer, theirs) in rows.iter().filter(|(_, peer, _)| peer != "shardgate") {
             println!("{group}_p99 {peer} ratio={:.3}", theirs / ours.max(1.0));
+            printed += 1;
+        }
+    }
+    printed
+}
+
+/// The comparisons of every `<name>.ratios` file under `root`; returns how many.
+fn print_alternating_ratios(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "ratios")).collect();
+    files.sort();
+    let mut printed = 0;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        for (group, peer, ratio) in text.lines().filter_map(shardgate_benches::alternating::parse_ratio_line) {
+            println!("{group} {peer} ratio={ratio:.3}");
             printed += 1;
         }
     }

@@ -1,0 +1,168 @@
+//! The TCP relay workloads of `tcp_relay_vs_haproxy` — shardgate, HAProxy (mode tcp with
+//! splice) and the direct no-proxy baseline, each proxy pinned to the same CPU(s) — measured
+//! in **alternating rounds** (`shardgate_benches::alternating`): every round measures each
+//! peer once, the order rotates, and each comparison is the median of the per-round ratios.
+//!
+//! Why besides criterion: on a shared host the speed of the load CPU drifts over seconds
+//! (the direct baseline alone ran 1.9–3.8 GiB/s from one minute to the next on the 2-vCPU VM
+//! of `benches/RESULTS.md`), and criterion measures one function for ~9 s, then the next, so
+//! its ratio against direct measured the drift as much as the relay. Here both sides of every
+//! ratio come from the same few seconds.
+//!
+//! Workloads (the criterion groups' names with `_alternating`):
+//! - `tcp_bulk_1_stream_alternating`: one stream of 256 MiB, twice per measurement;
+//! - `tcp_bulk_16_streams_alternating`: 16 streams of 64 MiB (1 GiB) per measurement;
+//! - `tcp_short_connections_alternating`: 16 clients × 50 connections of 1 KiB each way,
+//!   three times per measurement (every step must finish within 10 s).
+//!
+//! Goals counted per round (`at_goal`): the ratio >= 1.0 against HAProxy and >= 0.8
+//! of the direct baseline for bulk relay.
+//!
+//! Prints a table, and writes one `<group> <peer> ratio=<median> low= high= at_goal=n/N
+//! goal= shardgate=<rate> <peer>=<rate> <unit>` line per comparison to
+//! `target/criterion/tcp_relay_alternating.ratios`, which `ratio-report` prints with the
+//! criterion ratios. Bounded in time: `SHARDGATE_BENCH_ROUNDS` rounds per workload (default
+//! 15), and no new round once `SHARDGATE_BENCH_BUDGET_SECS` (default 240) are used. An
+//! optional argument filters workloads by name. Run: `cargo bench -p shardgate-benches
+//! --bench tcp_relay_alternating` after `cargo build --release -p shardgate-appliance`.
+
+use std::time::{Duration, Instant};
+
+use shardgate_benches::alternating::{round_order, AlternatingRuns};
+use shardgate_benches::load::{bulk, short_connections_within, Backend, BackendKind};
+use shardgate_benches::peers::{direct, haproxy_tcp, shardgate_tcp, Peer};
+
+/// How long one relayed short connection may stall before the workload is given up.
+const STALL: Duration = Duration::from_secs(10);
+
+/// What one measurement does against a port: wall time and the work done in the unit.
+type Measure = fn(u16) -> Result<(Duration, f64), String>;
+
+struct Workload {
+    group: &'static str,
+    unit: &'static str,
+    backend: BackendKind,
+    measure: Measure,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn bulk_1(port: u16) -> Result<(Duration, f64), String> {
+    let elapsed = bulk(port, 1, 256 << 20) + bulk(port, 1, 256 << 20);
+    Ok((elapsed, (512u64 << 20) as f64 / GIB))
+}
+
+fn bulk_16(port: u16) -> Result<(Duration, f64), String> {
+    Ok((bulk(port, 16, 64 << 20), (1024u64 << 20) as f64 / GIB))
+}
+
+fn short(port: u16) -> Result<(Duration, f64), String> {
+    let mut elapsed = Duration::ZERO;
+    for _ in 0..3 {
+        elapsed += short_connections_within(port, 16, 50, STALL)?;
+    }
+    Ok((elapsed, 3.0 * 16.0 * 50.0))
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The per-round goal of a comparison: 0.8 of direct for bulk, 1.0 otherwise.
+fn goal_for(group: &str) -> impl Fn(&str) -> f64 + '_ {
+    move |peer: &str| if peer == "direct" && group.starts_with("tcp_bulk") { 0.8 } else { 1.0 }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else filters workloads by name.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let rounds = env_number("SHARDGATE_BENCH_ROUNDS", 15).max(1) as usize;
+    let budget = Duration::from_secs(env_number("SHARDGATE_BENCH_BUDGET_SECS", 240));
+    let started = Instant::now();
+    let workloads = [
+        Workload { group: "tcp_bulk_1_stream_alternating", unit: "GiB/s", backend: BackendKind::Sink, measure: bulk_1 },
+        Workload { group: "tcp_bulk_16_streams_alternating", unit: "GiB/s", backend: BackendKind::Sink, measure: bulk_16 },
+        Workload { group: "tcp_short_connections_alternating", unit: "conn/s", backend: BackendKind::Echo1k, measure: short },
+    ];
+    let mut lines = Vec::new();
+    for workload in workloads.iter().filter(|w| filter.as_deref().is_none_or(|f| w.group.contains(f))) {
+        let backend = match Backend::start(workload.backend, 32) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: backend did not start: {e}", workload.group);
+                continue;
+            }
+        };
+        let mut peers: Vec<Peer> = Vec::new();
+        peers.extend(shardgate_tcp(backend.port));
+        peers.extend(haproxy_tcp(backend.port));
+        peers.push(direct(backend.port));
+        if !peers.iter().any(|p| p.name == "shardgate") {
+            eprintln!("{}: shardgate did not start; skipped", workload.group);
+            continue;
+        }
+        let mut runs = AlternatingRuns::new(workload.group, peers.iter().map(|p| p.name).collect(), workload.unit);
+        let mut stopped = None;
+        for round in 0..rounds {
+            if started.elapsed() > budget {
+                stopped = Some(format!("time budget of {} s used", budget.as_secs()));
+                break;
+            }
+            let mut rates = vec![0.0; peers.len()];
+            for i in round_order(round, peers.len()) {
+                match (workload.measure)(peers[i].port) {
+                    Ok((elapsed, work)) => rates[i] = work / elapsed.as_secs_f64().max(1e-9),
+                    Err(e) => {
+                        stopped = Some(format!("{}: {e}", peers[i].name));
+                        break;
+                    }
+                }
+            }
+            if stopped.is_some() {
+                break;
+            }
+            runs.rounds.push(rates);
+        }
+        if let Some(why) = &stopped {
+            eprintln!("{}: stopped after {} rounds ({why})", workload.group, runs.rounds.len());
+        }
+        print_table(&runs);
+        lines.extend(runs.report_lines(goal_for(workload.group)));
+    }
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    for line in &lines {
+        println!("{line}");
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+    let written = std::fs::create_dir_all(&out).and_then(|()| {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(out.join("tcp_relay_alternating.ratios"), text)
+    });
+    if let Err(e) = written {
+        eprintln!("could not write {}: {e}", out.join("tcp_relay_alternating.ratios").display());
+    }
+}
+
+fn print_table(runs: &AlternatingRuns) {
+    println!();
+    println!("{} ({} rounds, rates in {}; per-round ratio shardgate/peer)", runs.group, runs.rounds.len(), runs.unit);
+    let rate = |r: f64| if r >= 1000.0 { format!("{r:.0}") } else { format!("{r:.2}") };
+    for (n, round) in runs.rounds.iter().enumerate() {
+        let cells: Vec<String> = runs.peers.iter().zip(round).map(|(p, r)| format!("{p} {}", rate(*r))).collect();
+        println!("  round {:>2}: {}", n + 1, cells.join("  "));
+    }
+    for r in runs.ratios(goal_for(&runs.group)) {
+        println!(
+            "  vs {:<8} median ratio {:.3} (low {:.3}, high {:.3}; {}/{} rounds at >= {:.2}); median rates {} / {}",
+            r.peer,
+            r.median,
+            r.low,
+            r.high,
+            r.at_goal,
+            r.rounds,
+            goal_for(&runs.group)(r.peer),
+            rate(r.ours),
+            rate(r.theirs)
+        );
+    }
+}
