@@ -44,8 +44,9 @@ pub struct RoundRatio {
     pub low: f64,
     /// See `low`.
     pub high: f64,
-    /// Rounds in which the ratio was at least the goal given to [`AlternatingRuns::ratios`].
-    pub at_goal: usize,
+    /// The goal given to [`AlternatingRuns::ratios`] for this peer, if there is one, and in
+    /// how many rounds the ratio reached it.
+    pub goal: Option<(f64, usize)>,
     /// Rounds compared.
     pub rounds: usize,
     /// Median rate of shardgate and of the peer over the same rounds.
@@ -61,8 +62,9 @@ impl AlternatingRuns {
     }
 
     /// Shardgate against every other peer; `goal(peer)` is the ratio a round must reach to
-    /// count in [`RoundRatio::at_goal`]. Empty without a `shardgate` column or rounds.
-    pub fn ratios(&self, goal: impl Fn(&str) -> f64) -> Vec<RoundRatio> {
+    /// count in [`RoundRatio::goal`] (`None`: no goal against that peer). Empty without a
+    /// `shardgate` column or rounds.
+    pub fn ratios(&self, goal: impl Fn(&str) -> Option<f64>) -> Vec<RoundRatio> {
         let Some(ours) = self.peers.iter().position(|p| *p == "shardgate") else { return Vec::new() };
         if self.rounds.is_empty() {
             return Vec::new();
@@ -75,13 +77,13 @@ impl AlternatingRuns {
             .filter(|(i, _)| *i != ours)
             .map(|(i, peer)| {
                 let per_round: Vec<f64> = self.rounds.iter().map(|r| if r[i] > 0.0 { r[ours] / r[i] } else { 0.0 }).collect();
-                let goal = goal(peer);
+                let goal = goal(peer).map(|g| (g, per_round.iter().filter(|r| **r >= g).count()));
                 RoundRatio {
                     peer,
                     median: median(&per_round),
                     low: per_round.iter().copied().fold(f64::MAX, f64::min),
                     high: per_round.iter().copied().fold(0.0, f64::max),
-                    at_goal: per_round.iter().filter(|r| **r >= goal).count(),
+                    goal,
                     rounds: per_round.len(),
                     ours: median(&our_rates),
                     theirs: median(&column(i)),
@@ -90,26 +92,16 @@ impl AlternatingRuns {
             .collect()
     }
 
-    /// One line per comparison: `<group> <peer> ratio=<median> low=.. high=.. at_goal=n/N
-    /// goal=.. shardgate=<rate> <peer>=<rate> <unit>`.
-    pub fn report_lines(&self, goal: impl Fn(&str) -> f64) -> Vec<String> {
-        self.ratios(&goal)
+    /// One line per comparison: `<group> <peer> ratio=<median> low=.. high=.. rounds=N
+    /// [goal=.. at_goal=n] shardgate=<rate> <peer>=<rate> <unit>`.
+    pub fn report_lines(&self, goal: impl Fn(&str) -> Option<f64>) -> Vec<String> {
+        self.ratios(goal)
             .into_iter()
             .map(|r| {
+                let goal = r.goal.map(|(g, n)| format!(" goal={g:.2} at_goal={n}")).unwrap_or_default();
                 format!(
-                    "{} {} ratio={:.3} low={:.3} high={:.3} at_goal={}/{} goal={:.2} shardgate={:.3} {}={:.3} {}",
-                    self.group,
-                    r.peer,
-                    r.median,
-                    r.low,
-                    r.high,
-                    r.at_goal,
-                    r.rounds,
-                    goal(r.peer),
-                    r.ours,
-                    r.peer,
-                    r.theirs,
-                    self.unit
+                    "{} {} ratio={:.3} low={:.3} high={:.3} rounds={}{goal} shardgate={:.3} {}={:.3} {}",
+                    self.group, r.peer, r.median, r.low, r.high, r.rounds, r.ours, r.peer, r.theirs, self.unit
                 )
             })
             .collect()
@@ -145,30 +137,31 @@ mod tests {
         runs.rounds.push(vec![2.0, 1.6, 2.5]);
         runs.rounds.push(vec![6.0, 4.8, 7.5]);
         runs.rounds.push(vec![2.2, 2.0, 2.0]);
-        let ratios = runs.ratios(|peer| if peer == "direct" { 0.8 } else { 1.0 });
+        let ratios = runs.ratios(|peer| Some(if peer == "direct" { 0.8 } else { 1.0 }));
         assert_eq!(ratios.len(), 2);
         let haproxy = &ratios[0];
         assert_eq!(haproxy.peer, "haproxy");
         assert!((haproxy.median - 1.25).abs() < 1e-9);
         assert!((haproxy.low - 1.1).abs() < 1e-9 && (haproxy.high - 1.25).abs() < 1e-9);
-        assert_eq!((haproxy.at_goal, haproxy.rounds), (3, 3));
+        assert_eq!((haproxy.goal, haproxy.rounds), (Some((1.0, 3)), 3));
         let direct = &ratios[1];
         assert!((direct.median - 0.8).abs() < 1e-9);
-        assert_eq!(direct.at_goal, 3);
+        assert_eq!(direct.goal, Some((0.8, 3)));
         // The medians of the rates alone would say 2.2 / 2.5 = 0.88: not what any round saw.
         assert!((direct.ours / direct.theirs - 0.88).abs() < 1e-9);
-        let lines = runs.report_lines(|_| 1.0);
-        assert!(lines[0].starts_with("g haproxy ratio=1.250 low=1.100 high=1.250 at_goal=3/3"), "{}", lines[0]);
+        let lines = runs.report_lines(|peer| (peer == "haproxy").then_some(1.2));
+        assert!(lines[0].starts_with("g haproxy ratio=1.250 low=1.100 high=1.250 rounds=3 goal=1.20 at_goal=2 "), "{}", lines[0]);
+        assert!(lines[1].starts_with("g direct ratio=0.800 low=0.800 high=1.100 rounds=3 shardgate="), "{}", lines[1]);
         assert_eq!(parse_ratio_line(&lines[1]), Some(("g".into(), "direct".into(), 0.8)));
     }
 
     #[test]
     fn no_comparison_without_shardgate_or_rounds() {
         let runs = AlternatingRuns::new("g", vec!["shardgate", "direct"], "GiB/s");
-        assert!(runs.ratios(|_| 1.0).is_empty());
+        assert!(runs.ratios(|_| Some(1.0)).is_empty());
         let mut other = AlternatingRuns::new("g", vec!["haproxy", "direct"], "GiB/s");
         other.rounds.push(vec![1.0, 1.0]);
-        assert!(other.ratios(|_| 1.0).is_empty());
+        assert!(other.ratios(|_| Some(1.0)).is_empty());
         assert_eq!(parse_ratio_line("g p ratio=x"), None);
         assert_eq!(parse_ratio_line("g p p99_us=3"), None);
     }
