@@ -15,6 +15,10 @@
 //! - `tcp_short_connections_alternating`: 16 clients × 50 connections of 1 KiB each way,
 //!   three times per measurement (every step must finish within 10 s).
 //!
+//! The bulk workloads also measure the **splice floor** (`splice-floor`: blocking threads
+//! doing nothing but `splice`, with shardgate's pipe size and unsent cap, on the proxy CPU):
+//! the kernel's TCP work on the proxy CPU alone, the most any splice relay could reach here.
+//!
 //! Goals counted per round (`at_goal`): the ratio >= 1.0 against HAProxy and >= 0.8
 //! of the direct baseline for bulk relay (short connections have no goal against direct).
 //!
@@ -30,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use shardgate_benches::alternating::{round_order, AlternatingRuns};
 use shardgate_benches::load::{bulk, short_connections_within, Backend, BackendKind};
-use shardgate_benches::peers::{direct, haproxy_tcp, shardgate_tcp, Peer};
+use shardgate_benches::cpus::proxy_cpus;
+use shardgate_benches::peers::{direct, free_port, haproxy_tcp, shardgate_tcp, wait_listening, Peer};
 
 /// How long one relayed short connection may stall before the workload is given up.
 const STALL: Duration = Duration::from_secs(10);
@@ -69,12 +74,12 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 /// The goal for a comparison: 1.0 against HAProxy, 0.8 of direct for bulk relay,
-/// none for short connections against direct.
+/// none for short connections against direct or against the floor.
 fn goal_for(group: &str) -> impl Fn(&str) -> Option<f64> + '_ {
     move |peer: &str| match peer {
         "direct" if group.starts_with("tcp_bulk") => Some(0.8),
-        "direct" => None,
-        _ => Some(1.0),
+        "haproxy" => Some(1.0),
+        _ => None,
     }
 }
 
@@ -102,6 +107,9 @@ fn main() {
         peers.extend(shardgate_tcp(backend.port));
         peers.extend(haproxy_tcp(backend.port));
         peers.push(direct(backend.port));
+        if workload.group.starts_with("tcp_bulk") {
+            peers.extend(splice_floor(backend.port));
+        }
         if !peers.iter().any(|p| p.name == "shardgate") {
             eprintln!("{}: shardgate did not start; skipped", workload.group);
             continue;
@@ -146,6 +154,15 @@ fn main() {
     if let Err(e) = written {
         eprintln!("could not write {}: {e}", out.join("tcp_relay_alternating.ratios").display());
     }
+}
+
+/// The splice floor (`shardgate_benches::splice_floor`) on the proxy CPU(s), as threads of
+/// this process, towards `target_port`.
+fn splice_floor(target_port: u16) -> Option<Peer> {
+    let port = free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+    std::thread::spawn(move || shardgate_benches::splice_floor::run(listener, ([127, 0, 0, 1], target_port).into(), proxy_cpus()));
+    wait_listening(port).then(|| Peer::in_process("splice-floor", port))
 }
 
 fn print_table(runs: &AlternatingRuns) {

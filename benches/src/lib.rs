@@ -12,6 +12,8 @@
 //! - [`dns_peers`]: shardgate, Knot DNS and NSD serving the same zone, and the `dnsperf` load.
 //! - [`floor_relay`]: the least work a proxy can do (an epoll byte relay), the lower bound
 //!   `peer-load ... floor` measures;
+//! - [`splice_floor`]: the least work a `splice(2)` relay can do for bulk TCP (blocking
+//!   threads, shardgate's pipe size and unsent cap), `peer-load ... splice-floor`;
 //! - [`ab`]: one build with a feature on and off (medians, noise, a verdict against a goal).
 //! - [`alternating`]: peers measured in alternating rounds, compared by the median of the
 //!   per-round ratios (`--bench tcp_relay_alternating`).
@@ -31,5 +33,6 @@ pub mod load;
 pub mod peers;
 pub mod radius_load;
 pub mod radius_peers;
+pub mod splice_floor;
 pub mod tls_load;
 pub mod tls_peers;

@@ -28,6 +28,12 @@ impl Peer {
         Peer { name, port, child: Some(child), _dir: Some(dir) }
     }
 
+    /// A peer that runs as threads of this process (nothing to stop; it ends with the
+    /// process).
+    pub fn in_process(name: &'static str, port: u16) -> Peer {
+        Peer { name, port, child: None, _dir: None }
+    }
+
     /// The peer's main process id (`None` for `direct`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -13,7 +13,10 @@
 //! for 5 s; prints p50/p99/p99.9/max in µs, measured from each request's scheduled time).
 //! PEER: `shardgate`, `haproxy`, `nginx` (HTTP only), `direct` (TCP only), `floor` (the
 //! least work a proxy can do: an epoll byte relay, `shardgate_benches::floor_relay`, run as
-//! a child of this binary on the proxy CPU; a lower bound for every proxy's CPU per op).
+//! a child of this binary on the proxy CPU; a lower bound for every proxy's CPU per op),
+//! `splice-floor` (TCP bulk: the least work a `splice(2)` relay can do, blocking threads
+//! with shardgate's pipe size and unsent cap, `shardgate_benches::splice_floor`, also a
+//! child on the proxy CPU).
 
 use std::time::Duration;
 
@@ -32,8 +35,11 @@ fn main() {
     if args.first().map(String::as_str) == Some(FLOOR_CHILD) {
         run_floor_child(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some(SPLICE_FLOOR_CHILD) {
+        run_splice_floor_child(&args[1..]);
+    }
     let (Some(workload), Some(peer_name)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: peer-load tcp-short|tcp-bulk-1|tcp-bulk-16|http-keepalive|http-latency shardgate|haproxy|nginx|direct|floor [ROUNDS]");
+        eprintln!("usage: peer-load tcp-short|tcp-bulk-1|tcp-bulk-16|http-keepalive|http-latency shardgate|haproxy|nginx|direct|floor|splice-floor [ROUNDS]");
         std::process::exit(2);
     };
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
@@ -50,6 +56,7 @@ fn main() {
                 "haproxy" => haproxy_tcp(backend.port),
                 "direct" => Some(direct(backend.port)),
                 "floor" => floor(backend.port),
+                "splice-floor" => child_relay(SPLICE_FLOOR_CHILD, "splice-floor", backend.port),
                 other => fail(&format!("no TCP peer {other}")),
             };
             let run: Round = match workload.as_str() {
@@ -131,16 +138,36 @@ fn main() {
 /// The first argument that makes this binary the floor relay instead of the load.
 const FLOOR_CHILD: &str = "--floor-relay";
 
+const SPLICE_FLOOR_CHILD: &str = "--splice-floor-relay";
+
 /// Starts this binary again as the floor relay towards `target_port`.
 fn floor(target_port: u16) -> Option<Peer> {
+    child_relay(FLOOR_CHILD, "floor", target_port)
+}
+
+/// Starts this binary again with `flag LISTEN_PORT TARGET_PORT` (a floor relay), as peer
+/// `name`.
+fn child_relay(flag: &str, name: &'static str, target_port: u16) -> Option<Peer> {
     let port = free_port();
     let exe = std::env::current_exe().ok()?;
     let child = std::process::Command::new(exe)
-        .args([FLOOR_CHILD, &port.to_string(), &target_port.to_string()])
+        .args([flag, &port.to_string(), &target_port.to_string()])
         .spawn()
         .ok()?;
-    let peer = Peer::new("floor", port, child, tempfile::tempdir().ok()?);
+    let peer = Peer::new(name, port, child, tempfile::tempdir().ok()?);
     wait_listening(port).then_some(peer)
+}
+
+/// The child side of `splice-floor`: `LISTEN_PORT TARGET_PORT`, every thread on the proxy
+/// CPU.
+fn run_splice_floor_child(args: &[String]) -> ! {
+    let ports: Vec<u16> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let [listen, target] = ports[..] else { fail("--splice-floor-relay LISTEN_PORT TARGET_PORT") };
+    let listener = std::net::TcpListener::bind(("127.0.0.1", listen)).unwrap_or_else(|e| fail(&format!("bind {listen}: {e}")));
+    match shardgate_benches::splice_floor::run(listener, ([127, 0, 0, 1], target).into(), proxy_cpus()) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => fail(&format!("splice floor: {e}")),
+    }
 }
 
 /// The child side of [`floor`]: `LISTEN_PORT TARGET_PORT`, pinned to the proxy CPU.
