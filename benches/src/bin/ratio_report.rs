@@ -62,12 +62,8 @@ fn main() {
 
 /// The p99 comparisons of every `<group>.txt` latency file under `root`; returns how many.
 fn print_latency_ratios(root: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect();
-    files.sort();
     let mut printed = 0;
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+    for text in files_ending(root, "txt") {
         let rows: Vec<(String, String, f64)> = text.lines().filter_map(parse_p99).collect();
         let Some(ours) = rows.iter().find(|(_, peer, _)| peer == "shardgate").map(|r| r.2) else { continue };
         for (group, peer, theirs) in rows.iter().filter(|(_, peer, _)| peer != "shardgate") {
@@ -78,14 +74,19 @@ fn print_latency_ratios(root: &Path) -> usize {
     printed
 }
 
+/// The text of every `*.<extension>` file directly under `root`, in name order (unreadable
+/// ones left out).
+fn files_ending(root: &Path, extension: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == extension)).collect();
+    files.sort();
+    files.iter().filter_map(|file| std::fs::read_to_string(file).ok()).collect()
+}
+
 /// The comparisons of every `<name>.ratios` file under `root`; returns how many.
 fn print_alternating_ratios(root: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "ratios")).collect();
-    files.sort();
     let mut printed = 0;
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+    for text in files_ending(root, "ratios") {
         for (group, peer, ratio) in text.lines().filter_map(shardgate_benches::alternating::parse_ratio_line) {
             println!("{group} {peer} ratio={ratio:.3}");
             printed += 1;
